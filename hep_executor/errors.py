@@ -1,0 +1,190 @@
+"""The exception hierarchy of hep_executor.
+
+Every error a user can cause names the file, dataset, URL, worker or
+setting at fault and, where it helps, what to do about it::
+
+    HepExecutorError
+    ├── ConfigError (ValueError)            bad config key or value
+    ├── InputError (OSError)                a ROOT input that cannot be used
+    │   ├── FileMissingError                no such file or URL
+    │   ├── NotRootFileError                not a ROOT file
+    │   ├── TruncatedFileError              ROOT file cut short or corrupt
+    │   ├── TreeNotFoundError               the tree is not in the file
+    │   ├── EmptyInputError                 a tree with no entries, a dataset with no files
+    │   └── RemoteAccessError               XRootD server down, timeouts
+    ├── ProtocolError                       malformed or incompatible message
+    │   ├── AuthenticationError             a message failed the signature check
+    │   └── VersionMismatchError            worker of another protocol version
+    ├── TaskError                           a task did not produce a result
+    │   ├── RemoteTaskError                 the task raised (carries the traceback text)
+    │   ├── WorkerLostError                 the task killed its worker too often
+    │   ├── ResourceExhaustedError (MemoryError)   over its memory allocation
+    │   └── TaskCancelledError              cancelled by the caller
+    ├── CoverageError                       output misses or doubles entry ranges
+    ├── BatchError (RuntimeError)           a batch system refused or failed a job
+    └── ManagerClosedError (RuntimeError)   the manager was used after close()
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BatchError",
+    "ConfigError",
+    "CoverageError",
+    "EmptyInputError",
+    "FileMissingError",
+    "HepExecutorError",
+    "InputError",
+    "ManagerClosedError",
+    "NotRootFileError",
+    "ProtocolError",
+    "RemoteAccessError",
+    "RemoteTaskError",
+    "ResourceExhaustedError",
+    "TaskCancelledError",
+    "TaskError",
+    "TreeNotFoundError",
+    "TruncatedFileError",
+    "VersionMismatchError",
+    "WorkerLostError",
+]
+
+
+class HepExecutorError(Exception):
+    """Base class of every error raised by hep_executor."""
+
+
+class ConfigError(HepExecutorError, ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+class InputError(HepExecutorError, OSError):
+    """A ROOT input (file, URL, tree or dataset) cannot be used.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, naming the input.
+    path : str, optional
+        The file or URL at fault.
+    """
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else ""
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.path))
+
+
+class FileMissingError(InputError, FileNotFoundError):
+    """The file or URL does not exist."""
+
+
+class NotRootFileError(InputError):
+    """The file exists but is not a ROOT file."""
+
+
+class TruncatedFileError(InputError):
+    """The ROOT file is cut short or its contents cannot be decoded."""
+
+
+class TreeNotFoundError(InputError, KeyError):
+    """The requested tree is not in the file."""
+
+    __str__ = InputError.__str__
+
+
+class EmptyInputError(InputError):
+    """A file whose tree has no entries, or a dataset with no files."""
+
+
+class RemoteAccessError(InputError, ConnectionError):
+    """A remote (XRootD) server could not be reached or timed out."""
+
+
+class ProtocolError(HepExecutorError):
+    """A message between manager and worker is malformed or incompatible."""
+
+
+class AuthenticationError(ProtocolError):
+    """A message failed the signature check (wrong or missing key)."""
+
+
+class VersionMismatchError(ProtocolError):
+    """A worker speaks another protocol version than the manager."""
+
+
+class TaskError(HepExecutorError):
+    """A task did not produce a result."""
+
+
+class RemoteTaskError(TaskError):
+    """A task raised on its worker.
+
+    Parameters
+    ----------
+    message : str
+        ``ExceptionType: message`` of the original exception.
+    traceback_text : str
+        The formatted traceback from the worker.
+    """
+
+    def __init__(self, message: str, traceback_text: str = ""):
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        base = self.args[0] if self.args else ""
+        if self.traceback_text:
+            return f"{base}\n\nTraceback on the worker:\n{self.traceback_text}"
+        return base
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.traceback_text))
+
+
+class WorkerLostError(TaskError):
+    """A task's worker died under it too many times."""
+
+
+class ResourceExhaustedError(TaskError, MemoryError):
+    """A task went over its memory allocation and was stopped.
+
+    Parameters
+    ----------
+    message : str
+        Human-readable description.
+    peak_mb : float
+        Peak memory seen before the task was stopped.
+    limit_mb : float
+        The allocation it exceeded.
+    """
+
+    def __init__(self, message: str, peak_mb: float = 0.0, limit_mb: float = 0.0):
+        super().__init__(message)
+        self.peak_mb = peak_mb
+        self.limit_mb = limit_mb
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.peak_mb, self.limit_mb))
+
+
+class TaskCancelledError(TaskError):
+    """The task was cancelled by the caller."""
+
+
+class CoverageError(HepExecutorError):
+    """The output does not cover the planned entry ranges exactly once."""
+
+
+class BatchError(HepExecutorError, RuntimeError):
+    """A batch system refused, failed or lost a worker job."""
+
+
+class ManagerClosedError(HepExecutorError, RuntimeError):
+    """The manager was used after it was closed."""

@@ -1,0 +1,73 @@
+"""Measuring tasks and watching their memory on a worker.
+
+A slot process calls :func:`reset_peak` before a task and :func:`peak_mb`
+after it: on Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the
+kernel's peak-RSS mark, so the peak read afterwards is that task's alone,
+not the process lifetime's. Where the reset is not allowed, the peak is
+the process's so far (an upper bound), and :data:`PER_TASK_PEAK` says so.
+
+The worker watches each busy slot's resident memory with
+:func:`rss_mb` and stops a slot whose task goes over its allocation.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+
+__all__ = ["PER_TASK_PEAK", "peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal"]
+
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
+
+
+def _can_reset() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+PER_TASK_PEAK = sys.platform.startswith("linux") and _can_reset()
+
+
+def reset_peak() -> None:
+    """Reset this process's peak-RSS mark (Linux), so the next peak is the next task's."""
+    if PER_TASK_PEAK:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+
+
+def peak_mb() -> float:
+    """Peak resident memory of this process since the last :func:`reset_peak`, in MB."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def rss_mb(pid: int) -> float:
+    """Current resident memory of process ``pid`` in MB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE_MB
+    except (OSError, IndexError, ValueError):
+        try:
+            import psutil
+
+            return psutil.Process(pid).memory_info().rss / 2**20
+        except Exception:
+            return 0.0
+
+
+def set_parent_death_signal(sig: int = 9) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,242 @@
+"""The manager's bookkeeping: tasks and workers, with explicit transitions.
+
+Nothing here touches a socket. :class:`TaskTable` holds every task from
+``submit`` to its end and every worker from registration to removal:
+
+    waiting --assign--> dispatched --finish--> done
+       ^                    |
+       +----requeue---------+   (worker lost: kill count +1, or back off)
+                            |
+                            +--> failed (kill count reached, or retries spent)
+
+A worker's free resources are its advertised ones less those of the
+tasks dispatched to it.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["TaskRecord", "TaskState", "TaskTable", "WorkerRecord"]
+
+
+class TaskState(enum.Enum):
+    """Where a task stands."""
+
+    WAITING = "waiting"
+    DISPATCHED = "dispatched"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(eq=False)
+class TaskRecord:
+    """One submitted task."""
+
+    id: int
+    fn_hash: str
+    args: bytes
+    cores: int
+    memory_mb: int
+    category: str
+    retries: int
+    state: TaskState = TaskState.WAITING
+    worker: bytes | None = None
+    attempts: int = 0
+    worker_kills: int = 0
+    submitted: float = field(default_factory=time.time)
+    dispatched: float = 0.0
+
+    def wire(self) -> dict:
+        """The task as it travels in a :class:`~hep_executor.protocol.Tasks` item."""
+        return {"id": self.id, "fn": self.fn_hash, "cores": self.cores,
+                "memory_mb": self.memory_mb, "category": self.category}
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    """One registered worker and what is dispatched to it."""
+
+    identity: bytes
+    worker_id: str
+    host: str
+    pid: int
+    cores: int
+    memory_mb: int
+    disk_mb: int
+    joined: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    last_sent: float = field(default_factory=time.monotonic)
+    tasks: dict = field(default_factory=dict)  # task id -> TaskRecord
+    functions: set = field(default_factory=set)  # function hashes it holds
+    used_cores: int = 0
+    used_memory_mb: int = 0
+    completed: int = 0
+
+    @property
+    def free_cores(self) -> int:
+        return self.cores - self.used_cores
+
+    def fits(self, task: TaskRecord) -> bool:
+        """Whether ``task`` fits in what is free now."""
+        return (self.used_cores + task.cores <= self.cores
+                and self.used_memory_mb + task.memory_mb <= self.memory_mb)
+
+    def could_ever_fit(self, task: TaskRecord) -> bool:
+        """Whether ``task`` fits in this worker when it is empty."""
+        return task.cores <= self.cores and task.memory_mb <= self.memory_mb
+
+    def describe(self) -> dict:
+        """Plain-data view for :meth:`Manager.workers`."""
+        return {"id": self.worker_id, "host": self.host, "pid": self.pid,
+                "cores": self.cores, "memory_mb": self.memory_mb, "disk_mb": self.disk_mb,
+                "running": len(self.tasks), "completed": self.completed}
+
+
+class TaskTable:
+    """Tasks and workers of one manager.
+
+    Parameters
+    ----------
+    max_worker_kills : int
+        A task whose worker died under it this many times fails.
+    """
+
+    def __init__(self, max_worker_kills: int = 3):
+        self.max_worker_kills = max_worker_kills
+        self.tasks: dict[int, TaskRecord] = {}
+        self.waiting: collections.deque[TaskRecord] = collections.deque()
+        self.workers: dict[bytes, WorkerRecord] = {}
+        self._next_id = 1
+
+    # -- tasks
+    def add(self, fn_hash: str, args: bytes, *, cores: int = 1, memory_mb: int = 0,
+            category: str = "default", retries: int = 0) -> TaskRecord:
+        """Register a new waiting task and return it."""
+        task = TaskRecord(self._next_id, fn_hash, args, cores, memory_mb, category, retries)
+        self._next_id += 1
+        self.tasks[task.id] = task
+        self.waiting.append(task)
+        return task
+
+    def assign(self, task: TaskRecord, worker: WorkerRecord) -> None:
+        """Move a waiting task to ``worker``."""
+        assert task.state is TaskState.WAITING
+        task.state = TaskState.DISPATCHED
+        task.worker = worker.identity
+        task.attempts += 1
+        task.dispatched = time.time()
+        worker.tasks[task.id] = task
+        worker.used_cores += task.cores
+        worker.used_memory_mb += task.memory_mb
+
+    def _release(self, task: TaskRecord) -> WorkerRecord | None:
+        worker = self.workers.get(task.worker) if task.worker is not None else None
+        if worker is not None and worker.tasks.pop(task.id, None) is not None:
+            worker.used_cores -= task.cores
+            worker.used_memory_mb -= task.memory_mb
+        task.worker = None
+        return worker
+
+    def finish(self, task_id: int, ok: bool = True) -> TaskRecord | None:
+        """A dispatched task came back; return it (None if unknown or no longer dispatched)."""
+        task = self.tasks.get(task_id)
+        if task is None or task.state is not TaskState.DISPATCHED:
+            return None
+        worker = self._release(task)
+        if worker is not None:
+            worker.completed += 1
+        task.state = TaskState.DONE if ok else TaskState.FAILED
+        del self.tasks[task_id]
+        return task
+
+    def retry(self, task_id: int) -> bool:
+        """Send a dispatched task back to waiting if it has retries left."""
+        task = self.tasks.get(task_id)
+        if task is None or task.state is not TaskState.DISPATCHED or task.retries <= 0:
+            return False
+        task.retries -= 1
+        self._release(task)
+        task.state = TaskState.WAITING
+        self.waiting.appendleft(task)
+        return True
+
+    def cancel(self, task_id: int) -> TaskRecord | None:
+        """Cancel a waiting or dispatched task; return it, or None if unknown."""
+        task = self.tasks.pop(task_id, None)
+        if task is None:
+            return None
+        if task.state is TaskState.WAITING:
+            try:
+                self.waiting.remove(task)
+            except ValueError:
+                pass
+        else:
+            self._release(task)
+        task.state = TaskState.CANCELLED
+        return task
+
+    # -- workers
+    def add_worker(self, worker: WorkerRecord) -> None:
+        self.workers[worker.identity] = worker
+
+    def remove_worker(self, identity: bytes, *, counts_as_kill: bool = True
+                      ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        """Remove a worker; requeue its tasks.
+
+        Returns ``(requeued, failed)``: a task whose kill count reaches
+        ``max_worker_kills`` fails instead of going back to waiting.
+        """
+        worker = self.workers.pop(identity, None)
+        if worker is None:
+            return [], []
+        requeued, failed = [], []
+        for task in sorted(worker.tasks.values(), key=lambda t: t.id, reverse=True):
+            task.worker = None
+            if counts_as_kill:
+                task.worker_kills += 1
+            if task.worker_kills >= self.max_worker_kills:
+                task.state = TaskState.FAILED
+                del self.tasks[task.id]
+                failed.append(task)
+            else:
+                task.state = TaskState.WAITING
+                self.waiting.appendleft(task)
+                requeued.append(task)
+        worker.tasks.clear()
+        return requeued, failed
+
+    def task_killed_worker(self, task_id: int) -> tuple[str, TaskRecord | None]:
+        """A task's process died on a worker that lives on.
+
+        Returns ``("requeued", task)`` or ``("failed", task)`` by its kill count.
+        """
+        task = self.tasks.get(task_id)
+        if task is None or task.state is not TaskState.DISPATCHED:
+            return "unknown", None
+        self._release(task)
+        task.worker_kills += 1
+        if task.worker_kills >= self.max_worker_kills:
+            task.state = TaskState.FAILED
+            del self.tasks[task_id]
+            return "failed", task
+        task.state = TaskState.WAITING
+        self.waiting.appendleft(task)
+        return "requeued", task
+
+    # -- views
+    @property
+    def n_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def n_dispatched(self) -> int:
+        return len(self.tasks) - len(self.waiting)
+
+    def empty(self) -> bool:
+        """No task waiting or dispatched."""
+        return not self.tasks

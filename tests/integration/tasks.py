@@ -1,0 +1,35 @@
+"""Task functions used by the integration tests (importable by workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def square(x):
+    return x * x
+
+
+def slow_square(x, delay=0.01):
+    time.sleep(delay)
+    return x * x
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def die():
+    os._exit(17)
+
+
+def allocate(mb, hold=0.2):
+    block = bytearray(int(mb * 2**20))
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(hold)
+    return len(block)
+
+
+def pid_of_worker():
+    return os.getppid()
