@@ -17,6 +17,7 @@ setting at fault and, where it helps, what to do about it::
     │   └── VersionMismatchError            worker of another protocol version
     ├── TaskError                           a task did not produce a result
     │   ├── RemoteTaskError                 the task raised (carries the traceback text)
+    │   ├── ChunkError                      the processor raised on a chunk (names file and range)
     │   ├── WorkerLostError                 the task killed its worker too often
     │   ├── ResourceExhaustedError (MemoryError)   over its memory allocation
     │   └── TaskCancelledError              cancelled by the caller
@@ -30,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BatchError",
+    "ChunkError",
     "ConfigError",
     "CoverageError",
     "EmptyInputError",
@@ -146,6 +148,26 @@ class RemoteTaskError(TaskError):
 
     def __reduce__(self):
         return (type(self), (self.args[0] if self.args else "", self.traceback_text))
+
+
+class ChunkError(TaskError):
+    """The processor raised on a chunk; the message names the file and entry range.
+
+    Parameters
+    ----------
+    message : str
+        What failed, naming dataset, file and entry range.
+    filename : str
+    entrystart, entrystop : int
+    """
+
+    def __init__(self, message: str, filename: str = "", entrystart: int = 0, entrystop: int = 0):
+        super().__init__(message)
+        self.filename, self.entrystart, self.entrystop = filename, entrystart, entrystop
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.filename,
+                             self.entrystart, self.entrystop))
 
 
 class WorkerLostError(TaskError):

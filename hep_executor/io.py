@@ -413,7 +413,7 @@ def _classify(exc: Exception, path: str) -> InputError:
     """The InputError subclass (with a one-line message) for ``exc`` raised on ``path``."""
     text = str(exc)
     lower = text.lower()
-    cause = _first_line(text) or type(exc).__name__
+    cause = (_first_line(text) or type(exc).__name__).replace(f" in file {path}", "")
     remote = is_remote(path)
     if isinstance(exc, IsADirectoryError) or (remote and "[3016]" in lower):
         return FileMissingError(f"{path}: is a directory, not a ROOT file", path)
@@ -426,6 +426,8 @@ def _classify(exc: Exception, path: str) -> InputError:
             return RemoteAccessError(f"{path}: server unreachable or not answering ({cause})", path)
         if "[3010]" in lower or "permission" in lower or "not authorized" in lower:
             return RemoteAccessError(f"{path}: access refused by the server ({cause})", path)
+        if any(w in lower for w in ("xrootd error", "[error]", "[fatal]", "failed to open file")):
+            return RemoteAccessError(f"{path}: XRootD request failed ({cause})", path)
     if isinstance(exc, PermissionError):
         return InputError(f"{path}: permission denied; check the file's mode", path)
     if isinstance(exc, FileNotFoundError):

@@ -27,6 +27,7 @@ The event content depends only on ``seed``, dataset name, file index,
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -312,9 +313,12 @@ def _fp(values, bits: int = 10) -> np.ndarray:
     return rounded.view(np.float32)
 
 
-def _cast(array: np.ndarray) -> np.ndarray:
+_COARSE = frozenset({"dxy", "dz", "sip3d", "pfRelIso03_all", "pfRelIso04_all", "deltaEtaSC", "relIso03", "mass"})
+
+
+def _cast(array: np.ndarray, bits: int = 10) -> np.ndarray:
     if array.dtype.kind == "f":
-        return _fp(array)
+        return _fp(array, bits)
     if array.dtype.kind == "i":
         return array.astype(np.int32)
     return array
@@ -341,10 +345,14 @@ def _objects(rng, n, mean, pt0, scale, eta_max):
     return evt, {"pt": pt0 + rng.exponential(scale, size), "eta": _eta(rng, size, eta_max), "phi": _phi(rng, size)}
 
 
-def _pack(n, evt, fields, sort=True):
-    """Counts and pt-ordered (within each event) flat fields of a collection."""
+def _pack(n, evt, fields, sort=True, bits=10):
+    """Counts and pt-ordered (within each event) flat fields of a collection.
+
+    Floats keep a ``bits``-bit mantissa (8 for the coarse ones), as NanoAOD does.
+    """
     order = np.lexsort((-fields["pt"], evt)) if sort else np.argsort(evt, kind="stable")
-    return np.bincount(evt, minlength=n), {k: _cast(np.asarray(v)[order]) for k, v in fields.items()}
+    packed = {k: _cast(np.asarray(v)[order], min(bits, 8) if k in _COARSE else bits) for k, v in fields.items()}
+    return np.bincount(evt, minlength=n), packed
 
 
 def _idx(size):
@@ -395,21 +403,12 @@ def _leptons(rng, prof, n, mc):
     )
     pdg = np.where(is_mu, 13, 11) * -charge
     collections = {}
-    if mc:  # GenPart: t, tbar, then the prompt leptons; leptons point to their top
-        g_counts = n_prompt + 2
-        g_evt, g_local = _local(g_counts)
-        top = g_local < 2
-        lep = np.nonzero(~top)[0]
-        g = {"pt": 20.0 + rng.exponential(90.0, len(g_evt)), "eta": rng.normal(0.0, 1.6, len(g_evt))}
-        g["phi"], g["mass"] = _phi(rng, len(g_evt)), np.full(len(g_evt), 172.5)
-        g["pdgId"], g["status"] = np.where(g_local == 0, 6, -6).astype(np.int32), np.full(len(g_evt), 62, np.int32)
-        g["statusFlags"], g["genPartIdxMother"] = np.full(len(g_evt), 10497, np.int32), _idx(len(g_evt))
-        g["pt"][lep], g["eta"][lep], g["phi"][lep] = pt, eta, phi
-        g["mass"][lep], g["pdgId"][lep] = np.where(is_mu, 0.10566, 0.000511), pdg
-        g["status"][lep], g["statusFlags"][lep], g["genPartIdxMother"][lep] = 1, 8449, np.where(pdg < 0, 0, 1)
-        collections["GenPart"] = _pack(n, g_evt, g, sort=False)
+    if mc:  # GenPart: the prompt leptons at generator level, in generation order
+        g = {"pt": pt, "eta": eta, "phi": phi, "mass": np.where(is_mu, 0.10566, 0.000511), "pdgId": pdg}
+        g.update(status=np.ones(size, np.int32), statusFlags=np.full(size, 8449, np.int32), genPartIdxMother=_idx(size))
+        collections["GenPart"] = _pack(n, evt, g, sort=False, bits=8)
     pt = pt * (1.0 + rng.normal(0.0, np.where(is_mu, 0.015, 0.025), size))
-    gen_idx = (local + 2).astype(np.int32)
+    gen_idx = local.astype(np.int32)
     nf = rng.poisson(prof.fake_mean, n)
     f_evt, _ = _local(nf)
     fs = len(f_evt)
@@ -480,14 +479,17 @@ def _jets(rng, prof, n, mc, overlap):
     jet["puId"] = rng.choice(np.array([0, 4, 6, 7], np.int32), total, p=[0.05, 0.05, 0.1, 0.8])
     for name in ("electronIdx1", "electronIdx2", "muonIdx1", "muonIdx2"):
         jet[name] = _idx(total)
-    if mc:
-        order = np.lexsort((-gen["pt"], evt))
-        rank = np.empty(size, np.int64)
-        rank[order] = np.arange(size)
-        jet["genJetIdx"] = np.concatenate([rank - (np.cumsum(nj) - nj)[evt], _idx(k)])
+    if mc:  # GenJet holds the generator-level b jets
+        b = np.nonzero(flav == 5)[0]
+        rank = np.empty(len(b), np.int64)
+        rank[np.lexsort((-gen["pt"][b], evt[b]))] = np.arange(len(b))
+        nb = np.bincount(evt[b], minlength=n)
+        gen_idx = _idx(size)
+        gen_idx[b] = rank - (np.cumsum(nb) - nb)[evt[b]]
+        jet["genJetIdx"] = np.concatenate([gen_idx, _idx(k)])
         jet["hadronFlavour"], jet["partonFlavour"] = flav_all, flav_all
-        gen["hadronFlavour"] = gen["partonFlavour"] = flav
-        collections["GenJet"] = _pack(n, evt, gen)
+        gen["hadronFlavour"] = flav
+        collections["GenJet"] = _pack(n, evt[b], {key: v[b] for key, v in gen.items()}, bits=8)
     collections["Jet"] = _pack(n, np.concatenate([evt, o_evt]), jet)
     return collections
 
@@ -547,7 +549,7 @@ def _eft_coefficients(rng, n, n_wc):
     rows, cols = np.triu_indices(n_wc)
     quad = matrix[:, 1 + rows, 1 + cols] * np.where(rows == cols, 1.0, 2.0)
     coeffs = np.concatenate([matrix[:, 0, :1], 2.0 * matrix[:, 0, 1:], quad], axis=1)
-    return _fp(coeffs, bits=16)
+    return _fp(coeffs, bits=10)
 
 
 def _count(n, counts, mask):
@@ -637,37 +639,54 @@ _TRIGGER_STEMS = {
 }
 
 
-def _filler_plan(count: int, seed: int) -> tuple:
-    """``count`` filler branches as ``(kind, collection or None, name, rate)``, fixed by ``seed``."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xF111,)))
-    n_hlt, n_l1 = round(0.35 * count), round(0.25 * count)
-    n_flag = min(len(_FLAGS), round(0.03 * count))
-    plan = []
-    for prefix, wanted in (("HLT", n_hlt), ("L1", n_l1)):
-        names = (f"{prefix}_{stem.replace('{}', str(thr)) if '{}' in stem else f'{stem}{thr}'}"
-                 for thr in range(5, 100000, 5) for stem in _TRIGGER_STEMS[prefix])
-        for name in names:
-            if len(plan) == (n_hlt if prefix == "HLT" else n_hlt + n_l1):
-                break
-            if name not in _CORE_FLAT:
-                plan.append(("bool", None, name, 10.0 ** rng.uniform(-3.0, -0.7)))
-    plan += [("bool", None, f"Flag_{flag}", 0.999) for flag in _FLAGS[:n_flag]]
-    groups = list(_FILLER_FIELDS)
-    used = {group: 0 for group in groups}
-    while len(plan) < count:
-        group = groups[(len(plan) - n_hlt - n_l1 - n_flag) % len(groups)]
-        fields = _FILLER_FIELDS[group]
-        field = fields[used[group]] if used[group] < len(fields) else f"aux{used[group] - len(fields)}"
-        used[group] += 1
-        jagged = group in ("Jet", "Muon", "Electron", "Photon", "Tau", "FatJet")
-        plan.append(("jagged" if jagged else "float", group, f"{group}_{field}", 0.1))
-    return tuple(plan)
-
-
-_CORE_FLAT = frozenset(
+_JAGGED_GROUPS = ("Jet", "Muon", "Electron", "Photon", "Tau", "FatJet")
+_FLAT_GROUPS = ("PuppiMET", "RawMET", "PV", "CaloMET", "TkMET", "ChsMET")
+_CORE_TRIGGERS = frozenset(
     {"HLT_IsoMu24", "HLT_Ele32_WPTight_Gsf", "HLT_Mu17_TrkIsoVVL_Mu8_TrkIsoVVL_DZ_Mass3p8",
      "HLT_Ele23_Ele12_CaloIdL_TrackIdL_IsoVL", "HLT_Mu23_TrkIsoVVL_Ele12_CaloIdL_TrackIdL_IsoVL"}
 )
+
+
+def _trigger_names(prefix: str, count: int) -> list[str]:
+    names = []
+    for threshold in itertools.count(5, 5):
+        for stem in _TRIGGER_STEMS[prefix]:
+            name = f"{prefix}_{stem.replace('{}', str(threshold)) if '{}' in stem else f'{stem}{threshold}'}"
+            if len(names) == count:
+                return names
+            if name not in _CORE_TRIGGERS:
+                names.append(name)
+    return names  # pragma: no cover - itertools.count never ends
+
+
+def _columns(count: int, groups: tuple[str, ...], kind: str, rate: float) -> list[tuple]:
+    used = dict.fromkeys(groups, 0)
+    plan = []
+    for i in range(count):
+        group = groups[i % len(groups)]
+        known = _FILLER_FIELDS.get(group, ["pt", "phi", "sumEt"])
+        field = known[used[group]] if used[group] < len(known) else f"aux{used[group] - len(known)}"
+        used[group] += 1
+        plan.append((kind, group, f"{group}_{field}", rate))
+    return plan
+
+
+def _filler_plan(count: int, seed: int) -> tuple:
+    """``count`` filler branches as ``(kind, group, name, rate)``, fixed by ``seed``.
+
+    About 40% ``HLT_*`` and 25% ``L1_*`` bits, a few ``Flag_*``, the rest
+    float columns: 30% of them in the jagged collections (mostly zeros, as
+    they pay for their offsets), 70% per event (MET variants, vertex).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xF111,)))
+    n_hlt, n_l1, n_flag = round(0.4 * count), round(0.25 * count), min(len(_FLAGS), round(0.03 * count))
+    names = _trigger_names("HLT", n_hlt) + _trigger_names("L1", n_l1)
+    plan = [("bool", None, name, 10.0 ** rng.uniform(-3.0, -0.7)) for name in names]
+    plan += [("bool", None, f"Flag_{flag}", 0.999) for flag in _FLAGS[:n_flag]]
+    n_jagged = (count - len(plan)) * 3 // 10
+    plan += _columns(n_jagged, _JAGGED_GROUPS, "jagged", 0.01)
+    plan += _columns(count - len(plan), _FLAT_GROUPS, "float", 0.1)
+    return tuple(plan)
 
 
 def _sparse(rng, size, rate):

@@ -1,0 +1,329 @@
+"""One analysis run: fileset -> metadata -> chunks -> process tasks -> tree reduction -> output.
+
+:func:`run` is the executor's own path (the CLI and :func:`run_uproot_job`
+use it): it reads each file's entries and UUID as worker tasks, cuts
+chunks at the size the sizer predicts per dataset, processes them on
+workers that keep files warm, merges on workers, and checks that the
+output covers every planned entry range exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .chunk_tasks import ChunkSpec, preprocess_file, process_chunk
+from .chunking import Coverage, CoverageReport, FileCursor, split_range
+from .errors import ConfigError, CoverageError, EmptyInputError, InputError, ResourceExhaustedError
+from .pipeline import ReducePipeline
+from .results import TaskResult
+from .sizing import ChunkSizer
+
+__all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGETS = {"wall_time": 30.0, "memory": 2000.0}
+DEFAULT_INITIAL_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """One input file after preprocessing."""
+
+    dataset: str
+    filename: str
+    treename: str
+    entries: int
+    uuid: str = ""
+    clusters: list | None = None
+    metadata: dict | None = None
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: the processor's output and how the run went."""
+
+    output: Any
+    report: dict
+    coverage: CoverageReport | None = None
+    skipped: list[dict] = field(default_factory=list)
+
+
+def normalize_fileset(fileset: dict, treename: str | None) -> list[tuple[str, str, str, dict | None]]:
+    """Flatten a coffea-style fileset to ``(dataset, file, treename, metadata)`` tuples.
+
+    Accepts ``{dataset: [files]}``, ``{dataset: {"files": [...] or {file: tree},
+    "treename": ..., "metadata": ...}}``.
+    """
+    if not isinstance(fileset, dict) or not fileset:
+        msg = "the fileset must be a non-empty dict {dataset: [files]}"
+        raise ConfigError(msg)
+    out = []
+    for dataset, spec in fileset.items():
+        meta, tree = None, treename
+        files = spec
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"files", "treename", "metadata", "preload"}
+            if unknown:
+                msg = f"dataset {dataset!r}: unknown fileset key(s) {sorted(unknown)}"
+                raise ConfigError(msg)
+            files = spec.get("files", [])
+            tree = spec.get("treename", treename)
+            meta = spec.get("metadata")
+        if isinstance(files, str):
+            files = [files]
+        if not files:
+            msg = f"dataset {dataset!r} has no files"
+            raise EmptyInputError(msg, str(dataset))
+        items = files.items() if isinstance(files, dict) else ((f, None) for f in files)
+        for filename, file_tree in items:
+            name = file_tree or tree
+            if not name:
+                msg = f"no tree name for {filename!r} (dataset {dataset!r}): pass treename="
+                raise ConfigError(msg)
+            out.append((str(dataset), str(filename), name, meta))
+    return out
+
+
+class ChunkSource:
+    """Cuts chunks of the files lazily, at the size the sizer predicts per dataset.
+
+    A chunk that runs out of memory is split in two (recursively); a
+    one-entry chunk that cannot fit fails with the file and entry named.
+    """
+
+    def __init__(self, files: list[FilePlan], *, chunksize: int | None, sizer: ChunkSizer | None,
+                 maxchunks: int | None = None, memory_mb: int = 0, allocator=None):
+        self.files = files
+        self.cursors = [FileCursor(f.filename, f.entries, cluster_starts=f.clusters) for f in files]
+        self.chunksize = chunksize
+        self.sizer = sizer
+        self.maxchunks = maxchunks
+        self.memory_mb = memory_mb
+        self.allocator = allocator
+        self._file_index = 0
+        self._per_dataset: dict[str, int] = {}
+        self._extra: list[ChunkSpec] = []
+        self.planned: dict[str, list[tuple[int, int]]] = {}
+        self.attempt: dict[ChunkSpec, int] = {}
+
+    def _size_for(self, dataset: str) -> int:
+        if self.chunksize:
+            return self.chunksize
+        return self.sizer.predict(f"process:{dataset}")
+
+    def take(self, n: int) -> list[ChunkSpec]:
+        out = self._extra[:n]
+        self._extra = self._extra[n:]
+        while len(out) < n and self._file_index < len(self.files):
+            plan, cursor = self.files[self._file_index], self.cursors[self._file_index]
+            capped = self.maxchunks is not None and self._per_dataset.get(plan.dataset, 0) >= self.maxchunks
+            rng = None if capped else cursor.next(self._size_for(plan.dataset))
+            if rng is None:
+                self._file_index += 1
+                continue
+            self._per_dataset[plan.dataset] = self._per_dataset.get(plan.dataset, 0) + 1
+            self.planned.setdefault(plan.filename, []).append(tuple(rng))
+            out.append(ChunkSpec(plan.dataset, plan.filename, plan.treename, rng[0], rng[1],
+                                 plan.uuid, plan.metadata))
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        return not self._extra and self._file_index >= len(self.files)
+
+    def observe(self, item: ChunkSpec, result: TaskResult) -> list[ChunkSpec]:
+        category = f"process:{item.dataset}"
+        report = result.report
+        exhausted = isinstance(result.error, ResourceExhaustedError)
+        if self.sizer is not None and (result.ok or exhausted):
+            self.sizer.observe(category, item.events, report.wall, report.peak_mb,
+                               failed_memory=exhausted)
+        if self.allocator is not None:
+            self.allocator.observe(category, report.peak_mb, exhausted=exhausted)
+        if not exhausted:
+            return []
+        if self.allocator is not None and not self.allocator.at_cap(category, _alloc_of(report)):
+            self.attempt[item] = self.attempt.get(item, 0) + 1
+            self._extra.insert(0, item)
+            return [item]
+        if item.events <= 1:
+            return []
+        halves = [ChunkSpec(item.dataset, item.filename, item.treename, a, b, item.fileuuid, item.usermeta)
+                  for a, b in split_range(item.entrystart, item.entrystop)]
+        self._extra[:0] = halves
+        return halves
+
+    def resources(self, item: ChunkSpec) -> dict:
+        category = f"process:{item.dataset}"
+        memory = self.memory_mb
+        if self.allocator is not None:
+            memory = self.allocator.allocate(category, attempt=self.attempt.get(item, 0)).memory_mb
+        return {"cores": 1, "memory_mb": memory, "category": category}
+
+
+def _alloc_of(report):
+    from .allocation import Resources
+
+    return Resources(cores=report.cores, memory_mb=report.memory_mb)
+
+
+def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
+               timeout: float, align_clusters: bool, progress: Callable | None = None
+               ) -> tuple[list[FilePlan], list[dict]]:
+    """Read every file's entries and UUID as worker tasks; return plans and skipped files."""
+    ids = {}
+    for dataset, filename, tree, meta in entries:
+        tid = manager.submit(preprocess_file, dataset, filename, tree, timeout, align_clusters,
+                             category="preprocess")
+        ids[tid] = (dataset, filename, tree, meta)
+    plans: dict[int, FilePlan] = {}
+    skipped: list[dict] = []
+    errors: list[BaseException] = []
+    while len(plans) + len(skipped) + len(errors) < len(ids):
+        for result in manager.wait(timeout=1.0):
+            dataset, filename, tree, meta = ids[result.id]
+            if result.ok:
+                info = result.value
+                if info["entries"] == 0:
+                    result.error = EmptyInputError(f"{filename}: tree {tree!r} has no entries", filename)
+                else:
+                    plans[result.id] = FilePlan(dataset, filename, tree, info["entries"], info["uuid"],
+                                                info["clusters"], meta)
+            if not result.ok:
+                if skipbadfiles and isinstance(result.error, InputError):
+                    log.warning("skipping %s: %s", filename, result.error)
+                    skipped.append({"dataset": dataset, "file": filename, "error": str(result.error)})
+                else:
+                    errors.append(result.error)
+            if progress is not None:
+                progress("preprocess", result=result)
+    if errors:
+        raise errors[0]
+    return [plans[t] for t in sorted(plans)], skipped
+
+
+def run(fileset: dict, processor_instance: Any, treename: str | None = "Events", *,
+        manager=None, workers: int | None = None, schema: Any = None, chunksize: int | None = None,
+        dynamic_chunksize: dict | None = None, maxchunks: int | None = None, fan_in: int = 20,
+        skipbadfiles: bool = False, align_clusters: bool = False, timeout: float = 60.0,
+        memory_mb: int = 0, allocator=None, warm: bool = True, retries: int = 0,
+        progress: Callable | None = None) -> RunResult:
+    """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
+
+    Parameters
+    ----------
+    fileset : dict
+        ``{dataset: [files]}`` or ``{dataset: {"files": ..., "treename": ..., "metadata": ...}}``;
+        files are local paths or ``root://`` URLs.
+    processor_instance : coffea ProcessorABC
+    treename : str
+        Tree to read where the fileset names none.
+    manager : Manager, optional
+        Use this manager (its workers stay up); default: a new one with ``workers`` local workers.
+    chunksize : int, optional
+        A fixed chunk size. Default: dynamic, from ``dynamic_chunksize`` targets
+        (``{"wall_time": s, "memory": MB}``, either alone works).
+    maxchunks : int, optional
+        At most this many chunks per dataset (for tests and quick looks).
+    fan_in : int
+        Results merged per accumulate task on the workers.
+    skipbadfiles : bool
+        Skip unreadable files (listed in the report) instead of failing.
+    progress : callable, optional
+        ``progress(stage, result=TaskResult, item=...)`` after each task.
+
+    Raises
+    ------
+    InputError
+        A file is missing, not ROOT, truncated, lacks the tree, or is empty.
+    ChunkError
+        The processor failed on a chunk (the error names file and range); the
+        partial output is attached as ``partial_output``.
+    CoverageError
+        The output does not cover the plan exactly once.
+    """
+    from .manager import Manager
+
+    entries = normalize_fileset(fileset, treename)
+    own = manager is None
+    if own:
+        manager = Manager(local_workers=workers)
+    t0 = time.time()
+    try:
+        files, skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles, timeout=timeout,
+                                    align_clusters=align_clusters, progress=progress)
+        t_pre = time.time() - t0
+        sizer = None
+        if not chunksize:
+            targets = dynamic_chunksize or DEFAULT_TARGETS
+            sizer = ChunkSizer(targets, initial=DEFAULT_INITIAL_CHUNK)
+        source = ChunkSource(files, chunksize=chunksize, sizer=sizer, maxchunks=maxchunks,
+                             memory_mb=memory_mb, allocator=allocator)
+        fn = functools.partial(process_chunk, processor_instance=processor_instance, schema=schema,
+                               timeout=timeout, warm=warm)
+        tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
+
+        def on_result(result, item):
+            if not result.ok and tolerate is not None and tolerate(result.error):
+                skipped.append({"dataset": item.dataset, "file": item.filename,
+                                "range": [item.entrystart, item.entrystop], "error": str(result.error)})
+            if progress is not None:
+                progress("process", result=result, item=item)
+
+        pipeline = ReducePipeline(manager, fn, fan_in=fan_in, on_result=on_result, retries=retries,
+                                  tolerate=tolerate)
+        outcome = pipeline.run(source)
+        wrapped = outcome.output or {}
+        report = _report(manager, files, skipped, outcome, source, sizer, allocator,
+                         t_pre=t_pre, t_total=time.time() - t0)
+        error = next((e for _, e in outcome.failures if tolerate is None or not tolerate(e)), None)
+        if error is not None:
+            error.partial_output = wrapped.get("out")
+            raise error
+        skipped_files = {s["file"] for s in skipped}
+        planned = {f: r for f, r in source.planned.items() if f not in skipped_files}
+        recorded = {f: r for f, r in wrapped.get("coverage", {}).items() if f not in skipped_files}
+        coverage = Coverage.check(recorded, planned)
+        report["coverage_ok"] = coverage.ok
+        if not coverage.ok:
+            err = CoverageError(coverage.describe())
+            err.partial_output = wrapped.get("out")
+            raise err
+        out = wrapped.get("out")
+        if out is not None and hasattr(processor_instance, "postprocess"):
+            post = processor_instance.postprocess(out)
+            out = out if post is None else post
+        return RunResult(out, report, coverage, skipped)
+    finally:
+        if own:
+            manager.close()
+
+
+def _report(manager, files, skipped, outcome, source, sizer, allocator, *, t_pre, t_total) -> dict:
+    events = sum(r[1] - r[0] for rs in source.planned.values() for r in rs)
+    tasks = [r.as_dict() for r in outcome.reports]
+    for t in tasks:
+        t["kind"] = t["category"].split(":")[0]
+    report = {
+        "files": [{"dataset": f.dataset, "file": f.filename, "entries": f.entries, "uuid": f.uuid,
+                   "ranges": sorted(source.planned.get(f.filename, []))} for f in files],
+        "skipped": skipped,
+        "tasks": tasks,
+        "totals": {"events": events, "files": len(files), "chunks": sum(map(len, source.planned.values())),
+                   "merges": outcome.merges, "wall_s": t_total, "preprocess_s": t_pre,
+                   "events_per_s": events / t_total if t_total else 0.0,
+                   "results_deserialized_on_manager": outcome.deserialized,
+                   "workers": len(manager.workers())},
+    }
+    if sizer is not None:
+        report["sizing"] = {c: sizer.model(c) for c in sizer.categories()}
+        report["chunk_history"] = [list(h) for h in sizer.history]
+    if allocator is not None:
+        report["allocation"] = allocator.summary()
+        report["allocation_history"] = [list(h) for h in allocator.history]
+    return report

@@ -1,0 +1,103 @@
+"""``run_uproot_job``: coffea 0.7's entry point, working on coffea 2026.
+
+Older analysis scripts (TopEFT among them) call::
+
+    run_uproot_job(fileset, "Events", processor_instance, executor=SomeExecutor,
+                   executor_args={"schema": NanoAODSchema, ...}, chunksize=100000)
+
+As in 0.7, ``executor_args`` keys that are fields of the executor go to
+its constructor and the rest to the Runner (``schema``, ``savemetrics``,
+``skipbadfiles``, ``xrootdtimeout``, ``align_clusters``, ...); a key that
+is neither is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["run_uproot_job"]
+
+
+def _split_args(executor_cls: type, executor_args: dict) -> tuple[dict, dict]:
+    from coffea import processor
+
+    exe_fields = {f.name for f in dataclasses.fields(executor_cls)}
+    runner_fields = {f.name for f in dataclasses.fields(processor.Runner)} - {"executor", "pre_executor"}
+    exe, runner = {}, {}
+    for key, value in executor_args.items():
+        if key in exe_fields:
+            exe[key] = value
+        elif key in runner_fields:
+            runner[key] = value
+        else:
+            msg = (f"executor_args key {key!r} is neither an option of {executor_cls.__name__} "
+                   f"nor of coffea's Runner")
+            raise ConfigError(msg)
+    return exe, runner
+
+
+def _make_executor(executor, args: dict):
+    if isinstance(executor, type):
+        return executor(**args), True
+    if args:
+        return executor.copy(**args), False
+    return executor, False
+
+
+def run_uproot_job(fileset: dict, treename: str, processor_instance: Any, executor: Any,
+                   executor_args: dict | None = None, pre_executor: Any = None,
+                   pre_args: dict | None = None, chunksize: int = 100000,
+                   maxchunks: int | None = None, metadata_cache: Any = None,
+                   dynamic_chunksize: dict | None = None):
+    """Run a processor over a fileset with the coffea 0.7 call.
+
+    Parameters
+    ----------
+    fileset : dict
+        ``{dataset: [files]}`` or ``{dataset: {"files": ..., "treename": ...}}``.
+    treename : str
+        Tree to read where the fileset names none.
+    processor_instance : coffea ProcessorABC
+    executor : executor class or instance
+        ``HepExecutor`` or any coffea executor.
+    executor_args : dict
+        Options for the executor and the Runner (split as coffea 0.7 did).
+    pre_executor, pre_args : optional
+        Executor (and its options) for preprocessing; default: the executor.
+    chunksize, maxchunks, metadata_cache : as coffea's Runner
+    dynamic_chunksize : dict, optional
+        ``{"wall_time": s, "memory": MB}`` targets; honoured by HepExecutor.
+
+    Returns
+    -------
+    The processor's accumulated output (``(output, metrics)`` with ``savemetrics``).
+    """
+    from coffea import processor
+
+    executor_args = dict(executor_args or {})
+    exe_cls = executor if isinstance(executor, type) else type(executor)
+    exe_args, runner_args = _split_args(exe_cls, executor_args)
+    if dynamic_chunksize is not None:
+        if "dynamic_chunksize" in {f.name for f in dataclasses.fields(exe_cls)}:
+            exe_args["dynamic_chunksize"] = dynamic_chunksize
+        else:
+            warnings.warn(f"{exe_cls.__name__} does not size chunks dynamically: "
+                          "dynamic_chunksize is ignored", stacklevel=2)
+    exe, own_exe = _make_executor(executor, exe_args)
+    pre, own_pre = None, False
+    if pre_executor is not None:
+        pre_cls = pre_executor if isinstance(pre_executor, type) else type(pre_executor)
+        pre_exe_args, _ = _split_args(pre_cls, dict(pre_args or {}))
+        pre, own_pre = _make_executor(pre_executor, pre_exe_args)
+    try:
+        runner = processor.Runner(executor=exe, pre_executor=pre, chunksize=chunksize,
+                                  maxchunks=maxchunks, metadata_cache=metadata_cache, **runner_args)
+        return runner(fileset, processor_instance=processor_instance, treename=treename)
+    finally:
+        for obj, own in ((exe, own_exe), (pre, own_pre)):
+            if own and hasattr(obj, "close"):
+                obj.close()
