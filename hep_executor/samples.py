@@ -313,7 +313,7 @@ def _fp(values, bits: int = 10) -> np.ndarray:
     return rounded.view(np.float32)
 
 
-_COARSE = frozenset({"dxy", "dz", "sip3d", "pfRelIso03_all", "pfRelIso04_all", "deltaEtaSC", "relIso03", "mass"})
+_COARSE = frozenset({"dxy", "dz", "sip3d", "pfRelIso03_all", "pfRelIso04_all", "deltaEtaSC", "relIso03", "mass", "msoftdrop"})
 
 
 def _cast(array: np.ndarray, bits: int = 10) -> np.ndarray:
@@ -348,10 +348,11 @@ def _objects(rng, n, mean, pt0, scale, eta_max):
 def _pack(n, evt, fields, sort=True, bits=10):
     """Counts and pt-ordered (within each event) flat fields of a collection.
 
-    Floats keep a ``bits``-bit mantissa (8 for the coarse ones), as NanoAOD does.
+    Floats keep a ``bits``-bit mantissa for pt, 8 bits for others, 6 for the coarse ones, as NanoAOD does.
     """
     order = np.lexsort((-fields["pt"], evt)) if sort else np.argsort(evt, kind="stable")
-    packed = {k: _cast(np.asarray(v)[order], min(bits, 8) if k in _COARSE else bits) for k, v in fields.items()}
+    precision = {k: min(bits, 6) if k in _COARSE else (bits if k == "pt" else min(bits, 8)) for k in fields}
+    packed = {k: _cast(np.asarray(v)[order], precision[k]) for k, v in fields.items()}
     return np.bincount(evt, minlength=n), packed
 
 
@@ -497,14 +498,14 @@ def _jets(rng, prof, n, mc, overlap):
 def _small_collections(rng, n, mc):
     """The collections NanoAOD cross-references, so that NanoAODSchema finds every index target."""
     out = {}
-    evt, ph = _objects(rng, n, 0.4, 15.0, 20.0, 2.5)
+    evt, ph = _objects(rng, n, 0.2, 15.0, 20.0, 2.5)
     ph.update(cutBased=rng.integers(0, 4, len(evt)), electronIdx=_idx(len(evt)), jetIdx=_idx(len(evt)))
     out["Photon"] = (evt, ph)
-    evt, tau = _objects(rng, n, 0.3, 20.0, 20.0, 2.3)
+    evt, tau = _objects(rng, n, 0.15, 20.0, 20.0, 2.3)
     tau.update(mass=rng.uniform(0.14, 1.6, len(evt)), charge=rng.choice([-1, 1], len(evt)))
     tau.update(decayMode=rng.choice([0, 1, 10, 11], len(evt)), jetIdx=_idx(len(evt)))
     out["Tau"] = (evt, tau)
-    evt, low = _objects(rng, n, 0.2, 1.0, 3.0, 2.5)
+    evt, low = _objects(rng, n, 0.1, 1.0, 3.0, 2.5)
     low.update(mass=np.full(len(evt), 0.000511), charge=rng.choice([-1, 1], len(evt)))
     low.update(electronIdx=_idx(len(evt)), photonIdx=_idx(len(evt)))
     out["LowPtElectron"] = (evt, low)
@@ -514,7 +515,7 @@ def _small_collections(rng, n, mc):
     if mc:
         for name in ("Photon", "Tau", "LowPtElectron"):
             out[name][1]["genPartIdx"] = _idx(len(out[name][0]))
-        evt, ak8 = _objects(rng, n, 0.25, 150.0, 120.0, 2.5)
+        evt, ak8 = _objects(rng, n, 0.1, 150.0, 120.0, 2.5)
         ak8["mass"] = 30.0 + rng.exponential(60.0, len(evt))
         out["GenJetAK8"] = (evt, ak8)
         evt, vis = _objects(rng, n, 0.1, 10.0, 15.0, 2.5)
@@ -522,7 +523,7 @@ def _small_collections(rng, n, mc):
         vis.update(status=rng.choice([0, 1, 10], len(evt)), genPartIdxMother=_idx(len(evt)))
         out["GenVisTau"] = (evt, vis)
     out = {name: _pack(n, evt, fields) for name, (evt, fields) in out.items()}
-    evt, fat = _objects(rng, n, 0.25, 200.0, 120.0, 2.4)
+    evt, fat = _objects(rng, n, 0.1, 200.0, 120.0, 2.4)
     fat["mass"] = 30.0 + rng.exponential(60.0, len(evt))
     fat["msoftdrop"] = fat["mass"] * rng.uniform(0.6, 1.0, len(evt))
     counts, fat = _pack(n, evt, fat)
