@@ -321,7 +321,7 @@ def _report(manager, files, skipped, outcome, source, sizer, allocator, *, t_pre
                    "workers": len(manager.workers())},
     }
     if sizer is not None:
-        report["sizing"] = {c: sizer.model(c) for c in sizer.categories()}
+        report["sizing"] = {c: sizer.model(c) for c in sizer.categories}
         report["chunk_history"] = [list(h) for h in sizer.history]
     if allocator is not None:
         report["allocation"] = allocator.summary()

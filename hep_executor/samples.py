@@ -435,9 +435,9 @@ def _leptons(rng, prof, n, mc):
     mu, el = np.nonzero(is_mu)[0], np.nonzero(~is_mu)[0]
     muon = {k: v[mu] for k, v in lep.items()}
     medium = rng.random(len(mu)) < np.where(prompt[mu], 0.97, 0.45)
-    muon["looseId"], muon["mediumId"] = np.ones(len(mu), bool), medium
+    muon["mediumId"] = medium
     muon["tightId"] = medium & (rng.random(len(mu)) < np.where(prompt[mu], 0.97, 0.5))
-    muon["pfRelIso04_all"], muon["pfRelIso03_all"] = iso[mu], iso[mu] * rng.uniform(0.7, 1.1, len(mu))
+    muon["pfRelIso04_all"] = iso[mu]
     muon["fsrPhotonIdx"] = _idx(len(mu))
     elec = {k: v[el] for k, v in lep.items()}
     elec["cutBased"] = np.where(
@@ -446,7 +446,7 @@ def _leptons(rng, prof, n, mc):
         rng.choice(np.arange(0, 5, dtype=np.int32), len(el), p=[0.35, 0.30, 0.18, 0.10, 0.07]),
     ).astype(np.int32)
     elec["mvaFall17V2Iso_WP90"] = (elec["cutBased"] >= 3) | (rng.random(len(el)) < 0.1)
-    elec["pfRelIso03_all"], elec["deltaEtaSC"] = iso[el], rng.normal(0.0, 0.01, len(el))
+    elec["pfRelIso03_all"] = iso[el]
     elec["photonIdx"] = _idx(len(el))
     collections["Muon"] = _pack(n, evt[mu], muon)
     collections["Electron"] = _pack(n, evt[el], elec)
@@ -488,44 +488,36 @@ def _jets(rng, prof, n, mc, overlap):
         gen_idx = _idx(size)
         gen_idx[b] = rank - (np.cumsum(nb) - nb)[evt[b]]
         jet["genJetIdx"] = np.concatenate([gen_idx, _idx(k)])
-        jet["hadronFlavour"], jet["partonFlavour"] = flav_all, flav_all
+        jet["hadronFlavour"] = flav_all
         gen["hadronFlavour"] = flav
         collections["GenJet"] = _pack(n, evt[b], {key: v[b] for key, v in gen.items()}, bits=8)
     collections["Jet"] = _pack(n, np.concatenate([evt, o_evt]), jet)
     return collections
 
 
-def _small_collections(rng, n, mc):
-    """The collections NanoAOD cross-references, so that NanoAODSchema finds every index target."""
+_MINOR = (  # name, mean count, pt0, pt scale, |eta| max, index branches, simulation only
+    ("Photon", 0.2, 15.0, 20.0, 2.5, ("electronIdx", "jetIdx", "genPartIdx"), False),
+    ("Tau", 0.15, 20.0, 20.0, 2.3, ("jetIdx", "genPartIdx"), False),
+    ("LowPtElectron", 0.1, 1.0, 3.0, 2.5, ("electronIdx", "photonIdx", "genPartIdx"), False),
+    ("FsrPhoton", 0.05, 2.0, 4.0, 2.4, ("muonIdx",), False),
+    ("GenJetAK8", 0.1, 150.0, 120.0, 2.5, (), True),
+    ("GenVisTau", 0.1, 10.0, 15.0, 2.5, ("genPartIdxMother",), True),
+)
+
+
+def _minor_collections(rng, n, mc):
+    """The collections NanoAOD cross-references, so that NanoAODSchema finds every index target.
+
+    Their index branches hold -1 (no match), except FatJet's, which point to its two SubJets.
+    """
     out = {}
-    evt, ph = _objects(rng, n, 0.2, 15.0, 20.0, 2.5)
-    ph.update(cutBased=rng.integers(0, 4, len(evt)), electronIdx=_idx(len(evt)), jetIdx=_idx(len(evt)))
-    out["Photon"] = (evt, ph)
-    evt, tau = _objects(rng, n, 0.15, 20.0, 20.0, 2.3)
-    tau.update(mass=rng.uniform(0.14, 1.6, len(evt)), charge=rng.choice([-1, 1], len(evt)))
-    tau.update(decayMode=rng.choice([0, 1, 10, 11], len(evt)), jetIdx=_idx(len(evt)))
-    out["Tau"] = (evt, tau)
-    evt, low = _objects(rng, n, 0.1, 1.0, 3.0, 2.5)
-    low.update(mass=np.full(len(evt), 0.000511), charge=rng.choice([-1, 1], len(evt)))
-    low.update(electronIdx=_idx(len(evt)), photonIdx=_idx(len(evt)))
-    out["LowPtElectron"] = (evt, low)
-    evt, fsr = _objects(rng, n, 0.05, 2.0, 4.0, 2.4)
-    fsr.update(relIso03=rng.exponential(0.5, len(evt)), muonIdx=_idx(len(evt)))
-    out["FsrPhoton"] = (evt, fsr)
-    if mc:
-        for name in ("Photon", "Tau", "LowPtElectron"):
-            out[name][1]["genPartIdx"] = _idx(len(out[name][0]))
-        evt, ak8 = _objects(rng, n, 0.1, 150.0, 120.0, 2.5)
-        ak8["mass"] = 30.0 + rng.exponential(60.0, len(evt))
-        out["GenJetAK8"] = (evt, ak8)
-        evt, vis = _objects(rng, n, 0.1, 10.0, 15.0, 2.5)
-        vis.update(mass=rng.uniform(0.14, 1.6, len(evt)), charge=rng.choice([-1, 1], len(evt)))
-        vis.update(status=rng.choice([0, 1, 10], len(evt)), genPartIdxMother=_idx(len(evt)))
-        out["GenVisTau"] = (evt, vis)
-    out = {name: _pack(n, evt, fields) for name, (evt, fields) in out.items()}
+    for name, mean, pt0, scale, eta_max, indices, sim_only in _MINOR:
+        if mc or not sim_only:
+            evt, fields = _objects(rng, n, mean, pt0, scale, eta_max)
+            fields.update({idx: _idx(len(evt)) for idx in indices if mc or not idx.startswith("gen")})
+            out[name] = _pack(n, evt, fields)
     evt, fat = _objects(rng, n, 0.1, 200.0, 120.0, 2.4)
     fat["mass"] = 30.0 + rng.exponential(60.0, len(evt))
-    fat["msoftdrop"] = fat["mass"] * rng.uniform(0.6, 1.0, len(evt))
     counts, fat = _pack(n, evt, fat)
     _, local = _local(counts)
     fat["subJetIdx1"], fat["subJetIdx2"] = (2 * local).astype(np.int32), (2 * local + 1).astype(np.int32)
@@ -535,9 +527,9 @@ def _small_collections(rng, n, mc):
     sub = {"pt": np.stack([fat["pt"] * share, fat["pt"] * (1 - share)], axis=1).ravel()}
     sub["eta"] = np.repeat(fat["eta"], 2) + rng.normal(0.0, 0.2, 2 * len(local))
     sub["phi"] = np.mod(np.repeat(fat["phi"], 2) + rng.normal(0.0, 0.2, 2 * len(local)) + np.pi, 2 * np.pi) - np.pi
-    sub["mass"], sub["btagDeepB"] = sub["pt"] * rng.uniform(0.05, 0.2, 2 * len(local)), rng.beta(0.5, 4.0, 2 * len(local))
+    sub["mass"] = sub["pt"] * rng.uniform(0.05, 0.2, 2 * len(local))
     out["FatJet"] = (counts, fat)
-    out["SubJet"] = (2 * counts, {k: _cast(v) for k, v in sub.items()})
+    out["SubJet"] = _pack(n, np.repeat(np.arange(n), 2 * counts), sub, sort=False)
     return out
 
 
@@ -563,7 +555,7 @@ def _generate(rng, prof, n, n_wc, file_index, first_event):
     mc = not prof.is_data
     collections, overlap = _leptons(rng, prof, n, mc)
     collections.update(_jets(rng, prof, n, mc, overlap))
-    collections.update(_small_collections(rng, n, mc))
+    collections.update(_minor_collections(rng, n, mc))
     number = first_event + np.arange(n, dtype=np.uint64)
     flat = {
         "run": np.full(n, 319000 + file_index if prof.is_data else 1, np.uint32),

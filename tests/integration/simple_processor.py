@@ -1,0 +1,35 @@
+"""A small processor for the analysis tests: muon pt per dataset, counts, a float sum."""
+
+from __future__ import annotations
+
+import awkward as ak
+import hist
+import numpy as np
+from coffea import processor
+
+
+class MuonPtProcessor(processor.ProcessorABC):
+    """Fills muon pt per dataset; counts events; sums muon pt as a float."""
+
+    def process(self, events):
+        ds = events.metadata["dataset"]
+        h = hist.Hist.new.StrCat([], name="dataset", growth=True).Reg(40, 0, 200, name="pt").Weight()
+        pt = ak.flatten(events.Muon.pt)
+        h.fill(dataset=ds, pt=pt)
+        return {"pt": h, "events": {ds: len(events)}, "sumpt": {ds: float(ak.sum(ak.values_astype(pt, np.float64)))}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+class FailingProcessor(processor.ProcessorABC):
+    """Raises on the chunk that holds entry 1500 of any file."""
+
+    def process(self, events):
+        start, stop = events.metadata["entrystart"], events.metadata["entrystop"]
+        if start <= 1500 < stop:
+            raise RuntimeError("bad value in this chunk")
+        return {"events": {events.metadata["dataset"]: len(events)}}
+
+    def postprocess(self, accumulator):
+        return accumulator
