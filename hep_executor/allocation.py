@@ -26,7 +26,8 @@ from the peaks observed so far, in one of three modes:
     lowest bucket, which makes allocations reproducible, and the cost
     function is that of the ladder. Recent observations weigh more.
 
-Every allocation is capped by ``max_resources`` (the largest worker).
+In the adaptive modes every allocation is capped by ``max_resources``
+(the largest worker).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def ladder_cost(
     weights: np.ndarray,
     rungs: np.ndarray,
     failure_fraction: float | None = None,
-) -> float:
+) -> float | np.ndarray:
     """Expected waste per task of allocating along ``rungs``, lowest first.
 
     A task of peak ``v`` runs out at every rung below ``v`` and fits in
@@ -114,23 +115,29 @@ def ladder_cost(
     values, weights : ndarray
         Observed peaks and their weights.
     rungs : ndarray
-        Sorted allocations; the last must be at least ``values.max()``.
+        Sorted allocations, the last at least ``values.max()``; or a 2-D
+        array of such ladders, one per row, to cost them all at once.
     failure_fraction : float or None, optional
         See above.
 
     Returns
     -------
-    float
-        Weighted mean waste, in the unit of ``values``.
+    float or ndarray
+        Weighted mean waste, in the unit of ``values`` (one per ladder).
     """
-    rungs = np.asarray(rungs, dtype=float)
-    idx = np.searchsorted(rungs, values, side="left")
-    waste = rungs[idx] - values
+    values = np.asarray(values, dtype=float)
+    weights = np.asarray(weights, dtype=float)
+    ladders = np.atleast_2d(np.asarray(rungs, dtype=float))
+    idx = np.sum(values[None, :, None] > ladders[:, None, :], axis=2)  # first rung >= v
+    rows = np.arange(len(ladders))[:, None]
+    waste = ladders[rows, idx] - values[None, :]
+    zero = np.zeros((len(ladders), 1))
     if failure_fraction is None:
-        held = np.concatenate(([0.0], np.cumsum(rungs**2)))[idx] / values
+        held = np.concatenate((zero, np.cumsum(ladders**2, axis=1)), axis=1)[rows, idx] / values[None, :]
     else:
-        held = failure_fraction * np.concatenate(([0.0], np.cumsum(rungs)))[idx]
-    return float(np.sum(weights * (waste + held)) / np.sum(weights))
+        held = failure_fraction * np.concatenate((zero, np.cumsum(ladders, axis=1)), axis=1)[rows, idx]
+    cost = (waste + held) @ weights / weights.sum()
+    return float(cost[0]) if np.ndim(rungs) == 1 else cost
 
 
 def _prepare(values, weights) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +190,8 @@ def greedy_buckets(
     best = ladder_cost(v, w, np.array(rungs), failure_fraction)
     pool = list(_candidates(v, candidates))
     while len(rungs) < max_buckets and pool:
-        costs = [ladder_cost(v, w, np.array(sorted([*rungs, c])), failure_fraction) for c in pool]
+        ladders = np.sort(np.column_stack([np.tile(rungs, (len(pool), 1)), pool]), axis=1)
+        costs = ladder_cost(v, w, ladders, failure_fraction)
         i = int(np.argmin(costs))
         if costs[i] >= best * (1 - 1e-3):
             break
@@ -215,11 +223,14 @@ def exhaustive_buckets(
     pool = [float(c) for c in _candidates(v, candidates)]
     best_rungs, best = [top], ladder_cost(v, w, np.array([top]), failure_fraction)
     for k in range(1, max_buckets):
-        for combo in itertools.combinations(pool, k):
-            rungs = [*combo, top]
-            cost = ladder_cost(v, w, np.array(rungs), failure_fraction)
-            if cost < best * (1 - 1e-9):
-                best, best_rungs = cost, rungs
+        combos = np.array(list(itertools.combinations(pool, k)), dtype=float).reshape(-1, k)
+        if len(combos) == 0:
+            break
+        ladders = np.column_stack([combos, np.full(len(combos), top)])
+        costs = ladder_cost(v, w, ladders, failure_fraction)
+        i = int(np.argmin(costs))
+        if costs[i] < best * (1 - 1e-9):
+            best, best_rungs = float(costs[i]), list(ladders[i])
     return _as_buckets(v, w, best_rungs)
 
 
@@ -228,6 +239,8 @@ def exhaustive_buckets(
 
 @dataclass
 class _Category:
+    """What the allocator knows of one category."""
+
     peaks: deque
     cores: deque
     n_observed: int = 0
@@ -266,6 +279,10 @@ class Allocator:
     failure_fraction : float or None, optional
         Share of a failed attempt's allocation counted as waste; None
         (default) assumes memory that grows steadily (see :func:`ladder_cost`).
+    warmup_factor : float, optional
+        Before ``min_observations``, a task gets this factor times the
+        largest peak seen (default 2), or the first guess if smaller or
+        if nothing was seen yet.
     """
 
     def __init__(
@@ -280,6 +297,7 @@ class Allocator:
         margin: float = 0.05,
         window: int = 1000,
         failure_fraction: float | None = None,
+        warmup_factor: float = 2.0,
     ):
         if mode not in MODES:
             msg = f"unknown allocation mode {mode!r}; choose one of {', '.join(MODES)}"
@@ -290,10 +308,10 @@ class Allocator:
         if bucketing not in BUCKETINGS:
             msg = f"unknown bucketing {bucketing!r}; choose one of {', '.join(BUCKETINGS)}"
             raise ConfigError(msg)
-        if min_observations < 1 or margin < 0 or window < 2:
+        if min_observations < 1 or margin < 0 or window < 2 or warmup_factor < 1:
             msg = (
                 f"Allocator: min_observations must be >= 1 (got {min_observations}), margin >= 0 "
-                f"(got {margin}), window >= 2 (got {window})"
+                f"(got {margin}), window >= 2 (got {window}), warmup_factor >= 1 (got {warmup_factor})"
             )
             raise ConfigError(msg)
         if failure_fraction is not None and not 0 <= failure_fraction <= 1:
@@ -308,6 +326,7 @@ class Allocator:
         self.margin = float(margin)
         self.window = int(window)
         self.failure_fraction = failure_fraction
+        self.warmup_factor = float(warmup_factor)
         self._categories: dict[str, _Category] = {}
         self._seq = 0
         self.history: list[tuple[int, str, int, float]] = []
@@ -448,13 +467,19 @@ class Allocator:
         """Memory allocations of the category's rungs, ascending."""
         if st.n_observed == 0:
             return []
-        if self.mode == "max-seen" or st.n_observed < self.min_observations:
+        if self.mode == "max-seen":
             return [st.max_seen * (1 + self.margin)]
+        if st.n_observed < self.min_observations:
+            return [st.max_seen * self.warmup_factor]
         return [value * (1 + self.margin) for value, _ in self.buckets(category)]
 
     def _first(self, category: str, st: _Category) -> Resources:
-        if st.n_observed == 0 or (self.mode == "auto" and st.n_observed < self.min_observations):
-            return self._guess().capped(self.max_resources)
+        guess = self._guess().capped(self.max_resources)
+        if st.n_observed == 0:
+            return guess
+        if self.mode == "auto" and st.n_observed < self.min_observations:
+            # warm-up: twice the largest peak seen, never more than the first guess
+            return self._make(st, min(guess.memory_mb, self.warmup_factor * st.max_seen))
         return self._make(st, self._ladder(category, st)[0])
 
     def _next_up(self, category: str, st: _Category, previous: Resources) -> Resources:
@@ -463,7 +488,7 @@ class Allocator:
         if higher:
             memory = higher[0]
         elif cap is not None:
-            memory = cap.memory_mb
+            return cap  # past the top bucket: the largest worker
         else:
             memory = 2 * previous.memory_mb
         res = self._make(st, memory)

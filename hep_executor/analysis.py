@@ -16,17 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .chunk_tasks import ChunkSpec, preprocess_file, process_chunk
-from .chunking import Coverage, CoverageReport, FileCursor, split_range
-from .errors import ConfigError, CoverageError, EmptyInputError, InputError, ResourceExhaustedError
+from .chunking import Coverage, CoverageReport
+from .errors import ConfigError, CoverageError, EmptyInputError, InputError
 from .pipeline import ReducePipeline
-from .results import TaskResult
+from .sources import DEFAULT_TARGETS, ChunkSource, Segment, make_allocator
 from .sizing import ChunkSizer
 
 __all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGETS = {"wall_time": 30.0, "memory": 2000.0}
 DEFAULT_INITIAL_CHUNK = 10_000
 
 
@@ -89,89 +88,6 @@ def normalize_fileset(fileset: dict, treename: str | None) -> list[tuple[str, st
     return out
 
 
-class ChunkSource:
-    """Cuts chunks of the files lazily, at the size the sizer predicts per dataset.
-
-    A chunk that runs out of memory is split in two (recursively); a
-    one-entry chunk that cannot fit fails with the file and entry named.
-    """
-
-    def __init__(self, files: list[FilePlan], *, chunksize: int | None, sizer: ChunkSizer | None,
-                 maxchunks: int | None = None, memory_mb: int = 0, allocator=None):
-        self.files = files
-        self.cursors = [FileCursor(f.filename, f.entries, cluster_starts=f.clusters) for f in files]
-        self.chunksize = chunksize
-        self.sizer = sizer
-        self.maxchunks = maxchunks
-        self.memory_mb = memory_mb
-        self.allocator = allocator
-        self._file_index = 0
-        self._per_dataset: dict[str, int] = {}
-        self._extra: list[ChunkSpec] = []
-        self.planned: dict[str, list[tuple[int, int]]] = {}
-        self.attempt: dict[ChunkSpec, int] = {}
-
-    def _size_for(self, dataset: str) -> int:
-        if self.chunksize:
-            return self.chunksize
-        return self.sizer.predict(f"process:{dataset}")
-
-    def take(self, n: int) -> list[ChunkSpec]:
-        out = self._extra[:n]
-        self._extra = self._extra[n:]
-        while len(out) < n and self._file_index < len(self.files):
-            plan, cursor = self.files[self._file_index], self.cursors[self._file_index]
-            capped = self.maxchunks is not None and self._per_dataset.get(plan.dataset, 0) >= self.maxchunks
-            rng = None if capped else cursor.next(self._size_for(plan.dataset))
-            if rng is None:
-                self._file_index += 1
-                continue
-            self._per_dataset[plan.dataset] = self._per_dataset.get(plan.dataset, 0) + 1
-            self.planned.setdefault(plan.filename, []).append(tuple(rng))
-            out.append(ChunkSpec(plan.dataset, plan.filename, plan.treename, rng[0], rng[1],
-                                 plan.uuid, plan.metadata))
-        return out
-
-    @property
-    def exhausted(self) -> bool:
-        return not self._extra and self._file_index >= len(self.files)
-
-    def observe(self, item: ChunkSpec, result: TaskResult) -> list[ChunkSpec]:
-        category = f"process:{item.dataset}"
-        report = result.report
-        exhausted = isinstance(result.error, ResourceExhaustedError)
-        if self.sizer is not None and (result.ok or exhausted):
-            self.sizer.observe(category, item.events, report.wall, report.peak_mb,
-                               failed_memory=exhausted)
-        if self.allocator is not None:
-            self.allocator.observe(category, report.peak_mb, exhausted=exhausted)
-        if not exhausted:
-            return []
-        if self.allocator is not None and not self.allocator.at_cap(category, _alloc_of(report)):
-            self.attempt[item] = self.attempt.get(item, 0) + 1
-            self._extra.insert(0, item)
-            return [item]
-        if item.events <= 1:
-            return []
-        halves = [ChunkSpec(item.dataset, item.filename, item.treename, a, b, item.fileuuid, item.usermeta)
-                  for a, b in split_range(item.entrystart, item.entrystop)]
-        self._extra[:0] = halves
-        return halves
-
-    def resources(self, item: ChunkSpec) -> dict:
-        category = f"process:{item.dataset}"
-        memory = self.memory_mb
-        if self.allocator is not None:
-            memory = self.allocator.allocate(category, attempt=self.attempt.get(item, 0)).memory_mb
-        return {"cores": 1, "memory_mb": memory, "category": category}
-
-
-def _alloc_of(report):
-    from .allocation import Resources
-
-    return Resources(cores=report.cores, memory_mb=report.memory_mb)
-
-
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
                timeout: float, align_clusters: bool, progress: Callable | None = None
                ) -> tuple[list[FilePlan], list[dict]]:
@@ -211,7 +127,9 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         manager=None, workers: int | None = None, schema: Any = None, chunksize: int | None = None,
         dynamic_chunksize: dict | None = None, maxchunks: int | None = None, fan_in: int = 20,
         skipbadfiles: bool = False, align_clusters: bool = False, timeout: float = 60.0,
-        memory_mb: int = 0, allocator=None, warm: bool = True, retries: int = 0,
+        resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
+        split_on_exhaustion: bool = True, warm: bool = True,
+        retries: int = 0,
         progress: Callable | None = None) -> RunResult:
     """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
 
@@ -225,6 +143,11 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         Tree to read where the fileset names none.
     manager : Manager, optional
         Use this manager (its workers stay up); default: a new one with ``workers`` local workers.
+    resources_mode : str
+        Task memory allocation: ``auto`` (default; bucketing of observed peaks),
+        ``max-seen``, ``fixed`` (``memory_mb`` per task) or ``none`` (no limits).
+    memory_mb : int, optional
+        Memory per task in ``fixed`` mode; the first allocation otherwise.
     chunksize : int, optional
         A fixed chunk size. Default: dynamic, from ``dynamic_chunksize`` targets
         (``{"wall_time": s, "memory": MB}``, either alone works).
@@ -258,12 +181,17 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         files, skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles, timeout=timeout,
                                     align_clusters=align_clusters, progress=progress)
         t_pre = time.time() - t0
+        if allocator is None and resources_mode != "none":
+            allocator = make_allocator(resources_mode, manager, memory_mb=memory_mb)
         sizer = None
         if not chunksize:
             targets = dynamic_chunksize or DEFAULT_TARGETS
             sizer = ChunkSizer(targets, initial=DEFAULT_INITIAL_CHUNK)
-        source = ChunkSource(files, chunksize=chunksize, sizer=sizer, maxchunks=maxchunks,
-                             memory_mb=memory_mb, allocator=allocator)
+        segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata),
+                            0, f.entries, tuple(f.clusters) if f.clusters else None) for f in files]
+        source = ChunkSource(segments, chunksize=chunksize, sizer=sizer, maxchunks=maxchunks,
+                             memory_mb=memory_mb or 0, allocator=allocator,
+                             split_on_exhaustion=split_on_exhaustion)
         fn = functools.partial(process_chunk, processor_instance=processor_instance, schema=schema,
                                timeout=timeout, warm=warm)
         tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
@@ -318,7 +246,8 @@ def _report(manager, files, skipped, outcome, source, sizer, allocator, *, t_pre
                    "merges": outcome.merges, "wall_s": t_total, "preprocess_s": t_pre,
                    "events_per_s": events / t_total if t_total else 0.0,
                    "results_deserialized_on_manager": outcome.deserialized,
-                   "workers": len(manager.workers())},
+                   "workers": len(manager.workers()), "splits": source.splits,
+                   "escalations": source.escalations},
     }
     if sizer is not None:
         report["sizing"] = {c: sizer.model(c) for c in sizer.categories}

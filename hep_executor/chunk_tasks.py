@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import time
 import uuid as uuidlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ChunkError, InputError
@@ -29,7 +29,7 @@ class ChunkSpec:
     entrystart: int
     entrystop: int
     fileuuid: str = ""
-    usermeta: dict | None = None
+    usermeta: dict | None = field(default=None, compare=False)
 
     @property
     def events(self) -> int:

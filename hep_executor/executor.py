@@ -22,7 +22,9 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
-from .pipeline import ListSource, ReducePipeline
+from .pipeline import ReducePipeline
+from .sizing import ChunkSizer
+from .sources import DEFAULT_TARGETS, ChunkSource, Segment, make_allocator, segments_of_workitems
 
 __all__ = ["HepExecutor", "WorkerPool"]
 
@@ -91,6 +93,11 @@ class HepExecutor(ExecutorBase):
         ``auto`` (default), ``max-seen`` or ``fixed``.
     split_on_exhaustion : bool
         Split a chunk that runs out of memory in two (default True).
+    dynamic : bool
+        Cut each file's entries anew at the predicted chunk size (default True;
+        Runner's chunk size is the first guess). False runs Runner's chunks as given.
+    dynamic_chunksize : dict, optional
+        Targets per task, ``{"wall_time": s, "memory": MB}`` (either alone works).
     retries : int
         Read by coffea's Runner, which retries inside the task function.
     verbose : bool
@@ -123,6 +130,7 @@ class HepExecutor(ExecutorBase):
     transactions_log: str | None = None
     stats_log: str | None = None
     tasks_accum_log: str | None = None
+    dynamic: bool = True
     dynamic_chunksize: dict | None = None
     gpus: int | None = None
     filepath: str | None = None
@@ -200,14 +208,31 @@ class HepExecutor(ExecutorBase):
                     advance()
         return accumulate(values, accumulator), error
 
+    def make_source(self, manager, items) -> ChunkSource:
+        """The chunks to run: Runner's items, or (dynamic) their files' entries cut anew."""
+        allocator = None
+        if self.resources_mode != "none":
+            allocator = make_allocator(self.resources_mode, manager, memory_mb=self.memory,
+                                       cores=self.cores or 1)
+        if self.dynamic:
+            sizer = ChunkSizer(self.dynamic_chunksize or DEFAULT_TARGETS,
+                               initial=max(len(i) for i in items))
+            return ChunkSource(segments_of_workitems(items), sizer=sizer, allocator=allocator,
+                               memory_mb=self.memory or 0, split_on_exhaustion=self.split_on_exhaustion)
+        return ChunkSource([Segment(i, i.entrystart, i.entrystop) for i in items], chunksize=2**62,
+                           allocator=allocator, memory_mb=self.memory or 0,
+                           split_on_exhaustion=self.split_on_exhaustion)
+
     def _process(self, manager, items, function, accumulator):
         from coffea.processor import accumulate
 
-        source = ListSource(items, category=f"process:{self.function_name or 'chunk'}",
-                            cores=self.cores or 1, memory_mb=self.memory or 0)
-        with _progress(self, len(items)) as advance:
-            pipeline = ReducePipeline(manager, function, fan_in=self.fan_in,
-                                      on_result=lambda result, item: advance())
+        source = self.make_source(manager, items)
+        with _progress(self, sum(len(i) for i in items)) as advance:
+            def on_result(result, item):
+                if result.ok:
+                    advance(len(item))
+
+            pipeline = ReducePipeline(manager, function, fan_in=self.fan_in, on_result=on_result)
             outcome = pipeline.run(source)
         self._write_logs(outcome)
         out = outcome.output
@@ -246,9 +271,9 @@ class _progress:
             self.task = self.bar.add_task(self.executor.desc, total=self.total)
         return self.advance
 
-    def advance(self) -> None:
+    def advance(self, n: int = 1) -> None:
         if self.bar is not None:
-            self.bar.advance(self.task)
+            self.bar.advance(self.task, n)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

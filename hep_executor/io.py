@@ -63,7 +63,7 @@ HANDLERS = ("auto", "xrootd", "fsspec")
 XROOTD_CLIENT_SETTINGS = {
     "TimeoutResolution": 1,  # check request timeouts every second
     "StreamErrorWindow": 0,  # a failed connection may be retried at once
-    "ConnectionWindow": 2,  # seconds per connection attempt
+    "ConnectionWindow": 5,  # seconds per connection attempt (default 120)
 }
 
 # Words of XRootD/uproot error messages (lower case) that mark a failure

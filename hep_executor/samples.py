@@ -74,12 +74,12 @@ PROFILES: dict[str, _Profile] = {
 DATASETS: tuple[str, ...] = tuple(PROFILES)
 """Dataset names :func:`make_samples` knows, in the order it writes them."""
 
-DEFAULT_EVENTS_PER_FILE = 5000
+DEFAULT_EVENTS_PER_FILE = 3000
 DEFAULT_FILES_PER_DATASET = 2
 DEFAULT_N_WC = 2
 DEFAULT_EXTRA_BRANCHES = 500
 DEFAULT_SEED = 20260901
-DEFAULT_BLOCK_SIZE = 1250
+DEFAULT_BLOCK_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class SampleConfig:
     block_size : int
         Events per basket (>= 1).
     compression_level : int
-        ZLIB level of the baskets (1 to 9).
+        LZMA level of the baskets (1 to 9), the algorithm of CMS NanoAOD.
     """
 
     events_per_file: int = DEFAULT_EVENTS_PER_FILE
@@ -113,7 +113,7 @@ class SampleConfig:
     extra_branches: int = DEFAULT_EXTRA_BRANCHES
     seed: int = DEFAULT_SEED
     block_size: int = DEFAULT_BLOCK_SIZE
-    compression_level: int = 6
+    compression_level: int = 3
 
     def __post_init__(self) -> None:
         checks = {
@@ -276,7 +276,7 @@ def _block_rng(seed: int, dataset: str, file_index: int, block: int) -> np.rando
 def _write_file(path: str, dataset: str, index: int, config: SampleConfig, plan: tuple) -> None:
     profile = PROFILES[dataset]
     n_total = config.events_per_file
-    with uproot.recreate(path, compression=uproot.ZLIB(config.compression_level)) as out:
+    with uproot.recreate(path, compression=uproot.LZMA(config.compression_level)) as out:
         tree = None
         for block, start in enumerate(range(0, n_total, config.block_size)):
             size = min(config.block_size, n_total - start)
@@ -595,34 +595,23 @@ def _generate(rng, prof, n, n_wc, file_index, first_event):
 
 _JES = (
     "AbsoluteMPFBias AbsoluteScale AbsoluteStat FlavorQCD Fragmentation PileUpDataMC PileUpPtBB PileUpPtEC1 "
-    "PileUpPtEC2 PileUpPtHF PileUpPtRef RelativeBal RelativeFSR RelativeJEREC1 RelativeJEREC2 RelativeJERHF "
-    "RelativePtBB RelativePtEC1 RelativePtEC2 RelativePtHF RelativeSample RelativeStatEC RelativeStatFSR "
-    "RelativeStatHF SinglePionECAL SinglePionHCAL TimePtEta Total"
+    "PileUpPtRef RelativeBal RelativeFSR RelativeJEREC1 RelativePtBB RelativeSample RelativeStatFSR TimePtEta Total"
 ).split()
-_FILLER_FIELDS = {
-    "Jet": "area btagCSVV2 btagDeepB btagDeepCvB btagDeepCvL btagDeepFlavCvB btagDeepFlavCvL btagDeepFlavQG chEmEF "
-    "chFPV0EF chHEF muEF muonSubtrFactor neEmEF neHEF qgl rawFactor bRegCorr bRegRes cRegCorr cRegRes".split()
+_FILLER_FIELDS = {  # real NanoAOD names first, then ``aux<N>``
+    "Jet": "area btagDeepB btagDeepCvB btagDeepCvL chEmEF chHEF muEF neEmEF neHEF qgl rawFactor bRegCorr".split()
     + [f"pt_jes{s}{d}" for s in _JES for d in ("Up", "Down")],
-    "Muon": "dxyErr dzErr ip3d miniPFRelIso_all miniPFRelIso_chg mvaTTH pfRelIso03_chg ptErr segmentComp "
-    "tkRelIso softMva mvaLowPt".split(),
-    "Electron": "dr03EcalRecHitSumEt dr03HcalDepth1TowerSumEt dr03TkSumPt dxyErr dzErr eInvMinusPInv energyErr "
-    "hoe ip3d miniPFRelIso_all miniPFRelIso_chg mvaFall17V2Iso mvaFall17V2noIso mvaTTH r9 scEtOverPt "
-    "sieie".split(),
-    "Photon": "energyErr hoe mvaID pfRelIso03_all pfRelIso03_chg r9 sieie".split(),
-    "Tau": "chargedIso dxy dz leadTkDeltaEta leadTkDeltaPhi leadTkPtOverTauPt neutralIso photonsOutsideSignalCone "
-    "puCorr rawDeepTau2017v2p1VSe rawDeepTau2017v2p1VSjet rawDeepTau2017v2p1VSmu".split(),
-    "FatJet": "area btagCSVV2 btagDeepB btagHbb deepTagMD_HbbvsQCD deepTag_TvsQCD n2b1 n3b1 tau1 tau2 tau3 "
-    "tau4".split(),
+    "Muon": "dxyErr dzErr ip3d miniPFRelIso_all mvaTTH pfRelIso03_chg ptErr segmentComp tkRelIso".split(),
+    "Electron": "dr03TkSumPt dxyErr dzErr eInvMinusPInv energyErr hoe ip3d miniPFRelIso_all mvaTTH r9 sieie".split(),
+    "Photon": "energyErr hoe mvaID pfRelIso03_all r9 sieie".split(),
+    "Tau": "chargedIso dxy dz leadTkPtOverTauPt neutralIso puCorr rawDeepTau2017v2p1VSjet".split(),
+    "FatJet": "area btagDeepB btagHbb deepTag_TvsQCD msoftdrop n2b1 tau1 tau2 tau3".split(),
     "PuppiMET": ["pt", "phi", "sumEt"] + [f"pt_jes{s}{d}" for s in _JES for d in ("Up", "Down")],
-    "RawMET": "pt phi sumEt".split(),
     "PV": "ndof x y z chi2 score".split(),
 }
 _FLAGS = (
-    "HBHENoiseFilter HBHENoiseIsoFilter CSCTightHaloFilter CSCTightHaloTrkMuUnvetoFilter CSCTightHalo2015Filter "
-    "globalTightHalo2016Filter globalSuperTightHalo2016Filter HcalStripHaloFilter hcalLaserEventFilter "
-    "EcalDeadCellTriggerPrimitiveFilter EcalDeadCellBoundaryEnergyFilter ecalBadCalibFilter BadPFMuonFilter "
-    "BadPFMuonDzFilter hfNoisyHitsFilter BadChargedCandidateFilter eeBadScFilter ecalLaserCorrFilter "
-    "trkPOGFilters chargedHadronTrackResolutionFilter muonBadTrackFilter"
+    "HBHENoiseFilter HBHENoiseIsoFilter CSCTightHaloFilter globalSuperTightHalo2016Filter HcalStripHaloFilter "
+    "EcalDeadCellTriggerPrimitiveFilter ecalBadCalibFilter BadPFMuonFilter BadPFMuonDzFilter hfNoisyHitsFilter "
+    "BadChargedCandidateFilter eeBadScFilter ecalLaserCorrFilter trkPOGFilters muonBadTrackFilter"
 ).split()
 _TRIGGER_STEMS = {
     "HLT": "IsoMu Mu Mu{}_TrkIsoVVL Ele{}_WPTight_Gsf Ele{}_CaloIdVT_GsfTrkIdT PFHT PFJet PFMET{}_PFMHT{}_IDTight "
@@ -633,7 +622,7 @@ _TRIGGER_STEMS = {
 
 
 _JAGGED_GROUPS = ("Jet", "Muon", "Electron", "Photon", "Tau", "FatJet")
-_FLAT_GROUPS = ("PuppiMET", "RawMET", "PV", "CaloMET", "TkMET", "ChsMET")
+_FLAT_GROUPS = ("PuppiMET", "RawMET", "PV", "CaloMET", "TkMET", "ChsMET")  # unknown ones: pt, phi, sumEt, aux<N>
 _CORE_TRIGGERS = frozenset(
     {"HLT_IsoMu24", "HLT_Ele32_WPTight_Gsf", "HLT_Mu17_TrkIsoVVL_Mu8_TrkIsoVVL_DZ_Mass3p8",
      "HLT_Ele23_Ele12_CaloIdL_TrackIdL_IsoVL", "HLT_Mu23_TrkIsoVVL_Ele12_CaloIdL_TrackIdL_IsoVL"}
@@ -668,17 +657,18 @@ def _filler_plan(count: int, seed: int) -> tuple:
     """``count`` filler branches as ``(kind, group, name, rate)``, fixed by ``seed``.
 
     About 40% ``HLT_*`` and 25% ``L1_*`` bits, a few ``Flag_*``, the rest
-    float columns: 30% of them in the jagged collections (mostly zeros, as
-    they pay for their offsets), 70% per event (MET variants, vertex).
+    float columns: 10% of them in the jagged collections (each jagged branch
+    pays for its entry offsets), 90% per event (MET variants, vertex); their
+    values are mostly zero, so they cost metadata rather than disk.
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xF111,)))
     n_hlt, n_l1, n_flag = round(0.4 * count), round(0.25 * count), min(len(_FLAGS), round(0.03 * count))
     names = _trigger_names("HLT", n_hlt) + _trigger_names("L1", n_l1)
     plan = [("bool", None, name, 10.0 ** rng.uniform(-3.0, -0.7)) for name in names]
     plan += [("bool", None, f"Flag_{flag}", 0.999) for flag in _FLAGS[:n_flag]]
-    n_jagged = (count - len(plan)) * 3 // 10
+    n_jagged = (count - len(plan)) // 10
     plan += _columns(n_jagged, _JAGGED_GROUPS, "jagged", 0.01)
-    plan += _columns(count - len(plan), _FLAT_GROUPS, "float", 0.1)
+    plan += _columns(count - len(plan), _FLAT_GROUPS, "float", 0.02)
     return tuple(plan)
 
 

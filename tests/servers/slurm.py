@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import psutil
@@ -116,6 +117,8 @@ class SlurmCluster:
     # ------------------------------------------------------------ life cycle
     def start(self, timeout: float = 20.0, attempts: int = 3) -> SlurmCluster:
         """Start munged, slurmctld and slurmd; wait until the node is idle."""
+        # daemons and jobs go even if the caller forgets stop() (at exit at the latest)
+        weakref.finalize(self, _stop_daemons, self.processes, str(self.workdir))
         self._start_munge()
         for attempt in range(attempts):
             self._write_conf()
@@ -145,9 +148,7 @@ class SlurmCluster:
         """Cancel all jobs, stop the daemons, and kill any job process left behind."""
         with contextlib.suppress(Exception):
             self.cancel_all()
-        for name in ("slurmd", "slurmctld", "munged"):
-            stop_process(self.processes.pop(name, None))
-        self._kill_leftovers()
+        _stop_daemons(self.processes, str(self.workdir))
 
     def cleanup(self) -> None:
         """:meth:`stop`, then remove the work folder if this object made it."""
@@ -253,23 +254,31 @@ NodeName=localhost CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """)
 
-    def _kill_leftovers(self) -> None:
-        """Kill slurmstepd processes forked by this cluster's slurmd, and their children.
 
-        slurmd clears the environment of the slurmstepd it forks, but the
-        working folder (this cluster's ``workdir``) is inherited.
-        """
-        doomed = []
-        for proc in psutil.process_iter(["name"]):
-            if proc.info["name"] != "slurmstepd":
-                continue
-            with contextlib.suppress(psutil.Error):
-                if proc.cwd() == str(self.workdir):
-                    doomed += [proc, *proc.children(recursive=True)]
-        for proc in doomed:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(doomed, timeout=5)
+def _stop_daemons(processes: dict[str, subprocess.Popen], workdir: str) -> None:
+    """Stop the daemons (slurmd first, munged last), then any job process left behind."""
+    for name in ("slurmd", "slurmctld", "munged"):
+        stop_process(processes.pop(name, None))
+    _kill_leftovers(workdir)
+
+
+def _kill_leftovers(workdir: str) -> None:
+    """Kill slurmstepd processes forked by the slurmd of ``workdir``, and their children.
+
+    slurmd clears the environment of the slurmstepd it forks, but the
+    working folder (the cluster's ``workdir``) is inherited.
+    """
+    doomed = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "slurmstepd":
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.cwd() == workdir:
+                doomed += [proc, *proc.children(recursive=True)]
+    for proc in doomed:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(doomed, timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 from . import (
@@ -185,6 +186,7 @@ class XRootDServer:
             self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, cwd=self.workdir,
                                             start_new_session=True)
+        weakref.finalize(self, stop_process, self.process)  # gone at exit even without stop()
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
