@@ -426,7 +426,16 @@ class Allocator:
         return st.buckets
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Per category: observations, exhaustions, peaks, buckets and efficiency."""
+        """What the allocator learned, per category, in JSON-ready types.
+
+        Returns
+        -------
+        dict of str to dict
+            Per category: ``mode``, ``observations``, ``exhausted``,
+            ``max_seen_mb``, ``allocation_mb`` and ``cores`` of a first
+            try, ``buckets`` (``[allocation_mb, probability]`` pairs) and
+            ``efficiency`` (sum of peaks / sum allocated, retries included).
+        """
         out = {}
         for name, st in self._categories.items():
             out[name] = {
@@ -434,7 +443,8 @@ class Allocator:
                 "observations": st.n_observed,
                 "exhausted": st.n_exhausted,
                 "max_seen_mb": st.max_seen,
-                "allocation": self.allocate(name),
+                "allocation_mb": self.allocate(name).memory_mb,
+                "cores": self.allocate(name).cores,
                 "buckets": self.buckets(name) if self.mode == "auto" else [],
                 "efficiency": st.peak_total / st.allocated_total if st.allocated_total else None,
             }

@@ -196,7 +196,10 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                                timeout=timeout, warm=warm)
         tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
 
+        task_events: dict[int, int] = {}
+
         def on_result(result, item):
+            task_events[result.id] = item.events
             if not result.ok and tolerate is not None and tolerate(result.error):
                 skipped.append({"dataset": item.dataset, "file": item.filename,
                                 "range": [item.entrystart, item.entrystop], "error": str(result.error)})
@@ -208,7 +211,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         outcome = pipeline.run(source)
         wrapped = outcome.output or {}
         report = _report(manager, files, skipped, outcome, source, sizer, allocator,
-                         t_pre=t_pre, t_total=time.time() - t0)
+                         t_pre=t_pre, t_total=time.time() - t0, task_events=task_events)
         error = next((e for _, e in outcome.failures if tolerate is None or not tolerate(e)), None)
         if error is not None:
             error.partial_output = wrapped.get("out")
@@ -232,11 +235,13 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
             manager.close()
 
 
-def _report(manager, files, skipped, outcome, source, sizer, allocator, *, t_pre, t_total) -> dict:
+def _report(manager, files, skipped, outcome, source, sizer, allocator, *, t_pre, t_total,
+            task_events) -> dict:
     events = sum(r[1] - r[0] for rs in source.planned.values() for r in rs)
     tasks = [r.as_dict() for r in outcome.reports]
     for t in tasks:
         t["kind"] = t["category"].split(":")[0]
+        t["events"] = task_events.get(t["task_id"], 0)
     report = {
         "files": [{"dataset": f.dataset, "file": f.filename, "entries": f.entries, "uuid": f.uuid,
                    "ranges": sorted(source.planned.get(f.filename, []))} for f in files],

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .batch.base import BatchSystem, WorkerSpec, get_batch_system
-from .errors import ConfigError, RemoteAccessError
+from .errors import BatchError, ConfigError, RemoteAccessError
 
 __all__ = [
     "FactoryPolicy",
@@ -41,6 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BATCH_NAMES = ("local", "slurm", "condor")
+MAX_BATCH_ERRORS = 5  # consecutive failed batch commands before the factory gives up
 
 
 @dataclass(frozen=True)
@@ -144,57 +145,78 @@ def run_factory(batch: BatchSystem, spec: WorkerSpec, *, min_workers: int, max_w
     -----
     Jobs are cancelled on every way out, exceptions included.
     """
-    from .manager_client import query_status
-
     policy = FactoryPolicy(min_workers, max_workers, poll_interval, idle_timeout,
                            unreachable_timeout, query_timeout)
     key = _resolve_key(key, spec)
     stop_event = stop_event or threading.Event()
     jobs: dict[str, str] = {}
-    unreachable_since = idle_since = None
+    watch = _Watch()
+    batch_errors = 0
     try:
         while not stop_event.is_set():
-            now = time.monotonic()
-            _refresh(batch, jobs)
             try:
-                status = query_status(spec.manager, key, timeout=policy.query_timeout)
-            except RemoteAccessError as exc:
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since >= policy.unreachable_timeout:
-                    log.warning("%s for %.0f s: cancelling %d job(s)", exc, now - unreachable_since, len(jobs))
-                    _cancel(batch, jobs, list(jobs))
-                    if stop_when_done:
-                        return
-                    unreachable_since = None
-                stop_event.wait(policy.poll_interval)
-                continue
-            unreachable_since = None
-            if status.get("closing"):
-                log.info("manager %s is closing: cancelling %d job(s)", spec.manager, len(jobs))
-                _cancel(batch, jobs, list(jobs))
-                if stop_when_done:
-                    return
-                stop_event.wait(policy.poll_interval)
-                continue
-            busy = status.get("tasks_waiting", 0) or status.get("tasks_running", 0)
-            idle_since = None if busy else (idle_since or now)
-            idle = idle_since is not None and now - idle_since >= policy.idle_timeout
-            pending = [j for j, s in jobs.items() if s == "pending"]
-            running = [j for j, s in jobs.items() if s != "pending"]
-            change = policy.plan(status, len(pending), len(running), spec.cores, idle)
-            if change > 0:
-                for job in batch.submit(spec, change):
-                    jobs[job] = "pending"
-                log.info("submitted %d worker job(s); %d alive", change, len(jobs))
-            elif change < 0:
-                # pending jobs first (they cost nothing yet), then the newest running ones
-                victims = (pending[::-1] + running[::-1])[:-change]
-                _cancel(batch, jobs, victims)
-                log.info("cancelled %d worker job(s); %d alive", len(victims), len(jobs))
+                _step(batch, spec, policy, key, jobs, watch, stop_when_done)
+                batch_errors = 0
+            except BatchError as exc:
+                batch_errors += 1
+                if batch_errors >= MAX_BATCH_ERRORS:
+                    raise
+                log.warning("%s (attempt %d of %d); trying again", exc, batch_errors, MAX_BATCH_ERRORS)
+            if watch.done:
+                return
             stop_event.wait(policy.poll_interval)
     finally:
         if jobs:
             _cancel(batch, jobs, list(jobs))
+
+
+@dataclass
+class _Watch:
+    """What the factory remembers between looks at the manager."""
+
+    unreachable_since: float | None = None
+    idle_since: float | None = None
+    done: bool = False
+
+
+def _step(batch: BatchSystem, spec: WorkerSpec, policy: FactoryPolicy, key: bytes,
+          jobs: dict[str, str], watch: _Watch, stop_when_done: bool) -> None:
+    """One look at the batch system and the manager, and the jobs it calls for."""
+    from .manager_client import query_status
+
+    now = time.monotonic()
+    _refresh(batch, jobs)
+    try:
+        status = query_status(spec.manager, key, timeout=policy.query_timeout)
+    except RemoteAccessError as exc:
+        watch.unreachable_since = watch.unreachable_since or now
+        if now - watch.unreachable_since >= policy.unreachable_timeout:
+            log.warning("%s for %.0f s: cancelling %d job(s)", exc, now - watch.unreachable_since, len(jobs))
+            _cancel(batch, jobs, list(jobs))
+            watch.unreachable_since = None
+            watch.done = stop_when_done
+        return
+    watch.unreachable_since = None
+    if status.get("closing"):
+        log.info("manager %s is closing: cancelling %d job(s)", spec.manager, len(jobs))
+        _cancel(batch, jobs, list(jobs))
+        watch.done = stop_when_done
+        return
+    busy = status.get("tasks_waiting", 0) or status.get("tasks_running", 0)
+    watch.idle_since = None if busy else (watch.idle_since or now)
+    idle = watch.idle_since is not None and now - watch.idle_since >= policy.idle_timeout
+    pending = [j for j, s in jobs.items() if s == "pending"]
+    running = [j for j, s in jobs.items() if s != "pending"]
+    change = policy.plan(status, len(pending), len(running), spec.cores, idle)
+    if change > 0:
+        for job in batch.submit(spec, change):
+            jobs[job] = "pending"
+        log.info("submitted %d worker job(s); %d alive", change, len(jobs))
+    elif change < 0:
+        # pending jobs first (they cost nothing yet), then the newest running ones
+        victims = (pending[::-1] + running[::-1])[:-change]
+        _cancel(batch, jobs, victims)
+        log.info("cancelled %d worker job(s); %d alive", len(victims), len(jobs))
 
 
 # ---------------------------------------------------------------- command line

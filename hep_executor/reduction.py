@@ -59,17 +59,24 @@ def plan_flat_groups(sizes: Mapping[Hashable, int], fan_in: int) -> list[list[Ha
 class TreeReducer:
     """Plan a merge tree of bounded fan-in over results arriving in any order.
 
-    Policy
-    ------
+    Parameters
+    ----------
+    fan_in : int, optional
+        Most inputs per merge (default 20), >= 2.
+
+    Notes
+    -----
+    The merge policy:
+
     - Every result has a merge level: a processing result is level 0, a
       merge output one more than its deepest input.
     - While inputs still come, :meth:`groups` merges only results of the
       same level, ``fan_in`` at a time, the smallest (in bytes) first, as
       coffea does. Merging across levels as soon as ``fan_in`` results
       wait would chain merges when inputs trickle in (a tree of depth
-      ``N / fan_in``); same-level groups keep the depth at
-      ``ceil(log_k N)`` plus one or two final merges, with at most
-      ``fan_in - 1`` results waiting per level.
+      ``N / fan_in``); same-level groups keep the depth within one of
+      ``ceil(log_k N)``, with at most ``fan_in - 1`` results waiting per
+      level.
     - Once no more inputs will come (:meth:`finish`, or the count given
       to :meth:`expect` has arrived), results of any level are grouped
       ``fan_in`` at a time, lowest level and smallest first, unless a
@@ -80,11 +87,6 @@ class TreeReducer:
     - So every merge but the last has ``fan_in`` inputs and N inputs take
       ``ceil((N - 1) / (fan_in - 1))`` merges; a group never holds one
       key, nor the same key twice, and each result is merged once.
-
-    Parameters
-    ----------
-    fan_in : int, optional
-        Most inputs per merge (default 20), >= 2.
 
     Examples
     --------

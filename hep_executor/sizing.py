@@ -7,18 +7,23 @@ predicts the chunk size that meets the :class:`SizingTargets`.
 Model
 -----
 Per category and resource, ``y = a + b * events`` is fitted on the last
-``window`` successful reports: the intercept ``a`` (imports, file
-opening, the process's baseline memory) by Theil–Sen (the median of the
-pairwise slopes gives ``b``, then ``a`` is the median residual), clipped
-to ``[0, half the target or the low decile of y]``; then the slope is re-estimated as the
-median of ``(y - a) / events``, so that the line goes through the bulk of
-the reports even when their sizes barely differ. Medians make both robust
-to ~20 % outliers (slow nodes). While the reports do not span a range of
-sizes, the last fitted intercept is kept, or a prior (0 s for time,
-``memory_baseline_mb`` for memory). The first ``warmup_reports`` reports
-of a category (cold caches, first imports) are left out once three later
-ones exist. A task that failed for memory is a lower bound on the memory
-at its size: the slope is raised to honour it.
+``window`` successful reports. The intercept ``a`` (imports, file
+opening, the process's baseline memory) comes from a Theil–Sen fit (the
+median of the pairwise slopes, then the median residual) whenever the
+reports span a factor two in size; otherwise the last such intercept is
+kept, or a prior (0 s for time, ``memory_baseline_mb`` for memory). It
+is clipped to half the target and half the low decile of the recent
+reports, since an intercept close to ``y`` turns noise in ``y`` into
+swings of the slope. The slope is then the median of ``(y - a) / events``
+over the recent half of the reports, so the line goes through the bulk
+of the reports near the current size even when their sizes barely
+differ. Medians make both robust to 10-20 % outliers (slow nodes). A
+wrong intercept only changes how far one step extrapolates: the sizes
+still settle where the reports meet the target. The first
+``warmup_reports`` reports of a category (cold caches, first imports)
+are left out once three later ones exist. A task that failed for memory
+is a lower bound on the memory at its size: the slope is raised to
+honour it.
 
 Decision
 --------
@@ -253,6 +258,9 @@ class ChunkSizer:
             True when the task was stopped for going over its memory.
         """
         self._seq += 1
+        if not (math.isfinite(wall_time) and math.isfinite(memory_mb)):
+            logger.warning("ignoring a report with wall time %r and memory %r for %s", wall_time, memory_mb, category)
+            return self.predict(category)
         st = self._categories.get(category)
         if st is None:
             st = self._categories[category] = _Category(size=self._prior())
@@ -263,7 +271,7 @@ class ChunkSizer:
             return st.size
         if failed_memory:
             st.n_failed += 1
-            st.failed_points.append((int(events), float(memory_mb)))
+            st.failed_points = [*st.failed_points[-15:], (int(events), float(memory_mb))]
             st.min_failed = min(st.min_failed or events, int(events))
             cap = self._decide(st)
             size = min(cap, self._clamp(events // 2))

@@ -160,6 +160,13 @@ class ChunkSource:
             self._extra.insert(0, item)
             return [item]
         if not self.split_on_exhaustion or _events(item) <= 1:
+            err = result.error
+            what = (f"entry {item.entrystart} alone" if _events(item) <= 1
+                    else f"entries {item.entrystart}-{item.entrystop}")
+            result.error = ResourceExhaustedError(
+                f"{item.filename} (dataset {item.dataset}): {what} needs more than the "
+                f"{err.limit_mb} MB allocation (peak seen {err.peak_mb:.0f} MB)",
+                peak_mb=err.peak_mb, limit_mb=err.limit_mb)
             return []
         halves = [dataclasses.replace(item, entrystart=a, entrystop=b)
                   for a, b in split_range(item.entrystart, item.entrystop)]

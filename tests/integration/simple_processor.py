@@ -33,3 +33,20 @@ class FailingProcessor(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class MemoryHungryProcessor(processor.ProcessorABC):
+    """Holds ``mb_per_event`` MB per event while it works (memory grows with chunk size)."""
+
+    def __init__(self, mb_per_event: float = 0.1):
+        self.mb_per_event = mb_per_event
+
+    def process(self, events):
+        block = np.ones(int(len(events) * self.mb_per_event * 2**20 / 8))
+        n = len(events)
+        del block
+        ds = events.metadata["dataset"]
+        return {"events": {ds: n}, "sumpt": {ds: float(ak.sum(ak.values_astype(events.Muon.pt, np.float64)))}}
+
+    def postprocess(self, accumulator):
+        return accumulator

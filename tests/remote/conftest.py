@@ -90,8 +90,12 @@ def fresh_xrootd_server(sample_files):
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A running one-node Slurm; clients need ``cluster.client_env`` (``SLURM_CONF``)."""
-    cluster = _start(SlurmCluster)
+    """A running one-node Slurm; clients need ``cluster.client_env`` (``SLURM_CONF``).
+
+    The node offers at most 2 CPUs whatever the machine, so tests that
+    fill it stay small.
+    """
+    cluster = _start(lambda: SlurmCluster(cpus=min(2, os.cpu_count() or 1)))
     try:
         cluster.start()
         yield cluster

@@ -100,6 +100,36 @@ def test_unreachable_controller_is_batch_error(slurm, shared_dir):
         batch.status(["1_0"])
 
 
+def test_factory_gives_up_when_slurm_keeps_failing(slurm, shared_dir):
+    manager_mod = pytest.importorskip("hep_executor.manager")
+    from hep_executor.factory import MAX_BATCH_ERRORS, run_factory
+
+    conf = shared_dir / "slurm.conf"
+    text = slurm.conf_path.read_text()
+    port = next(line for line in text.splitlines() if line.startswith("SlurmctldPort="))
+    conf.write_text(text.replace(port, "SlurmctldPort=1") + "MessageTimeout=1\n")
+    key_file = shared_dir / "run.key"
+    with manager_mod.Manager(local_workers=0, key_file=str(key_file)) as manager:
+        batch = SlurmBatch(log_dir=shared_dir / "logs", slurm_conf=conf)
+        spec = WorkerSpec(manager=manager.address, key_file=str(key_file), memory_mb=100)
+        outcome = {}
+
+        def factory():
+            try:
+                run_factory(batch, spec, min_workers=1, max_workers=2, poll_interval=0.1)
+            except BatchError as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=factory, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while thread.is_alive() and time.monotonic() < deadline:
+            manager.wait(0.2)  # the manager answers status queries while it is pumped
+        thread.join(timeout=1)
+    assert not thread.is_alive()
+    assert "controller" in str(outcome["error"]) and MAX_BATCH_ERRORS > 1
+
+
 def test_manager_with_slurm_workers(slurm, shared_dir):
     manager_mod = pytest.importorskip("hep_executor.manager")
     key_file = shared_dir / "run.key"
@@ -160,3 +190,21 @@ def test_factory_keeps_slurm_workers_within_bounds(slurm, shared_dir):
 def _worker_logs(folder) -> str:
     texts = [f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(folder.glob("logs/*.out"))]
     return "\n".join(texts) or "(no worker logs)"
+
+
+def test_submit_workers_command(slurm, shared_dir):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hep_executor.cli", "submit-workers", "--batch", "slurm", "--count", "2",
+           "--manager", "127.0.0.1:5999", "--key-file", str(shared_dir / "k"), "--memory", "100",
+           "--log-dir", str(shared_dir / "logs"), "--python", fake_python(shared_dir, "exec sleep 300")]
+    out = subprocess.run(cmd, env=slurm.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    ids = out.stdout.split()
+    assert len(ids) == 2 and sorted(slurm.job_ids()) == sorted(ids)
+    assert wait_until(lambda: (shared_dir / "args-1.txt").exists(), 20)
+    args = (shared_dir / "args-1.txt").read_text().split()
+    assert args[args.index("--manager") + 1] == "tcp://127.0.0.1:5999"
+    SlurmBatch(slurm_conf=slurm.conf_path).cancel(ids)
+    assert wait_until(lambda: not slurm.job_ids(), 15)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -205,6 +207,7 @@ def test_auto_is_efficient_on_a_mixed_stream(bucketing, n):
     fixed, fixed_retries = simulate(Allocator("fixed", fixed=Resources(1, 2000), max_resources=CAP), n, seed=7)
     assert efficiency > max_seen > fixed and fixed_retries == 0
     summary = auto.summary()
+    json.dumps(summary)  # goes into the run report as is
     assert set(summary) == {"process:ttbar", "process:ttH", "process:wjets", "accumulate", "preprocess"}
     wjets = summary["process:wjets"]
     assert len(wjets["buckets"]) >= 2 and wjets["exhausted"] > 0
