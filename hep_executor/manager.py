@@ -188,9 +188,11 @@ class Manager:
         retrieved: list[TaskResult] = []
         while True:
             received, sent = self._pass()
+            if not self.wait_retrieve_many and self._done:
+                return [self._done.popleft()]  # plain mode: one task per call
             while self._done:
                 retrieved.append(self._done.popleft())
-            if retrieved and (not self.wait_retrieve_many or (received == 0 and sent == 0)):
+            if retrieved and received == 0 and sent == 0:
                 return retrieved
             if self.table.empty():
                 return retrieved
@@ -276,6 +278,10 @@ class Manager:
             worker = self.table.workers.get(peer)
             if worker is not None:
                 worker.last_seen = time.monotonic()
+            elif isinstance(msg, (protocol.Results, protocol.Heartbeat)):
+                # removed earlier (silent too long): its tasks went elsewhere; let it go
+                self.endpoint.send(protocol.Shutdown("this worker was removed from the run"), peer=peer)
+                continue
             if isinstance(msg, protocol.Results):
                 if worker is not None:
                     self._file_results(worker, msg.items, payloads)

@@ -27,6 +27,7 @@ KIND_COLORS = {"process": "tab:blue", "accumulate": "tab:orange", "preprocess": 
 OTHER_COLOR = "tab:gray"
 RESOURCE_LABELS = {"wall_time": "wall time [s]", "memory": "peak memory [MB]"}
 TASK_FIELDS = {"wall_time": "wall", "memory": "peak_mb"}
+HINT = "give the report.json that 'hep-executor run' wrote (in its output folder)"
 
 
 def write_plots(report: dict, out_dir: str | Path) -> dict[str, str]:
@@ -53,7 +54,11 @@ def write_plots(report: dict, out_dir: str | Path) -> dict[str, str]:
     with _style():
         colors = _category_colors(report)
         for name, draw in _PLOTS.items():
-            fig = draw(report, colors)
+            try:
+                fig = draw(report, colors)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                logger.warning("%s.png not written: the report's data for it is malformed (%r)", name, exc)
+                continue
             if fig is None:
                 logger.info("%s.png not written: the report has no data for it", name)
                 continue
@@ -87,13 +92,13 @@ def report_main(args) -> int:
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:
-        msg = f"run report {path} not found; give the RUN.json that 'hep-executor run' wrote"
+        msg = f"run report {path} not found; {HINT}"
         raise ConfigError(msg) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        msg = f"run report {path} cannot be read as JSON ({exc}); give the RUN.json that 'hep-executor run' wrote"
+        msg = f"run report {path} cannot be read as JSON ({exc}); {HINT}"
         raise ConfigError(msg) from None
     if not isinstance(report, dict) or not isinstance(report.get("tasks"), list):
-        msg = f"{path} is not a run report (no 'tasks' list); give the RUN.json that 'hep-executor run' wrote"
+        msg = f"{path} is not a run report (no 'tasks' list); {HINT}"
         raise ConfigError(msg)
     written = write_plots(report, args.out or path.parent)
     if not written:
@@ -124,7 +129,7 @@ def _chunksize(report: dict, colors: dict[str, str]):
         ax.set_yscale("log")
     else:
         ax.set_ylim(0, 1.1 * max(sizes))
-    ax.set_xlabel("task report (sequence)")
+    _sequence_axis(ax)
     ax.set_ylabel("chunk size [events]")
     ax.set_title("Predicted chunk size")
     ax.legend(fontsize="small")
@@ -173,41 +178,32 @@ def _allocation(report: dict, colors: dict[str, str]):
     history = report.get("allocation_history") or []
     if not history:
         return None
+    # A fifth field, when present, marks an exhausted task; else match one by its peak.
     exhausted_peaks = {(t.get("category"), round(float(t.get("peak_mb", 0)), 3))
                        for t in report.get("tasks", []) if t.get("status") == "exhausted"}
+    flags = [bool(e[4]) if len(e) > 4 else (e[1], round(float(e[3]), 3)) in exhausted_peaks for e in history]
     from matplotlib.lines import Line2D
 
     fig, ax = _figure(figsize=(10, 5.5))
-    for entry in history:
-        seq, category, given, peak = entry[:4]
+    for (seq, category, given, peak, *_), bad in zip(history, flags, strict=True):
         color = colors[category]
         if given > 0:  # 0: unlimited, nothing to draw
             ax.vlines(seq, min(peak, given), max(peak, given), color=color, alpha=0.4)
             ax.plot(seq, given, "_", color=color, markersize=14, markeredgewidth=2)
-        bad = _exhausted(entry, exhausted_peaks)
-        ax.plot(seq, peak, "X" if bad else "o", color="black" if bad else color,
-                markersize=10 if bad else 5)
-    cats = sorted({e[1] for e in history})
-    handles = [Line2D([], [], color=colors[c], linewidth=6, label=c) for c in cats]
+        ax.plot(seq, peak, "X" if bad else "o", color="black" if bad else color, markersize=10 if bad else 5)
+    handles = [Line2D([], [], color=colors[c], linewidth=6, label=c) for c in sorted({e[1] for e in history})]
     handles += [Line2D([], [], marker="_", color="black", linestyle="none", markersize=14,
                        markeredgewidth=2, label="allocated"),
                 Line2D([], [], marker="o", color="black", linestyle="none", label="observed peak")]
-    if any(_exhausted(e, exhausted_peaks) for e in history):
+    if any(flags):
         handles.append(Line2D([], [], marker="X", color="black", linestyle="none", markersize=10,
                               label="exhausted"))
     ax.set_yscale("log")
-    ax.set_xlabel("task report (sequence)")
+    _sequence_axis(ax)
     ax.set_ylabel("memory [MB]")
     ax.set_title("Memory allocated and observed peak per task")
     ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
-
-
-def _exhausted(entry: list, exhausted_peaks: set) -> bool:
-    # A fifth field, when present, says it; else match an exhausted task by its peak.
-    if len(entry) > 4:
-        return bool(entry[4])
-    return (entry[1], round(float(entry[3]), 3)) in exhausted_peaks
 
 
 def _timeline(report: dict, colors: dict[str, str]):  # noqa: ARG001 (colored by kind)
@@ -220,18 +216,16 @@ def _timeline(report: dict, colors: dict[str, str]):  # noqa: ARG001 (colored by
     slots = sorted({t["slot"] for t in tasks})
     fig, ax = _figure(figsize=(11, max(3.0, 1.2 + 0.45 * len(slots))))
     kinds_seen: set[str] = set()
-    failed = False
     for t in tasks:
         kind = t.get("kind") or str(t.get("category", "")).split(":")[0]
         kinds_seen.add(kind)
         bad = t.get("status") != "ok"
-        failed |= bad
         ax.barh(slots.index(t["slot"]), max(float(t.get("wall", 0)), 1e-6), left=t["started"] - t0,
                 height=0.7, color=KIND_COLORS.get(kind, OTHER_COLOR),
                 edgecolor="tab:red" if bad else "black", linewidth=1.5 if bad else 0.3,
                 hatch="///" if bad else None)
     handles = [Patch(color=KIND_COLORS.get(k, OTHER_COLOR), label=k) for k in sorted(kinds_seen)]
-    if failed:
+    if any(t.get("status") != "ok" for t in tasks):
         handles.append(Patch(facecolor="white", edgecolor="tab:red", hatch="///", label="failed"))
     ax.set_yticks(range(len(slots)), slots, fontsize="small")
     ax.set_ylim(-0.6, len(slots) - 0.4)
@@ -268,6 +262,13 @@ def _figure(ncols: int = 1, figsize: tuple[float, float] = (9, 5.5)):
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, ncols)
     return fig, axes
+
+
+def _sequence_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("task report (sequence)")
 
 
 def _style() -> contextlib.AbstractContextManager[Any]:

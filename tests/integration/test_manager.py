@@ -89,21 +89,31 @@ def test_peak_memory_is_per_task():
         assert first < second
 
 
-def test_wait_retrieve_many_returns_many_plain_returns_one():
-    with Manager(local_workers=2, wait_retrieve_many=False) as plain:
-        plain.wait_for_workers(2)
-        for i in range(20):
-            plain.submit(tasks.square, i)
-        first = plain.wait(timeout=10)
-        assert len(first) == 1
-        drain(plain)
+def _dispatch_then_let_finish(m):
+    """Two 0.3 s tasks on two workers: dispatched, then both results left waiting."""
+    m.wait_for_workers(2)
+    for i in range(2):
+        m.submit(tasks.slow_square, i, 0.3)
+    early = m.wait(timeout=0.05)  # dispatches both; too soon for a result
+    time.sleep(1.5)
+    return early
+
+
+def test_wait_retrieve_many_returns_all_waiting_results():
     with Manager(local_workers=2) as many:
-        many.wait_for_workers(2)
-        for i in range(20):
-            many.submit(tasks.square, i)
-        time.sleep(0.5)
+        early = _dispatch_then_let_finish(many)
         got = many.wait(timeout=10)
-        assert len(got) > 1
+        assert early == [] and len(got) == 2
+        assert many.empty()
+
+
+def test_plain_wait_returns_one_result():
+    with Manager(local_workers=2, wait_retrieve_many=False) as plain:
+        early = _dispatch_then_let_finish(plain)
+        assert early == []
+        assert len(plain.wait(timeout=10)) == 1
+        assert len(plain.wait(timeout=10)) == 1
+        assert plain.empty()
 
 
 def test_cancel_waiting_task():

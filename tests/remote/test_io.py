@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-
 import awkward as ak
 import pytest
 
@@ -16,26 +14,11 @@ from hep_executor.errors import (
     TruncatedFileError,
 )
 from hep_executor.io import FileCache, file_info, open_file, open_tree
-from tests.servers import free_port
+from tests.servers import call_with_deadline, free_port
+
+pytestmark = pytest.mark.xrootd
 
 BRANCHES = ["Muon_pt", "Muon_eta", "nMuon", "Jet_pt", "event"]
-
-
-def call_with_deadline(fn, deadline: float):
-    """Run ``fn()`` in a thread; fail the test if it has not returned or raised after ``deadline`` s.
-
-    A hang guard, not a speed check: ``deadline`` is several times the
-    worst case that the timeout and retry settings allow.
-    """
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    future = pool.submit(fn)
-    try:
-        future.exception(timeout=deadline)
-    except concurrent.futures.TimeoutError:
-        pytest.fail(f"still waiting after {deadline} s: the call hangs")
-    finally:
-        pool.shutdown(wait=False)
-    return future.result()
 
 
 @pytest.mark.parametrize("handler", ["xrootd", "fsspec"])

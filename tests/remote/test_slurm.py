@@ -14,6 +14,8 @@ from hep_executor.batch.slurm import SlurmBatch
 from hep_executor.errors import BatchError, ConfigError
 from tests.servers import wait_until
 
+pytestmark = pytest.mark.slurm
+
 
 def fake_python(folder, body: str):
     """An executable that stands in for the worker's Python: records its arguments, then ``body``."""

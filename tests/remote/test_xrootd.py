@@ -9,7 +9,9 @@ import pytest
 
 from hep_executor.errors import RemoteAccessError
 from hep_executor.io import FileCache, open_file, open_tree
-from tests.remote.test_io import call_with_deadline
+from tests.servers import call_with_deadline
+
+pytestmark = pytest.mark.xrootd
 
 
 def test_server_back_within_the_retry_window(fresh_xrootd_server, sample_files):

@@ -13,6 +13,7 @@ Every process a helper starts, its ``stop()`` stops.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -22,10 +23,12 @@ import subprocess
 import time
 
 __all__ = [
+    "CallHangs",
     "ServiceError",
     "ServiceUnavailable",
     "free_port",
     "is_root",
+    "call_with_deadline",
     "missing_programs",
     "stop_process",
     "wait_until",
@@ -38,6 +41,29 @@ class ServiceUnavailable(RuntimeError):
 
 class ServiceError(RuntimeError):
     """The service is installed but did not start or stop as it should."""
+
+
+class CallHangs(AssertionError):
+    """A call did not return (or raise) within its deadline."""
+
+
+def call_with_deadline(fn, deadline: float):
+    """Return ``fn()`` run in a thread; raise :class:`CallHangs` if it is still busy after ``deadline`` s.
+
+    A hang guard for tests, not a speed check: pick ``deadline`` several
+    times the worst case the call's own timeouts allow. Exceptions of
+    ``fn`` propagate.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(fn)
+    try:
+        future.exception(timeout=deadline)
+    except concurrent.futures.TimeoutError:
+        msg = f"{getattr(fn, '__name__', fn)} still running after {deadline} s: it hangs"
+        raise CallHangs(msg) from None
+    finally:
+        pool.shutdown(wait=False)
+    return future.result()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -33,21 +33,22 @@ def make_report() -> dict:
         events = 1000 * (1 + i // 3)
         seq += 1
         status = "exhausted" if i == 10 else "ok"
-        peak = 100.0 + 0.05 * events + i
+        k = 1 + i % 3  # each category its own cost per event
+        peak = 100.0 + 0.02 * k * events + i
         allocated = 4000 if i < 3 else 300 + 40 * i
         tasks.append(_task(i, category, slot=f"w{i % 2}/{i % 3 % 2}", started=T0 + 0.4 * i,
-                           events=events, wall=0.05 + 1e-4 * events, peak=peak, status=status,
+                           events=events, wall=0.05 + 5e-5 * k * events, peak=peak, status=status,
                            memory_mb=allocated))
         allocation_history.append([seq, category, allocated, peak])
-        if i % 3 == 0:
-            chunk_history.append([seq, category, 1000 * (2 + i)])
+        if i % 4 == 0:
+            chunk_history.append([seq, category, 1000 * (2 + i) // k])
     tasks.append(_task(18, "preprocess", slot="w0/0", started=T0 - 1.0, events=0, wall=0.5, peak=90.0))
     tasks.append(_task(19, "accumulate", slot="w1/0", started=T0 + 8.0, events=0, wall=0.1, peak=150.0))
     tasks.append(_task(20, "accumulate", slot="w1/1", started=T0 + 8.2, events=0, wall=0.1, peak=160.0,
                        status="lost"))
-    sizing = {c: {"size": 16000, "n_reports": 6, "n_failed": 0,
-                  "wall_time": {"intercept": 0.05, "slope": 1e-4},
-                  "memory": {"intercept": 100.0, "slope": 0.05}} for c in CATEGORIES}
+    sizing = {c: {"size": 16000 // k, "n_reports": 6, "n_failed": 0,
+                  "wall_time": {"intercept": 0.05, "slope": 5e-5 * k},
+                  "memory": {"intercept": 100.0, "slope": 0.02 * k}} for k, c in enumerate(CATEGORIES, 1)}
     return {
         "files": [{"dataset": "ttbar", "file": "/data/ttbar_0.root", "entries": 21000,
                    "uuid": "ccfb3e2e", "ranges": [[0, 21000]]}],
@@ -124,3 +125,12 @@ def test_cli_report_missing_file_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "RUN.json" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_malformed_section_skips_only_its_plot(tmp_path, caplog):
+    report = make_report()
+    report["chunk_history"] = [["not", "a"]]
+    with caplog.at_level(logging.WARNING, logger="hep_executor.plots"):
+        written = write_plots(report, tmp_path)
+    assert set(written) == {"task_model", "allocation", "timeline"}
+    assert "chunksize.png not written" in caplog.text
