@@ -1,22 +1,21 @@
 """The functions an analysis runs on workers: read a file's metadata, process a chunk, merge.
 
 They run inside a worker's slot process, which lives across tasks: the
-open files, their trees and NanoEvents base forms stay warm in a bounded
-per-slot cache (:class:`WarmFiles`), keyed by file UUID, so a chunk of a
-file the slot has seen pays no metadata read.
+open files and their trees stay warm in a bounded per-slot
+:class:`~hep_executor.io.FileCache`, so a chunk of a file the slot has
+seen pays no TTree metadata read.
 """
 
 from __future__ import annotations
 
-import collections
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ChunkError, InputError
+from .errors import ChunkError, InputError, RemoteAccessError
 
-__all__ = ["ChunkSpec", "WarmFiles", "merge_outputs", "preprocess_file", "process_chunk"]
+__all__ = ["ChunkSpec", "merge_outputs", "preprocess_file", "process_chunk", "warm_files"]
 
 
 @dataclass(frozen=True)
@@ -39,51 +38,16 @@ class ChunkSpec:
         return f"{self.filename} entries {self.entrystart}-{self.entrystop} (dataset {self.dataset})"
 
 
-class WarmFiles:
-    """A small LRU of open ROOT files (and their base forms) for one slot.
-
-    Parameters
-    ----------
-    max_files : int
-        Files kept open at once; the least recently used is closed first.
-    """
-
-    def __init__(self, max_files: int = 4):
-        self.max_files = max_files
-        self._files: collections.OrderedDict = collections.OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, filename: str, key: str, timeout: float):
-        """Return an open ``uproot.ReadOnlyDirectory`` for ``filename``."""
-        key = key or filename
-        entry = self._files.get(key)
-        if entry is not None:
-            self._files.move_to_end(key)
-            self.hits += 1
-            return entry
-        from .io import open_file
-
-        self.misses += 1
-        handle = open_file(filename, timeout=timeout)
-        self._files[key] = handle
-        while len(self._files) > self.max_files:
-            _, old = self._files.popitem(last=False)
-            try:
-                old.close()
-            except Exception:
-                pass
-        return handle
+_WARM = None
 
 
-_WARM: WarmFiles | None = None
-
-
-def warm_files() -> WarmFiles:
-    """This slot's cache (made on first use; a slot is one process)."""
+def warm_files(timeout: float = 60.0):
+    """This slot's :class:`~hep_executor.io.FileCache` (made on first use; a slot is one process)."""
     global _WARM
     if _WARM is None:
-        _WARM = WarmFiles()
+        from .io import FileCache
+
+        _WARM = FileCache(max_files=4, timeout=timeout)
     return _WARM
 
 
@@ -99,13 +63,47 @@ def preprocess_file(dataset: str, filename: str, treename: str, timeout: float =
             "branches": info.branches}
 
 
+def _io_failure(exc: BaseException) -> BaseException | None:
+    """The OSError in ``exc``'s chain (a failed read), if any."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and not isinstance(seen, InputError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def process_chunk(chunk: ChunkSpec, processor_instance: Any, schema: Any = None,
                   timeout: float = 60.0, warm: bool = True) -> dict:
     """Run ``processor_instance`` on one chunk; return its output with coverage.
 
     Returns ``{"out": ..., "coverage": {filename: [(start, stop)]},
-    "events": {dataset: n}}``, which :func:`merge_outputs` merges.
+    "events": {dataset: n}}``, which :func:`merge_outputs` merges. A read
+    of a remote file that fails mid-chunk is tried once more on a fresh
+    connection (opened with retries and backoff), then reported as
+    :class:`RemoteAccessError` naming the URL.
     """
+    from .io import is_remote
+
+    remote = is_remote(chunk.filename)
+    for attempt in (1, 2):
+        try:
+            return _process_once(chunk, processor_instance, schema, timeout, warm)
+        except (ChunkError, OSError) as exc:
+            failure = _io_failure(exc) if remote else None
+            if failure is None:
+                raise
+            if warm:
+                warm_files(timeout).discard(chunk.filename)
+            if attempt == 2:
+                msg = f"{chunk.filename}: reading entries {chunk.entrystart}-{chunk.entrystop} failed " \
+                      f"twice: {type(failure).__name__}: {failure}"
+                raise RemoteAccessError(msg, chunk.filename) from failure
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, timeout: float,
+                  warm: bool) -> dict:
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
     metadata = {"dataset": chunk.dataset, "filename": chunk.filename, "treename": chunk.treename,
@@ -113,7 +111,7 @@ def process_chunk(chunk: ChunkSpec, processor_instance: Any, schema: Any = None,
                 "fileuuid": chunk.fileuuid, **(chunk.usermeta or {})}
     try:
         if warm:
-            handle = warm_files().get(chunk.filename, chunk.fileuuid, timeout)
+            handle = warm_files(timeout).directory(chunk.filename, chunk.treename)
         else:
             from .io import open_file
 

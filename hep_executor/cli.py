@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_make_samples)
 
-    p = sub.add_parser("report", help="write the plots of a run report (RUN.json)")
+    p = sub.add_parser("report", help="write the plots of a run report (report.json)")
     p.add_argument("report_file")
     p.add_argument("--out", help="folder for the PNGs (default: beside the report)")
     p.set_defaults(func=_cmd_report)
@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the ``hep-executor`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["make-samples"]:  # its own parser takes every option after the name
+        from . import samples
+
+        return samples.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "worker":

@@ -1,7 +1,9 @@
 """Run configuration: frozen dataclasses that YAML configs map onto one to one.
 
 An unknown key anywhere is an error that names it (with its dotted path);
-relative paths in a config are taken from the config file's folder.
+relative paths in a config are taken from the config file's folder, and
+``${VAR}`` in a string value is replaced by that environment variable
+(an unset one is an error naming it).
 ``configs/demo.yaml`` is the embedded default of ``hep-executor run``.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +115,7 @@ class OutputConfig:
 
     dir: str = "out/run"
     plot_hist: str | None = None
+    plot_dataset: str | None = None
     wc_point: dict = field(default_factory=dict)
 
 
@@ -193,6 +198,25 @@ def _build(cls, data: dict, where: str):
         raise ConfigError(msg) from exc
 
 
+def _expand(value, where: str = "config"):
+    """Replace ``${VAR}`` in every string of ``value`` by the environment variable."""
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, where) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match):
+        name = match.group(1)
+        if name not in os.environ:
+            msg = f"{where} uses ${{{name}}} but the environment variable {name} is not set"
+            raise ConfigError(msg)
+        return os.environ[name]
+
+    return re.sub(r"\$\{(\w+)\}", sub, value)
+
+
 def load_config(path: str | Path | None = None) -> RunConfig:
     """Read a YAML run config (default: the embedded demo)."""
     path = Path(path) if path is not None else default_config_path()
@@ -204,7 +228,7 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     except yaml.YAMLError as exc:
         msg = f"config {str(path)!r} is not valid YAML: {exc}"
         raise ConfigError(msg) from exc
-    config = _build(RunConfig, data, "")
+    config = _build(RunConfig, _expand(data, "config"), "")
     return dataclasses.replace(config, base_dir=str(path.resolve().parent))
 
 

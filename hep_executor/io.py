@@ -64,6 +64,7 @@ XROOTD_CLIENT_SETTINGS = {
     "TimeoutResolution": 1,  # check request timeouts every second
     "StreamErrorWindow": 0,  # a failed connection may be retried at once
     "ConnectionWindow": 5,  # seconds per connection attempt (default 120)
+    "ConnectionRetry": 1,  # attempts per open; our own retries add backoff (default 5)
 }
 
 # Words of XRootD/uproot error messages (lower case) that mark a failure
@@ -269,6 +270,12 @@ class FileCache:
             tree = _get_tree(directory, path, treename)
             trees[treename] = tree
             return tree
+
+    def directory(self, path: str | os.PathLike, treename: str):
+        """Return the open top directory of ``path`` (after checking ``treename`` is there)."""
+        self.get(path, treename)
+        with self._lock:
+            return self._files[os.fspath(path)][0]
 
     def discard(self, path: str | os.PathLike) -> None:
         """Close and forget ``path`` (after a read error, say)."""

@@ -58,8 +58,14 @@ def save_report(report: dict, path: str | Path) -> str:
     return str(path)
 
 
-def plot_eft(h, wc_point: dict, path: str | Path, title: str = "") -> str | None:
-    """Plot ``h`` at the SM point and at ``wc_point`` (mplhep style); return the PNG path."""
+def plot_eft(h, wc_point: dict, path: str | Path, *, dataset: str | None = None,
+             title: str = "") -> str | None:
+    """Plot ``h`` at the SM point and at ``wc_point`` (mplhep style); return the PNG path.
+
+    ``h`` needs a ``coefficient`` axis (see ``processors.eft``); it is
+    narrowed to ``dataset`` and the nominal systematic where it has those
+    axes, and projected on its last axis.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,16 +76,24 @@ def plot_eft(h, wc_point: dict, path: str | Path, title: str = "") -> str | None
         from processors import eft
     except ImportError:
         return None
+    names = [ax.name for ax in h.axes]
+    select = {}
+    if dataset is not None and "dataset" in names:
+        select["dataset"] = dataset
+    if "systematic" in names:
+        select["systematic"] = "nominal"
+    h = h[select] if select else h
     plt.style.use(mplhep.style.CMS)
     fig, ax = plt.subplots(figsize=(8, 6))
-    names = list(wc_point)
-    sm = eft.evaluate(h, {k: 0.0 for k in names})
-    bsm = eft.evaluate(h, wc_point)
-    for hh, label in ((sm, "SM"), (bsm, ", ".join(f"{k}={v:g}" for k, v in wc_point.items()))):
-        hh = hh.project(hh.axes[-1].name) if len(hh.axes) > 1 else hh
-        mplhep.histplot(hh, ax=ax, label=label)
-    ax.set_title(title, fontsize=14)
+    variable = h.axes[-1].name
+    sm = eft.evaluate(h, None).project(variable)
+    bsm = eft.evaluate(h, wc_point).project(variable)
+    mplhep.histplot(sm, ax=ax, label="SM")
+    mplhep.histplot(bsm, ax=ax, label=", ".join(f"{k} = {v:g}" for k, v in wc_point.items()))
+    ax.set_ylabel("Events")
+    ax.set_title(title, fontsize=16)
     ax.legend()
+    fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return str(path)

@@ -91,17 +91,29 @@ def run_config(config: RunConfig, *, show_progress: bool = True, console: Consol
     paths["report"] = save_report(result.report, out_dir / "report.json")
     png = _plot(config, result.output, out_dir)
     if png:
-        paths["plot"] = png
+        paths["eft plot"] = png
+    from .plots import write_plots
+
+    paths.update(write_plots(result.report, out_dir))
     _summary(console, config, result, paths)
     return result
 
 
 def _plot(config: RunConfig, output, out_dir: Path) -> str | None:
+    """The config's EFT plot: ``output.plot_hist`` is a path into the output (``hists/l0pt``)."""
     name = config.output.plot_hist
-    if not name or not config.output.wc_point or not isinstance(output, dict) or name not in output:
+    if not name or not config.output.wc_point:
         return None
-    return plot_eft(output[name], dict(config.output.wc_point), out_dir / f"{name}_eft.png",
-                    title=f"{name}: SM and EFT point")
+    h = output
+    for part in name.split("/"):
+        if not isinstance(h, dict) or part not in h:
+            log.warning("no histogram %r in the output: no EFT plot", name)
+            return None
+        h = h[part]
+    leaf = name.split("/")[-1]
+    return plot_eft(h, dict(config.output.wc_point), out_dir / f"{leaf}_eft.png",
+                    dataset=config.output.plot_dataset,
+                    title=f"{leaf} ({config.output.plot_dataset or 'all datasets'})")
 
 
 def _summary(console: Console, config: RunConfig, result, paths: dict) -> None:
@@ -110,19 +122,18 @@ def _summary(console: Console, config: RunConfig, result, paths: dict) -> None:
     module = importlib.import_module(config.processor.cls.partition(":")[0])
     summarize = getattr(module, "summarize", None)
     per_dataset = summarize(result.output) if summarize is not None else {}
-    categories = sorted({c for row in per_dataset.values() for c in row.get("selected", {})})
+    categories = sorted({k for row in per_dataset.values() for k in row} - {"events", "sumw"})
     table.add_column("dataset")
     table.add_column("events", justify="right")
     for c in categories:
-        table.add_column(c, justify="right")
+        table.add_column(f"selected {c}", justify="right")
     table.add_column("time (s)", justify="right")
     table.add_column("events/s", justify="right")
     wall = totals["wall_s"]
     for ds in sorted({f["dataset"] for f in result.report["files"]}):
         row = per_dataset.get(ds, {})
         n = sum(r[1] - r[0] for f in result.report["files"] if f["dataset"] == ds for r in f["ranges"])
-        table.add_row(ds, f"{n:,}", *[f"{row.get('selected', {}).get(c, 0):,}" for c in categories],
-                      "", "")
+        table.add_row(ds, f"{n:,}", *[f"{row.get(c, 0):,}" for c in categories], "", "")
     table.add_row("total", f"{totals['events']:,}", *[""] * len(categories), f"{wall:.1f}",
                   f"{totals['events_per_s']:,.0f}")
     console.print(table)

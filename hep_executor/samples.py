@@ -427,15 +427,16 @@ def _jets(rng, prof, n, mc, overlap):
     o_evt, o_pt, o_eta, o_phi = overlap
     k, total = len(o_evt), size + len(o_evt)
     jet = {
-        "pt": np.concatenate([gen["pt"] * np.maximum(rng.normal(1.0, 0.1, size), 0.5), o_pt * rng.uniform(1.0, 1.3, k)]),
+        "pt": np.concatenate(
+            [gen["pt"] * np.maximum(rng.normal(1.0, 0.1, size), 0.5), o_pt * rng.uniform(1.0, 1.3, k)]
+        ),
         "eta": np.concatenate([gen["eta"], o_eta + rng.normal(0.0, 0.02, k)]),
         "phi": np.concatenate([gen["phi"], _wrap(o_phi + rng.normal(0.0, 0.02, k))]),
     }
     flav_all = np.concatenate([flav, np.zeros(k, flav.dtype)])
     jet["mass"] = jet["pt"] * rng.uniform(0.05, 0.2, total)
-    jet["btagDeepFlavB"] = np.select(
-        [flav_all == 5, flav_all == 4], [rng.beta(5.0, 1.3, total), rng.beta(1.5, 4.0, total)], rng.beta(0.4, 8.0, total)
-    )
+    b_like, c_like, light = rng.beta(5.0, 1.3, total), rng.beta(1.5, 4.0, total), rng.beta(0.4, 8.0, total)
+    jet["btagDeepFlavB"] = np.select([flav_all == 5, flav_all == 4], [b_like, c_like], light)
     jet["jetId"] = rng.choice(np.array([0, 2, 6]), total, p=[0.02, 0.04, 0.94])
     jet["puId"] = rng.choice(np.array([0, 4, 6, 7]), total, p=[0.05, 0.05, 0.1, 0.8])
     jet.update({name: _idx(total) for name in ("electronIdx1", "electronIdx2", "muonIdx1", "muonIdx2")})
@@ -638,7 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parameters
     ----------
     argv : sequence of str, optional
-        Arguments after the program name; ``sys.argv[1:]`` by default.
+        Arguments after the program name (a leading ``--`` is skipped);
+        ``sys.argv[1:]`` by default.
 
     Returns
     -------
@@ -657,7 +659,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra-branches", type=int, default=DEFAULT_EXTRA_BRANCHES, help="fillers (%(default)s)")
     parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="events per basket (%(default)s)")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, help="datasets to write (default: all)")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
     try:
         fileset = make_samples(
             args.out,

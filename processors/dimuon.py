@@ -34,7 +34,8 @@ class DimuonProcessor(processor.ProcessorABC):
     def process(self, events):
         """Select muon pairs in one chunk of NanoEvents and fill the mass histogram."""
         dataset = events.metadata["dataset"]
-        weight = ak.to_numpy(events.genWeight).astype(np.float64) if "genWeight" in events.fields else np.ones(len(events))
+        is_mc = "genWeight" in events.fields
+        weight = ak.to_numpy(events.genWeight).astype(np.float64) if is_mc else np.ones(len(events))
         muons = events.Muon
         muons = muons[(muons.pt > 10) & (abs(muons.eta) < 2.4) & muons.tightId & (muons.pfRelIso04_all < 0.15)]
         two = ak.to_numpy(ak.num(muons) >= 2)

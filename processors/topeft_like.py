@@ -86,8 +86,11 @@ class TopEFTLikeProcessor(processor.ProcessorABC):
     -----
     ``process`` returns ``{"hists": {name: hist.Hist}, "cutflow": {dataset:
     {step: int}}, "sumw": {dataset: float}}``, which
-    ``coffea.processor.accumulate`` merges. ``sumw`` sums ``genWeight``
-    over all events (the event count for data).
+    ``coffea.processor.accumulate`` merges. The cutflow steps are ``all``,
+    ``filters``, ``trigger``, then for each lepton category ``<cat>_leptons``,
+    ``<cat>_btag`` and ``<cat>`` (after the jet requirement: the events
+    selected). ``sumw`` sums ``genWeight`` over all events (the event count
+    for data).
     """
 
     def __init__(self, n_wc: int = 2, wc_names: Sequence[str] | None = None):
@@ -139,9 +142,8 @@ class TopEFTLikeProcessor(processor.ProcessorABC):
         for category, passed in _lepton_categories(loose, tight).items():
             bins = JET_BINS[category]
             steps = (presel & passed, presel & passed & btag, presel & passed & btag & (njets >= bins[0]))
-            for step, mask in zip(("leptons", "btag", "jets"), steps):
-                cutflow[f"{category}_{step}"] = int(mask.sum())
-            cutflow[category] = cutflow[f"{category}_jets"]
+            counts = (int(mask.sum()) for mask in steps)
+            cutflow[f"{category}_leptons"], cutflow[f"{category}_btag"], cutflow[category] = counts
             index = np.clip(njets, bins[0], bins[-1]) - bins[0]
             labels[steps[-1]] = np.asarray(_jet_labels(category))[index[steps[-1]]]
 
@@ -172,21 +174,22 @@ class TopEFTLikeProcessor(processor.ProcessorABC):
         return accumulator
 
     def _coefficients(self, events) -> np.ndarray | None:
+        """``(events, coefficients)`` float64 array, or None for samples without EFT coefficients."""
         if "EFTfitCoefficients" not in events.fields:
             return None
         expected = eft.n_coefficients(self.n_wc)
         try:
             coefficients = ak.to_numpy(events.EFTfitCoefficients).astype(np.float64)
-        except ValueError:
-            coefficients = None
-        if coefficients is None or coefficients.ndim != 2 or coefficients.shape[1] != expected:
-            found = "a varying number of" if coefficients is None else coefficients.shape[-1]
-            inferred = None if coefficients is None else eft.n_wc_from_coefficients(coefficients.shape[-1])
+            found = coefficients.shape[1] if coefficients.ndim == 2 else "a varying number of"
+        except ValueError:  # jagged with varying lengths
+            coefficients, found = None, "a varying number of"
+        if found != expected:
+            inferred = eft.n_wc_from_coefficients(found) if isinstance(found, int) else None
+            where = f"{events.metadata.get('filename', 'input')} (dataset {events.metadata['dataset']})"
+            also = f" (n_wc={inferred})" if inferred is not None else ""
             msg = (
-                f"{events.metadata.get('filename', 'input')} (dataset {events.metadata['dataset']}): "
-                f"EFTfitCoefficients has {found} coefficients per event"
-                + (f" (n_wc={inferred})" if inferred is not None else "")
-                + f", but TopEFTLikeProcessor(n_wc={self.n_wc}) expects {expected}; "
+                f"{where}: EFTfitCoefficients has {found} coefficients per event{also}, but "
+                f"TopEFTLikeProcessor(n_wc={self.n_wc}) expects {expected}; "
                 "construct the processor with the n_wc the samples were made with"
             )
             raise ConfigError(msg)

@@ -50,3 +50,16 @@ class MemoryHungryProcessor(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class SlowProcessor(MuonPtProcessor):
+    """MuonPtProcessor that takes ``delay`` seconds per chunk (to act on a run mid-way)."""
+
+    def __init__(self, delay: float = 0.3):
+        self.delay = delay
+
+    def process(self, events):
+        import time
+
+        time.sleep(self.delay)
+        return super().process(events)
