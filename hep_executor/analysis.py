@@ -89,12 +89,12 @@ def normalize_fileset(fileset: dict, treename: str | None) -> list[tuple[str, st
 
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
-               timeout: float, align_clusters: bool, progress: Callable | None = None
+               io_options: dict, align_clusters: bool, progress: Callable | None = None
                ) -> tuple[list[FilePlan], list[dict]]:
     """Read every file's entries and UUID as worker tasks; return plans and skipped files."""
     ids = {}
     for dataset, filename, tree, meta in entries:
-        tid = manager.submit(preprocess_file, dataset, filename, tree, timeout, align_clusters,
+        tid = manager.submit(preprocess_file, dataset, filename, tree, io_options, align_clusters,
                              category="preprocess")
         ids[tid] = (dataset, filename, tree, meta)
     plans: dict[int, FilePlan] = {}
@@ -127,6 +127,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         manager=None, workers: int | None = None, schema: Any = None, chunksize: int | None = None,
         dynamic_chunksize: dict | None = None, maxchunks: int | None = None, fan_in: int = 20,
         skipbadfiles: bool = False, align_clusters: bool = False, timeout: float = 60.0,
+        handler: str = "auto",
         resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
         split_on_exhaustion: bool = True, warm: bool = True,
         retries: int = 0,
@@ -155,6 +156,9 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         At most this many chunks per dataset (for tests and quick looks).
     fan_in : int
         Results merged per accumulate task on the workers.
+    timeout, handler : float, str
+        Per-request timeout (s) and the ``root://`` route (``auto``, ``xrootd``
+        bindings, ``fsspec``) of :func:`hep_executor.io.open_file`.
     skipbadfiles : bool
         Skip unreadable files (listed in the report) instead of failing.
     progress : callable, optional
@@ -178,7 +182,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         manager = Manager(local_workers=workers)
     t0 = time.time()
     try:
-        files, skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles, timeout=timeout,
+        io_options = {"timeout": timeout, "handler": handler}
+        files, skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles, io_options=io_options,
                                     align_clusters=align_clusters, progress=progress)
         t_pre = time.time() - t0
         if allocator is None and resources_mode != "none":
@@ -193,7 +198,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                              memory_mb=memory_mb or 0, allocator=allocator,
                              split_on_exhaustion=split_on_exhaustion)
         fn = functools.partial(process_chunk, processor_instance=processor_instance, schema=schema,
-                               timeout=timeout, warm=warm)
+                               io_options=io_options, warm=warm)
         tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
 
         task_events: dict[int, int] = {}

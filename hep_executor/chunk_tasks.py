@@ -41,22 +41,29 @@ class ChunkSpec:
 _WARM = None
 
 
-def warm_files(timeout: float = 60.0):
-    """This slot's :class:`~hep_executor.io.FileCache` (made on first use; a slot is one process)."""
+def warm_files(io_options: dict | None = None):
+    """This slot's :class:`~hep_executor.io.FileCache` (made on first use; a slot is one process).
+
+    ``io_options`` (``timeout``, ``handler``, ``retries``, ``backoff`` of
+    :func:`~hep_executor.io.open_file`) that differ from the cache's make a new cache.
+    """
     global _WARM
-    if _WARM is None:
+    io_options = io_options or {}
+    if _WARM is None or _WARM.options != io_options:
         from .io import FileCache
 
-        _WARM = FileCache(max_files=4, timeout=timeout)
+        if _WARM is not None:
+            _WARM.close()
+        _WARM = FileCache(max_files=4, **io_options)
     return _WARM
 
 
-def preprocess_file(dataset: str, filename: str, treename: str, timeout: float = 60.0,
+def preprocess_file(dataset: str, filename: str, treename: str, io_options: dict | None = None,
                     align_clusters: bool = False) -> dict:
     """Read what chunking needs from one file: entries, UUID, cluster boundaries."""
     from .io import file_info
 
-    info = file_info(filename, treename, timeout=timeout)
+    info = file_info(filename, treename, **(io_options or {}))
     return {"dataset": dataset, "filename": filename, "treename": treename,
             "entries": info.entries, "uuid": info.uuid,
             "clusters": list(info.cluster_starts) if align_clusters else None,
@@ -74,7 +81,7 @@ def _io_failure(exc: BaseException) -> BaseException | None:
 
 
 def process_chunk(chunk: ChunkSpec, processor_instance: Any, schema: Any = None,
-                  timeout: float = 60.0, warm: bool = True) -> dict:
+                  io_options: dict | None = None, warm: bool = True) -> dict:
     """Run ``processor_instance`` on one chunk; return its output with coverage.
 
     Returns ``{"out": ..., "coverage": {filename: [(start, stop)]},
@@ -88,13 +95,13 @@ def process_chunk(chunk: ChunkSpec, processor_instance: Any, schema: Any = None,
     remote = is_remote(chunk.filename)
     for attempt in (1, 2):
         try:
-            return _process_once(chunk, processor_instance, schema, timeout, warm)
+            return _process_once(chunk, processor_instance, schema, io_options, warm)
         except (ChunkError, OSError) as exc:
             failure = _io_failure(exc) if remote else None
             if failure is None:
                 raise
             if warm:
-                warm_files(timeout).discard(chunk.filename)
+                warm_files(io_options).discard(chunk.filename)
             if attempt == 2:
                 msg = f"{chunk.filename}: reading entries {chunk.entrystart}-{chunk.entrystop} failed " \
                       f"twice: {type(failure).__name__}: {failure}"
@@ -102,7 +109,7 @@ def process_chunk(chunk: ChunkSpec, processor_instance: Any, schema: Any = None,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, timeout: float,
+def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, io_options: dict | None,
                   warm: bool) -> dict:
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
@@ -111,11 +118,11 @@ def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, timeou
                 "fileuuid": chunk.fileuuid, **(chunk.usermeta or {})}
     try:
         if warm:
-            handle = warm_files(timeout).directory(chunk.filename, chunk.treename)
+            handle = warm_files(io_options).directory(chunk.filename, chunk.treename)
         else:
             from .io import open_file
 
-            handle = open_file(chunk.filename, timeout=timeout)
+            handle = open_file(chunk.filename, **(io_options or {}))
         factory = NanoEventsFactory.from_root(
             handle, treepath=chunk.treename, schemaclass=schema or NanoAODSchema,
             metadata=metadata, mode="virtual", entry_start=chunk.entrystart,
