@@ -79,12 +79,12 @@ def _no_nan(obj):
 
 
 def quiet_logging(level: str = "WARNING") -> None:
-    """Log at ``level`` to standard error; dask.distributed only from ERROR up.
+    """Log at ``level`` to standard error; dask.distributed only at CRITICAL.
 
     The engine logs each worker joining at INFO, and dask.distributed logs
     its start-up and a closed-connection traceback on every shutdown.
     """
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # dask reads this when first imported, in this process and in its worker processes
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
 

@@ -44,6 +44,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from hep_executor.errors import BatchError, TaskError
+
 from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
 from benchmarks._tasks import noop
 
@@ -56,15 +58,19 @@ TARGET_VS_DASK = 5.0
 _WARMUP_PER_WORKER = 4
 
 
+def _check_count(got: int, n: int) -> None:
+    if got != n:
+        msg = f"the executor returned {got} results for {n} tasks"
+        raise TaskError(msg)
+
+
 def _drain_manager(m, n: int) -> None:
     got = 0
     while not m.empty():
         for r in m.wait(timeout=10):
             r.value  # noqa: B018 (deserialize, as a caller would)
             got += 1
-    if got != n:
-        msg = f"the manager returned {got} results for {n} tasks"
-        raise RuntimeError(msg)
+    _check_count(got, n)
 
 
 def _run_manager(n: int, workers: int, chunksize: int, *, wrm: bool) -> tuple[float, float]:
@@ -73,8 +79,9 @@ def _run_manager(n: int, workers: int, chunksize: int, *, wrm: bool) -> tuple[fl
     t0 = time.perf_counter()
     with Manager(local_workers=workers, wait_retrieve_many=wrm) as m:
         if m.wait_for_workers(workers, timeout=60) < workers:
-            msg = f"only {len(m.workers())} of {workers} local workers joined within 60 s"
-            raise RuntimeError(msg)
+            msg = (f"only {len(m.workers())} of {workers} local workers joined within 60 s; "
+                   "see their errors above")
+            raise BatchError(msg)
         warm = _WARMUP_PER_WORKER * workers
         for i in range(warm):
             m.submit(noop, i)
@@ -98,7 +105,7 @@ def _run_pool_submit(n: int, workers: int, chunksize: int) -> tuple[float, float
             f.result()
             got += 1
         t2 = time.perf_counter()
-    assert got == n
+    _check_count(got, n)
     return t1 - t0, t2 - t1
 
 
@@ -109,7 +116,7 @@ def _run_pool_map(n: int, workers: int, chunksize: int) -> tuple[float, float]:
         t1 = time.perf_counter()
         got = sum(1 for _ in pool.map(noop, range(n), chunksize=chunksize))
         t2 = time.perf_counter()
-    assert got == n
+    _check_count(got, n)
     return t1 - t0, t2 - t1
 
 
@@ -125,7 +132,7 @@ def _run_dask(n: int, workers: int, chunksize: int) -> tuple[float, float]:
         t1 = time.perf_counter()
         got = len(client.gather(client.map(noop, range(n), pure=False)))
         t2 = time.perf_counter()
-    assert got == n
+    _check_count(got, n)
     return t1 - t0, t2 - t1
 
 

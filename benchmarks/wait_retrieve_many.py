@@ -76,6 +76,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hep_executor import Manager
+from hep_executor.errors import BatchError, ConfigError, TaskError
 
 from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
 from benchmarks._tasks import sleep_task
@@ -103,7 +104,7 @@ class Point:
     def __post_init__(self):
         if self.tasks < 1 or self.workers < 1 or self.task_s < 0 or self.post_s < 0:
             msg = f"a benchmark point needs tasks, workers >= 1 and times >= 0 (got {self})"
-            raise ValueError(msg)
+            raise ConfigError(msg)
 
     @property
     def long_tasks(self) -> bool:
@@ -182,8 +183,8 @@ def _drain(m: Manager, expected: int, post_s: float, timeout: float) -> None:
             r.value  # noqa: B018 (deserialize, as a caller would)
             got += 1
     if got != expected:
-        msg = f"got {got} results for {expected} tasks"
-        raise RuntimeError(msg)
+        msg = f"the manager returned {got} results for {expected} tasks"
+        raise TaskError(msg)
 
 
 def run_points(points: list[Point], mode: str, reps: int, prefetch: bool) -> dict[Point, list[float]]:
@@ -196,8 +197,9 @@ def run_points(points: list[Point], mode: str, reps: int, prefetch: bool) -> dic
     for workers in dict.fromkeys(p.workers for p in points):
         with cls(local_workers=workers, wait_retrieve_many=mode == "many", prefetch=prefetch) as m:
             if m.wait_for_workers(workers, timeout=60) < workers:
-                msg = f"only {len(m.workers())} of {workers} local workers joined within 60 s"
-                raise RuntimeError(msg)
+                msg = (f"only {len(m.workers())} of {workers} local workers joined within 60 s; "
+                       "see their errors above")
+                raise BatchError(msg)
             for p in (p for p in points if p.workers == workers):
                 timeout = max(1.0, 10 * p.task_s)
                 for i in range(workers):

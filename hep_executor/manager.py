@@ -187,14 +187,18 @@ class Manager:
         deadline = float("inf") if timeout is None else time.monotonic() + timeout
         retrieved: list[TaskResult] = []
         while True:
-            received, sent = self._pass()
             if not self.wait_retrieve_many and self._done:
-                return [self._done.popleft()]  # plain mode: one task per call
-            while self._done:
-                retrieved.append(self._done.popleft())
-            if retrieved and received == 0 and sent == 0:
-                return retrieved
-            if self.table.empty():
+                return [self._done.popleft()]  # plain mode: one task per call, nothing more done
+            received, sent = self._pass()
+            if not self.wait_retrieve_many:
+                if self._done:
+                    return [self._done.popleft()]
+            else:
+                while self._done:
+                    retrieved.append(self._done.popleft())
+                if retrieved and received == 0 and sent == 0:
+                    return retrieved
+            if self.table.empty() and not self._done:
                 return retrieved
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -393,17 +397,23 @@ class Manager:
             return 0
         batches: dict[bytes, list] = {}
         skipped: list = []
+        depth: dict[str, int] = {}  # prefetch depth per category, fixed for this pass
+        most_prefetch = 0
         while waiting and len(skipped) <= _LOOKAHEAD:
             task = waiting.popleft()
-            worker = self._pick_worker(task, workers, self._prefetch_depth(task.category))
+            if task.category not in depth:
+                depth[task.category] = self._prefetch_depth(task.category)
+                most_prefetch = max(most_prefetch, depth[task.category])
+            worker = self._pick_worker(task, workers, depth[task.category])
             if worker is None:
                 if not any(w.could_ever_fit(task) for w in workers) and self._local_target \
                         and len(workers) >= self._local_target:
                     self._fail_unfit(task, workers)
                     continue
                 skipped.append(task)
-                if not any(w.free_cores > 0 for w in workers) and not self._prefetch_depth(task.category):
-                    break
+                if not any(w.free_cores > 0 or len(w.tasks) < w.cores * (1 + most_prefetch)
+                           for w in workers):
+                    break  # every worker is full: nothing later in the queue can go either
                 continue
             self.table.assign(task, worker)
             batches.setdefault(worker.identity, []).append(task)

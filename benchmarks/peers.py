@@ -1,0 +1,412 @@
+"""The TopEFT-like workload through hep_executor and through coffea's own executors.
+
+Run from the repository root::
+
+    python -m benchmarks.peers              # 1.2 M events in 100k chunks, then 60k events in 1k chunks; 3 reps
+    python -m benchmarks.peers --quick      # 240k events in 20k chunks, 24k events in 1k chunks; 1 rep
+
+Two tables, each on its own generated samples (three datasets, made once
+by :func:`benchmarks._workloads.sample_fileset` into ``benchmarks/results/samples/``):
+
+- ``large``: ``--events`` events (default 1.2 M; NanoAOD-like files with no
+  filler branches, ``--large-branches``) in chunks of ``--chunksize``
+  (100,000);
+- ``small``: ``--small-events`` (60,000) on the many-branch samples
+  (``--branches``, 500 fillers as in real NanoAOD) in chunks of
+  ``--small-chunksize`` (1,000): there each chunk's TTree metadata read
+  costs more than its physics, which the executor's warm files save.
+
+Every executor runs :class:`processors.topeft_like.TopEFTLikeProcessor`
+on the same chunks (same chunk size) with 2 workers (``--workers``):
+
+- ``single``: no executor; in this process, read each file's entries, then
+  for each chunk ``NanoEventsFactory.from_root`` + ``process`` + accumulate
+  (the per-core limit);
+- ``iterative``: ``Runner(executor=IterativeExecutor())``, in this process;
+- ``futures``: ``Runner(executor=FuturesExecutor(workers=2))``, which makes a
+  new process pool for each of its two calls (preprocessing, processing);
+- ``futures-pool``: the same with one pool kept across runs
+  (``FuturesExecutor(pool=loky.ProcessPoolExecutor(2))``, the class it makes
+  by default);
+- ``dask``: ``Runner(executor=DaskExecutor(client=...))`` on a
+  ``LocalCluster`` of 2 single-threaded processes;
+- ``hep-run``: ``hep_executor.run(..., manager=Manager(2), chunksize=C,
+  resources_mode="none")``, the executor's own path (files kept open per slot);
+- ``hep-runner``: ``Runner(executor=HepExecutor(workers=2, dynamic=False))``,
+  coffea's path on hep_executor workers (coffea opens the file per chunk).
+
+Timing: events/s end to end, preprocessing (reading each file's entries)
+included; every Runner gets a fresh ``metadata_cache`` so none skips it.
+Start-up is left out for every executor that can keep its workers
+(hep-run, hep-runner, futures-pool, dask): their pools are made and warmed
+(imports, one short run per table) before the clock starts, and the
+time to make them (processes up, imports done) is measured once and
+shown as ``start-up s``, with the rate it gives when added to each run
+(``events/s w/ start-up``). ``futures`` cannot keep its pool: it pays
+its start-up inside every run, which is how coffea users run it. The
+files are read once beforehand so every executor sees them in the page
+cache. Repetitions are interleaved (the order rotates); medians are
+reported. Outputs are checked against ``single`` (the cutflow counts).
+
+Parallel efficiency = events/s / (workers x single events/s).
+Targets (``large``): hep-run at least 1.3x ``futures`` and at least 90%
+parallel efficiency; (``small``): hep-run at least 3x ``futures``.
+Output: both tables, the ratios, the verdicts, and ``peers.json``.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run by path: make ``benchmarks`` importable as such
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
+
+__all__ = ["EXECUTORS", "Pools", "cutflow_of", "main", "measure_table", "read_through", "run_single"]
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("single", "iterative", "futures", "futures-pool", "dask", "hep-run", "hep-runner")
+PARALLEL = ("futures", "futures-pool", "dask", "hep-run", "hep-runner")
+OURS = ("hep-run", "hep-runner")
+TARGET_VS_FUTURES = 1.3
+TARGET_EFFICIENCY = 0.90
+TARGET_SMALL_VS_FUTURES = 3.0
+DATASETS = 3  # ttH_EFT, ttbar, data
+
+
+def warm_imports(_=None) -> int:
+    """Import what a chunk needs (coffea's NanoEvents, the processor); return this process id."""
+    importlib.import_module("coffea.nanoevents")
+    importlib.import_module("coffea.processor")
+    importlib.import_module("processors.topeft_like")
+    return os.getpid()
+
+
+def _task(name: str):
+    """``name`` from the importable ``benchmarks.peers`` (not ``__main__``), so workers load it by reference."""
+    return getattr(importlib.import_module("benchmarks.peers"), name)
+
+
+def read_through(fileset: dict) -> int:
+    """Read every file once (into the page cache); return the bytes read."""
+    total = 0
+    for paths in fileset.values():
+        for path in paths:
+            with open(path, "rb") as stream:
+                while chunk := stream.read(1 << 24):
+                    total += len(chunk)
+    return total
+
+
+def cutflow_of(output) -> dict:
+    """The processor output's cutflow counts, plain ints: what must agree between executors."""
+    return {d: {k: int(v) for k, v in steps.items()} for d, steps in output["cutflow"].items()}
+
+
+def run_single(fileset: dict, processor, chunksize: int, treename: str = "Events"):
+    """No executor: entries of each file, then each chunk read, processed and accumulated here."""
+    import uproot
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+    from coffea.processor import accumulate
+
+    plan = []
+    for dataset, paths in fileset.items():
+        for path in paths:
+            with uproot.open(path) as f:
+                plan.append((dataset, path, f[treename].num_entries))
+    out = None
+    for dataset, path, entries in plan:
+        for start in range(0, entries, chunksize):
+            stop = min(entries, start + chunksize)
+            events = NanoEventsFactory.from_root(
+                {path: treename}, schemaclass=NanoAODSchema, mode="virtual", entry_start=start,
+                entry_stop=stop, metadata={"dataset": dataset, "filename": path, "treename": treename,
+                                           "entrystart": start, "entrystop": stop}).events()
+            out = accumulate([processor.process(events)], out)
+    return processor.postprocess(out) or out
+
+
+class Pools:
+    """The executors' long-lived workers (a Manager, a HepExecutor, a process pool, a dask cluster).
+
+    Made once, used by every run of both tables, closed by :meth:`close`
+    (also on an error or Ctrl-C, through ``with``). ``startup_s`` holds
+    the time each took to make and warm (processes up, imports done).
+    """
+
+    def __init__(self, workers: int, names: set[str]):
+        self.workers = workers
+        self.startup_s: dict[str, float] = {}
+        self.manager = self.hep_executor = self.pool = self.cluster = self.client = None
+        self._stack = contextlib.ExitStack()
+        self._names = names
+
+    def __enter__(self) -> Pools:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker this object started."""
+        self._stack.close()
+
+    def _start(self) -> None:
+        import coffea.util
+        import loky
+
+        warm = _task("warm_imports")
+        warm()  # single and iterative run in this process
+        # coffea's futures executor draws its progress bars whatever its status= says
+        quiet, coffea.util.coffea_console.quiet = coffea.util.coffea_console.quiet, True
+        self._stack.callback(setattr, coffea.util.coffea_console, "quiet", quiet)
+        if "futures-pool" in self._names:
+            t0 = time.perf_counter()  # the pool class FuturesExecutor makes by default, made once
+            self.pool = self._stack.enter_context(loky.ProcessPoolExecutor(self.workers))
+            pids = set(self.pool.map(warm, range(4 * self.workers)))
+            self.startup_s["futures-pool"] = time.perf_counter() - t0
+            log.info("futures-pool: %d processes", len(pids))
+        if "hep-run" in self._names:
+            from hep_executor import Manager
+
+            t0 = time.perf_counter()
+            self.manager = self._stack.enter_context(Manager(local_workers=self.workers))
+            self._warm_manager(self.manager, warm)
+            self.startup_s["hep-run"] = time.perf_counter() - t0
+        if "hep-runner" in self._names:
+            from hep_executor import HepExecutor
+
+            t0 = time.perf_counter()
+            self.hep_executor = HepExecutor(workers=self.workers, dynamic=False, status=False)
+            self._stack.callback(self.hep_executor.close)
+            self._warm_manager(self.hep_executor.pool.get(self.hep_executor), warm)
+            self.startup_s["hep-runner"] = time.perf_counter() - t0
+        if "dask" in self._names:
+            from dask.distributed import Client, LocalCluster
+
+            t0 = time.perf_counter()
+            self.cluster = self._stack.enter_context(LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                silence_logs=logging.ERROR))
+            self.client = self._stack.enter_context(Client(self.cluster))
+            self.client.wait_for_workers(self.workers)
+            self.client.run(warm)
+            self.startup_s["dask"] = time.perf_counter() - t0
+
+    def _warm_manager(self, manager, warm) -> None:
+        if manager.wait_for_workers(self.workers, timeout=120) < self.workers:
+            msg = f"only {len(manager.workers())} of {self.workers} local workers joined within 120 s"
+            raise RuntimeError(msg)
+        ids = {manager.submit(warm, i) for i in range(self.workers)}
+        pids = set()
+        while ids:
+            for result in manager.wait(timeout=60):
+                ids.discard(result.id)
+                pids.add(result.value)
+
+    # ------------------------------------------------------------ one run
+    def run(self, name: str, fileset: dict, processor, chunksize: int, *, maxchunks: int | None = None):
+        """Run executor ``name`` once; return ``(output, seconds, preprocess seconds or NaN)``."""
+        t0 = time.perf_counter()
+        pre = float("nan")
+        if name == "single":
+            out = run_single(fileset, processor, chunksize) if maxchunks is None else None
+        elif name == "hep-run":
+            from hep_executor import run
+
+            result = run(fileset, processor, "Events", manager=self.manager, chunksize=chunksize,
+                         maxchunks=maxchunks, resources_mode="none")
+            out, pre = result.output, result.report["totals"]["preprocess_s"]
+        else:
+            out = self._runner(name, chunksize, maxchunks)(fileset, processor, treename="Events")
+        return out, time.perf_counter() - t0, pre
+
+    def _runner(self, name: str, chunksize: int, maxchunks: int | None):
+        from coffea import processor as cp
+        from coffea.nanoevents import NanoAODSchema
+
+        executor = {
+            "iterative": lambda: cp.IterativeExecutor(status=False),
+            "futures": lambda: cp.FuturesExecutor(workers=self.workers, status=False),
+            "futures-pool": lambda: cp.FuturesExecutor(pool=self.pool, workers=self.workers, status=False),
+            "dask": lambda: cp.DaskExecutor(client=self.client, status=False),
+            "hep-runner": lambda: self.hep_executor,
+        }[name]()
+        # a fresh metadata cache: coffea's default one is per process and would skip preprocessing
+        return cp.Runner(executor=executor, schema=NanoAODSchema, chunksize=chunksize, maxchunks=maxchunks,
+                         metadata_cache={})
+
+
+def measure_table(pools: Pools, names: list[str], fileset: dict, processor, chunksize: int, reps: int,
+                  events: int) -> dict:
+    """Warm up, then run every executor ``reps`` times, interleaved; return the numbers per executor."""
+    read_through(fileset)
+    for name in names:  # load the files' first chunks and the function on every worker
+        if name not in ("single", "iterative"):
+            pools.run(name, fileset, processor, chunksize, maxchunks=2)
+    results = {name: {"time_s": [], "events_per_s": [], "preprocess_s": [], "cutflows": []} for name in names}
+    for rep in range(reps):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for name in order:
+            out, seconds, pre = pools.run(name, fileset, processor, chunksize)
+            entry = results[name]
+            entry["time_s"].append(seconds)
+            entry["events_per_s"].append(events / seconds)
+            entry["preprocess_s"].append(pre)
+            entry["cutflows"].append(cutflow_of(out))
+            log.warning("rep %d %-12s %7.2f s  %9.0f events/s", rep, name, seconds, events / seconds)
+    reference = results["single"]["cutflows"][0]
+    for entry in results.values():
+        entry["output_ok"] = [flow == reference for flow in entry.pop("cutflows")]
+    return results
+
+
+def summarize(results: dict, startup: dict, events: int, workers: int) -> dict:
+    """Medians, start-up, efficiency, and the ratios of each of ours to each peer."""
+    single = median(results["single"]["events_per_s"]) if "single" in results else float("nan")
+    rows = {}
+    for name, r in results.items():
+        rate = median(r["events_per_s"])
+        t = median(r["time_s"])
+        up = startup.get(name, 0.0)
+        rows[name] = {
+            "events_per_s": rate, "min": min(r["events_per_s"]), "max": max(r["events_per_s"]),
+            "time_s": t, "preprocess_s": median(r["preprocess_s"]), "startup_s": up,
+            "events_per_s_with_startup": events / (t + up),
+            "efficiency": rate / (workers * single) if name in PARALLEL else float("nan"),
+            "output_ok": all(r["output_ok"]),
+        }
+    ratios = {ours: {peer: {"warm": rows[ours]["events_per_s"] / rows[peer]["events_per_s"],
+                            "with_startup": rows[ours]["events_per_s_with_startup"]
+                            / rows[peer]["events_per_s_with_startup"]}
+                     for peer in rows if peer not in OURS}
+              for ours in OURS if ours in rows}
+    return {"executors": rows, "ratios": ratios, "single_events_per_s": single}
+
+
+def _print_summary(title: str, summary: dict, workers: int) -> None:
+    rows = [[n, s["events_per_s"], s["min"], s["max"], s["time_s"], s["preprocess_s"],
+             "in run" if n == "futures" else s["startup_s"], s["events_per_s_with_startup"], s["efficiency"],
+             "yes" if s["output_ok"] else "NO"] for n, s in summary["executors"].items()]
+    print_table(title, ["executor", "events/s", "min", "max", "time s", "preproc s", "start-up s",
+                        "events/s w/ start-up", f"efficiency (/{workers}x single)", "output = single"], rows)
+    ratios = summary["ratios"]
+    if ratios:
+        peers = list(next(iter(ratios.values())))
+        rows = [[f"{ours} / peer{suffix}"] + [ratios[ours][p][key] for p in peers]
+                for ours in ratios for suffix, key in (("", "warm"), (" (w/ start-up)", "with_startup"))]
+        print_table(f"{title}: ratios (events/s of ours / events/s of peer)", ["", *peers], rows)
+
+
+def _verdicts(tables: dict) -> dict:
+    verdicts = {}
+    large, small = tables.get("large"), tables.get("small")
+
+    def ratio(table, peer):
+        return table["ratios"].get("hep-run", {}).get(peer, {}).get("warm", float("nan"))
+
+    if large and "hep-run" in large["executors"]:
+        r = ratio(large, "futures")
+        verdicts["large: hep-run >= 1.3x futures"] = {"value": r, "pass": bool(r >= TARGET_VS_FUTURES)}
+        e = large["executors"]["hep-run"]["efficiency"]
+        verdicts["large: hep-run efficiency >= 90%"] = {"value": e, "pass": bool(e >= TARGET_EFFICIENCY)}
+    if small and "hep-run" in small["executors"]:
+        r = ratio(small, "futures")
+        verdicts["small: hep-run >= 3x futures"] = {"value": r, "pass": bool(r >= TARGET_SMALL_VS_FUTURES)}
+    return verdicts
+
+
+def main(argv=None) -> int:
+    """Command-line entry: measure both tables, print them and the verdicts, write JSON."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_200_000, help="events of the large-chunk table (1200000)")
+    parser.add_argument("--chunksize", type=int, default=100_000, help="chunk size of the large table (100000)")
+    parser.add_argument("--large-branches", type=int, default=0, help="filler branches, large table (0)")
+    parser.add_argument("--small-events", type=int, default=60_000, help="events of the small-chunk table (60000)")
+    parser.add_argument("--small-chunksize", type=int, default=1_000, help="chunk size of the small table (1000)")
+    parser.add_argument("--branches", type=int, default=500, help="filler branches, small table (500)")
+    parser.add_argument("--files", type=int, default=2, help="files per dataset, both tables (2)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions; medians are reported (3)")
+    parser.add_argument("--workers", type=int, default=2, help="workers of every parallel executor (2)")
+    parser.add_argument("--tables", default="large,small", help="which tables (large,small)")
+    parser.add_argument("--skip", action="append", default=[], choices=EXECUTORS, help="leave an executor out")
+    parser.add_argument("--quick", action="store_true",
+                        help="240k events in 20k chunks, 24k small-chunk events, 1 repetition")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for peers.json")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.chunksize, args.small_events, args.reps = 240_000, 20_000, 24_000, 1
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    if not tables or set(tables) - {"large", "small"}:
+        parser.error(f"--tables takes large and/or small, got {args.tables!r}")
+    if min(args.events, args.chunksize, args.small_events, args.small_chunksize, args.files, args.reps,
+           args.workers) < 1 or min(args.branches, args.large_branches) < 0:
+        parser.error("sizes, --files, --reps and --workers must be at least 1, branches at least 0")
+    names = [n for n in EXECUTORS if n not in args.skip]
+    if "single" not in names:
+        parser.error("single is the reference (efficiency, outputs): it cannot be skipped")
+    quiet_logging(args.log_level)
+
+    from benchmarks._workloads import sample_fileset
+    from processors.topeft_like import TopEFTLikeProcessor
+
+    specs = {"large": (args.events, args.chunksize, args.large_branches),
+             "small": (args.small_events, args.small_chunksize, args.branches)}
+    filesets = {}
+    for table in tables:
+        events, _, branches = specs[table]
+        per_file = max(1, events // (DATASETS * args.files))
+        filesets[table] = sample_fileset(per_file, args.files, extra_branches=branches)
+        specs[table] = (per_file * DATASETS * args.files, *specs[table][1:])
+    processor = TopEFTLikeProcessor()
+    load_before = os.getloadavg()
+    print(f"peers: TopEFT-like, {args.workers} workers, {args.reps} reps; {platform.processor() or platform.machine()}"
+          f", {os.cpu_count()} cores, load {load_before[0]:.2f}")
+    out = {"settings": vars(args) | {"out": str(args.out)}, "machine": {
+        "cores": os.cpu_count(), "python": platform.python_version(), "load_before": load_before}, "tables": {}}
+    with Pools(args.workers, set(names)) as pools:
+        out["startup_s"] = pools.startup_s
+        for table in tables:
+            events, chunksize, branches = specs[table]
+            print(f"\n{table}: {events:,} events ({args.files} files x {DATASETS} datasets, {branches} filler "
+                  f"branches), chunks of {chunksize:,}")
+            results = measure_table(pools, names, filesets[table], processor, chunksize, args.reps, events)
+            summary = summarize(results, pools.startup_s, events, args.workers)
+            summary.update(events=events, chunksize=chunksize, branches=branches, runs=results)
+            out["tables"][table] = summary
+            _print_summary(f"{table} chunks ({chunksize:,} events), {events:,} events, median of {args.reps}",
+                           summary, args.workers)
+    out["machine"]["load_after"] = os.getloadavg()
+    out["verdicts"] = _verdicts(out["tables"])
+    print(f"\nload average before {load_before[0]:.2f}, after {out['machine']['load_after'][0]:.2f} "
+          f"({os.cpu_count()} cores)")
+    for name, v in out["verdicts"].items():
+        print(f"{'PASS' if v['pass'] else 'FAIL'}  {name}: {v['value']:.2f}")
+    bad = [t for t, s in out["tables"].items() for n, e in s["executors"].items() if not e["output_ok"]]
+    if bad:
+        print(f"FAIL  outputs differ from single in table(s) {sorted(set(bad))}")
+    path = write_json(args.out / "peers.json", out)
+    print(f"wrote {path}")
+    return 0 if all(v["pass"] for v in out["verdicts"].values()) and not bad else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
