@@ -84,6 +84,7 @@ TARGET_VS_FUTURES = 1.3
 TARGET_EFFICIENCY = 0.90
 TARGET_SMALL_VS_FUTURES = 3.0
 DATASETS = 3  # ttH_EFT, ttbar, data
+IDLE_S = 3600.0  # heartbeat timeout of the benchmark's Managers (see Pools._start_manager)
 
 
 def warm_imports(_=None) -> int:
@@ -149,6 +150,7 @@ class Pools:
     def __init__(self, workers: int, names: set[str]):
         self.workers = workers
         self.startup_s: dict[str, float] = {}
+        self.worker_ids: dict[int, set] = {}
         self.manager = self.hep_executor = self.pool = self.cluster = self.client = None
         self._stack = contextlib.ExitStack()
         self._names = names
@@ -184,19 +186,14 @@ class Pools:
             self.startup_s["futures-pool"] = time.perf_counter() - t0
             log.info("futures-pool: %d processes", len(pids))
         if "hep-run" in self._names:
-            from hep_executor import Manager
-
             t0 = time.perf_counter()
-            self.manager = self._stack.enter_context(Manager(local_workers=self.workers))
-            self._warm_manager(self.manager, warm)
+            self.manager = self._start_manager(warm)
             self.startup_s["hep-run"] = time.perf_counter() - t0
         if "hep-runner" in self._names:
             from hep_executor import HepExecutor
 
             t0 = time.perf_counter()
-            self.hep_executor = HepExecutor(workers=self.workers, dynamic=False, status=False)
-            self._stack.callback(self.hep_executor.close)
-            self._warm_manager(self.hep_executor.pool.get(self.hep_executor), warm)
+            self.hep_executor = HepExecutor(manager=self._start_manager(warm), dynamic=False, status=False)
             self.startup_s["hep-runner"] = time.perf_counter() - t0
         if "dask" in self._names:
             from dask.distributed import Client, LocalCluster
@@ -210,16 +207,30 @@ class Pools:
             self.client.run(warm)
             self.startup_s["dask"] = time.perf_counter() - t0
 
-    def _warm_manager(self, manager, warm) -> None:
+    def _start_manager(self, warm):
+        """A Manager with ``workers`` local workers, up and warm.
+
+        A worker exits when its manager is silent for 2 x ``heartbeat_timeout``
+        (60 s by default), and a Manager is heard only while it is called: the
+        long timeout keeps its workers through the other executors' runs.
+        """
+        from hep_executor import Manager
+
+        manager = self._stack.enter_context(Manager(local_workers=self.workers, heartbeat_timeout=IDLE_S))
         if manager.wait_for_workers(self.workers, timeout=120) < self.workers:
             msg = f"only {len(manager.workers())} of {self.workers} local workers joined within 120 s"
             raise RuntimeError(msg)
         ids = {manager.submit(warm, i) for i in range(self.workers)}
-        pids = set()
         while ids:
             for result in manager.wait(timeout=60):
                 ids.discard(result.id)
-                pids.add(result.value)
+                result.value  # noqa: B018 (raises if the import failed)
+        self.worker_ids[id(manager)] = {w["id"] for w in manager.workers()}
+        return manager
+
+    def replaced_workers(self, manager) -> bool:
+        """Whether ``manager``'s workers are not the ones warmed at start (they would be cold)."""
+        return {w["id"] for w in manager.workers()} != self.worker_ids[id(manager)]
 
     # ------------------------------------------------------------ one run
     def run(self, name: str, fileset: dict, processor, chunksize: int, *, maxchunks: int | None = None):
@@ -231,10 +242,15 @@ class Pools:
         elif name == "hep-run":
             from hep_executor import run
 
+            if self.replaced_workers(self.manager):
+                log.error("hep-run: the Manager's workers were replaced: this run starts cold")
+
             result = run(fileset, processor, "Events", manager=self.manager, chunksize=chunksize,
                          maxchunks=maxchunks, resources_mode="none")
             out, pre = result.output, result.report["totals"]["preprocess_s"]
         else:
+            if name == "hep-runner" and self.replaced_workers(self.hep_executor.manager):
+                log.error("hep-runner: the Manager's workers were replaced: this run starts cold")
             out = self._runner(name, chunksize, maxchunks)(fileset, processor, treename="Events")
         return out, time.perf_counter() - t0, pre
 
@@ -342,7 +358,8 @@ def main(argv=None) -> int:
     parser.add_argument("--small-events", type=int, default=60_000, help="events of the small-chunk table (60000)")
     parser.add_argument("--small-chunksize", type=int, default=1_000, help="chunk size of the small table (1000)")
     parser.add_argument("--branches", type=int, default=500, help="filler branches, small table (500)")
-    parser.add_argument("--files", type=int, default=2, help="files per dataset, both tables (2)")
+    parser.add_argument("--files", type=int, default=2, help="files per dataset, large table (2)")
+    parser.add_argument("--small-files", type=int, default=1, help="files per dataset, small table (1)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions; medians are reported (3)")
     parser.add_argument("--workers", type=int, default=2, help="workers of every parallel executor (2)")
     parser.add_argument("--tables", default="large,small", help="which tables (large,small)")
@@ -357,7 +374,7 @@ def main(argv=None) -> int:
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     if not tables or set(tables) - {"large", "small"}:
         parser.error(f"--tables takes large and/or small, got {args.tables!r}")
-    if min(args.events, args.chunksize, args.small_events, args.small_chunksize, args.files, args.reps,
+    if min(args.events, args.chunksize, args.small_events, args.small_chunksize, args.files, args.small_files, args.reps,
            args.workers) < 1 or min(args.branches, args.large_branches) < 0:
         parser.error("sizes, --files, --reps and --workers must be at least 1, branches at least 0")
     names = [n for n in EXECUTORS if n not in args.skip]
@@ -368,14 +385,14 @@ def main(argv=None) -> int:
     from benchmarks._workloads import sample_fileset
     from processors.topeft_like import TopEFTLikeProcessor
 
-    specs = {"large": (args.events, args.chunksize, args.large_branches),
-             "small": (args.small_events, args.small_chunksize, args.branches)}
+    specs = {"large": (args.events, args.chunksize, args.large_branches, args.files),
+             "small": (args.small_events, args.small_chunksize, args.branches, args.small_files)}
     filesets = {}
     for table in tables:
-        events, _, branches = specs[table]
-        per_file = max(1, events // (DATASETS * args.files))
-        filesets[table] = sample_fileset(per_file, args.files, extra_branches=branches)
-        specs[table] = (per_file * DATASETS * args.files, *specs[table][1:])
+        events, chunksize, branches, files = specs[table]
+        per_file = max(1, events // (DATASETS * files))
+        filesets[table] = sample_fileset(per_file, files, extra_branches=branches)
+        specs[table] = (per_file * DATASETS * files, chunksize, branches, files)
     processor = TopEFTLikeProcessor()
     load_before = os.getloadavg()
     print(f"peers: TopEFT-like, {args.workers} workers, {args.reps} reps; {platform.processor() or platform.machine()}"
@@ -385,12 +402,12 @@ def main(argv=None) -> int:
     with Pools(args.workers, set(names)) as pools:
         out["startup_s"] = pools.startup_s
         for table in tables:
-            events, chunksize, branches = specs[table]
-            print(f"\n{table}: {events:,} events ({args.files} files x {DATASETS} datasets, {branches} filler "
+            events, chunksize, branches, files = specs[table]
+            print(f"\n{table}: {events:,} events ({files} files x {DATASETS} datasets, {branches} filler "
                   f"branches), chunks of {chunksize:,}")
             results = measure_table(pools, names, filesets[table], processor, chunksize, args.reps, events)
             summary = summarize(results, pools.startup_s, events, args.workers)
-            summary.update(events=events, chunksize=chunksize, branches=branches, runs=results)
+            summary.update(events=events, chunksize=chunksize, branches=branches, files_per_dataset=files, runs=results)
             out["tables"][table] = summary
             _print_summary(f"{table} chunks ({chunksize:,} events), {events:,} events, median of {args.reps}",
                            summary, args.workers)

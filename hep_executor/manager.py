@@ -187,17 +187,18 @@ class Manager:
         deadline = float("inf") if timeout is None else time.monotonic() + timeout
         retrieved: list[TaskResult] = []
         while True:
-            if not self.wait_retrieve_many and self._done:
-                return [self._done.popleft()]  # plain mode: one task per call, nothing more done
-            received, sent = self._pass()
-            if not self.wait_retrieve_many:
-                if self._done:
-                    return [self._done.popleft()]
-            else:
-                while self._done:
-                    retrieved.append(self._done.popleft())
+            if self.wait_retrieve_many:
+                received, sent = self._pass()
+                retrieved.extend(self._done)
+                self._done.clear()
                 if retrieved and received == 0 and sent == 0:
                     return retrieved
+            else:  # as Work Queue's plain wait: one task, back to the caller before sending more
+                received = 0 if self._done else self._process_worker_messages()
+                if self._done:
+                    return [self._done.popleft()]
+                sent = self._dispatch_waiting_tasks()
+                self._look_after_workers()
             if self.table.empty() and not self._done:
                 return retrieved
             remaining = deadline - time.monotonic()
