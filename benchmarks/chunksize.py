@@ -99,7 +99,7 @@ def run_once(manager, fileset: dict, processor, *, chunksize: int | None, initia
         return {"time_s": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {exc}",
                 "events": 0, "events_per_s": nan, "exhausted": nan, "splits": nan, "chunks": nan,
                 "median_events": nan,
-                "final_sizes": {}, "max_peak_mb": nan, "coverage_ok": False}
+                "final_sizes": {}, "max_peak_mb": nan, "coverage_ok": False, "tasks": []}
     finally:
         analysis.DEFAULT_INITIAL_CHUNK = saved
     elapsed = time.perf_counter() - t0
@@ -125,6 +125,8 @@ def run_once(manager, fileset: dict, processor, *, chunksize: int | None, initia
         "max_ok_events": max((t["events"] for t in ok), default=0),
         "coverage_ok": bool(report.get("coverage_ok")),
         "chunk_history": report.get("chunk_history", []),
+        "tasks": [{k: t.get(k) for k in ("task_id", "category", "status", "events", "wall", "peak_mb")}
+                  for t in tasks],
     }
 
 

@@ -15,6 +15,7 @@ from tests.integration import tasks
 
 def test_thousand_tasks_on_two_workers_all_correct():
     with Manager(local_workers=2) as m:
+        assert m.wait_for_workers(2) == 2
         ids = {m.submit(tasks.square, i, category="demo"): i for i in range(1000)}
         results = drain(m)
         assert len(results) == 1000
