@@ -32,6 +32,7 @@ tasks (every attempt):
   of every attempt's allocation (a stopped attempt is all waste);
 - the same after warm-up: each category's first ``--warmup-tasks``
   attempts left out;
+- the share of all allocated memory that went to those first attempts;
 - retried: the share of attempts stopped for memory (each one is retried,
   at a larger allocation or split in two); makespan; lost tasks; coverage.
 
@@ -181,6 +182,9 @@ def _summary(runs: list[dict]) -> dict:
     out = {k: median(r[k] for r in good) for k in keys}
     for k in ("efficiency", "strict_efficiency", "retried"):
         out[f"{k}_after_warmup"] = median(r["after_warmup"][k] for r in good)
+    # memory allocated to each category's first attempts, as a share of all allocated
+    out["warmup_alloc_share"] = median(1 - r["after_warmup"]["allocated_mb_sum"] / r["allocated_mb_sum"]
+                                       for r in good if r["allocated_mb_sum"])
     out["coverage_ok"] = bool(good) and all(r["coverage_ok"] for r in good)
     out["runs_ok"], out["runs"] = len(good), len(runs)
     return out
@@ -247,12 +251,13 @@ def main(argv=None) -> int:
     summary = {mode: _summary(runs) for mode, runs in results.items()}
 
     rows = [[mode, s["efficiency"], s["strict_efficiency"], s["efficiency_after_warmup"], s["retried"],
-             s["retried_after_warmup"], s["attempts"], s["makespan_s"], s["lost"],
+             s["retried_after_warmup"], s["warmup_alloc_share"], s["attempts"], s["makespan_s"], s["lost"],
              "ok" if s["coverage_ok"] else "NOT OK", f"{s['runs_ok']}/{s['runs']}"]
             for mode, s in summary.items()]
     print_table(f"Allocation modes (median of {args.reps})",
                 ["mode", "efficiency", "strict eff.", f"eff. after {args.warmup_tasks}", "retried",
-                 f"retried after {args.warmup_tasks}", "attempts", "makespan s", "lost", "coverage", "runs ok"],
+                 f"retried after {args.warmup_tasks}",
+                 f"alloc. in first {args.warmup_tasks}", "attempts", "makespan s", "lost", "coverage", "runs ok"],
                 rows)
     print_table("Per category (all repetitions pooled)",
                 ["mode", "dataset", "attempts", "stopped", "median peak MB", "max peak MB",

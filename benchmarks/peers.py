@@ -352,10 +352,10 @@ def _verdicts(tables: dict) -> dict:
 def main(argv=None) -> int:
     """Command-line entry: measure both tables, print them and the verdicts, write JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=1_200_000, help="events of the large-chunk table (1200000)")
-    parser.add_argument("--chunksize", type=int, default=100_000, help="chunk size of the large table (100000)")
+    parser.add_argument("--events", type=int, default=600_000, help="events of the large-chunk table (600000)")
+    parser.add_argument("--chunksize", type=int, default=50_000, help="chunk size of the large table (50000)")
     parser.add_argument("--large-branches", type=int, default=0, help="filler branches, large table (0)")
-    parser.add_argument("--small-events", type=int, default=60_000, help="events of the small-chunk table (60000)")
+    parser.add_argument("--small-events", type=int, default=18_000, help="events of the small-chunk table (18000)")
     parser.add_argument("--small-chunksize", type=int, default=1_000, help="chunk size of the small table (1000)")
     parser.add_argument("--branches", type=int, default=500, help="filler branches, small table (500)")
     parser.add_argument("--files", type=int, default=2, help="files per dataset, large table (2)")
@@ -365,12 +365,12 @@ def main(argv=None) -> int:
     parser.add_argument("--tables", default="large,small", help="which tables (large,small)")
     parser.add_argument("--skip", action="append", default=[], choices=EXECUTORS, help="leave an executor out")
     parser.add_argument("--quick", action="store_true",
-                        help="240k events in 20k chunks, 24k small-chunk events, 1 repetition")
+                        help="120k events in 10k chunks, 9k small-chunk events, 1 repetition")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for peers.json")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     if args.quick:
-        args.events, args.chunksize, args.small_events, args.reps = 240_000, 20_000, 24_000, 1
+        args.events, args.chunksize, args.small_events, args.reps = 120_000, 10_000, 9_000, 1
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     if not tables or set(tables) - {"large", "small"}:
         parser.error(f"--tables takes large and/or small, got {args.tables!r}")

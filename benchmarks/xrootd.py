@@ -3,8 +3,8 @@
 Run from the repository root (needs the Debian ``xrootd-server`` and
 ``xrootd-client`` packages; as root, the ``xrootd`` user they create)::
 
-    python -m benchmarks.xrootd             # 20,000 events x 2 files x 3 datasets, 10k chunks, 3 reps
-    python -m benchmarks.xrootd --quick     # 1 rep
+    python -m benchmarks.xrootd             # 20,000 events x 2 files x 3 datasets, 10k chunks, 5 reps
+    python -m benchmarks.xrootd --quick     # 2 reps
 
 The samples (NanoAOD-like, 500 filler branches by default; made once into
 ``benchmarks/results/samples/``) are copied into the folder of an
@@ -19,7 +19,7 @@ resources_mode="none")`` over three routes to the same bytes:
   (``handler="xrootd"``, what ``auto`` picks when they are installed);
 - ``fsspec``: the same URLs through fsspec-xrootd (``handler="fsspec"``).
 
-The workers are warm (imports, a short run per route) before the clock
+The workers are warm (imports, one whole run per route) before the clock
 starts, both copies of the files are in the page cache, repetitions are
 interleaved and the medians reported; events/s are end to end,
 preprocessing (each file's entries and UUID, read by the workers)
@@ -76,9 +76,9 @@ def measure(manager, filesets: dict, processor, *, chunksize: int, reps: int, ev
 
     from benchmarks.peers import cutflow_of
 
-    for fileset, handler in filesets.values():
-        run(fileset, processor, "Events", manager=manager, chunksize=chunksize, maxchunks=2,
-            resources_mode="none", handler=handler, timeout=TIMEOUT_S)
+    for fileset, handler in filesets.values():  # a whole untimed run per route: every file seen by both slots
+        run(fileset, processor, "Events", manager=manager, chunksize=chunksize, resources_mode="none",
+            handler=handler, timeout=TIMEOUT_S)
     results = {route: {"time_s": [], "events_per_s": [], "preprocess_s": [], "cutflows": []} for route in filesets}
     routes = list(filesets)
     for rep in range(reps):
@@ -116,15 +116,15 @@ def main(argv=None) -> int:
     parser.add_argument("--files", type=int, default=2, help="files per dataset (2)")
     parser.add_argument("--branches", type=int, default=500, help="filler branches per file (500)")
     parser.add_argument("--chunksize", type=int, default=10_000, help="events per chunk (10000)")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions; medians are reported (3)")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions; medians are reported (5)")
     parser.add_argument("--workers", type=int, default=2, help="local workers (2)")
     parser.add_argument("--routes", default=",".join(ROUTES), help="routes to run, local first (local,xrootd,fsspec)")
-    parser.add_argument("--quick", action="store_true", help="1 repetition")
+    parser.add_argument("--quick", action="store_true", help="2 repetitions")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for xrootd.json")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     if args.quick:
-        args.reps = 1
+        args.reps = 2
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     if not routes or routes[0] != "local" or set(routes) - set(ROUTES):
         parser.error(f"--routes must start with local and name only {', '.join(ROUTES)}; got {args.routes!r}")

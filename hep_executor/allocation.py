@@ -281,8 +281,9 @@ class Allocator:
         (default) assumes memory that grows steadily (see :func:`ladder_cost`).
     warmup_factor : float, optional
         Before ``min_observations``, a task gets this factor times the
-        largest peak seen (default 2), or the first guess if smaller or
-        if nothing was seen yet.
+        largest peak seen (default 1.5), or the first guess if smaller; a
+        category with no peak yet gets it times the largest peak of the
+        others, or the first guess if nothing was seen at all.
     """
 
     def __init__(
@@ -297,7 +298,7 @@ class Allocator:
         margin: float = 0.05,
         window: int = 1000,
         failure_fraction: float | None = None,
-        warmup_factor: float = 2.0,
+        warmup_factor: float = 1.5,
     ):
         if mode not in MODES:
             msg = f"unknown allocation mode {mode!r}; choose one of {', '.join(MODES)}"
@@ -486,9 +487,13 @@ class Allocator:
     def _first(self, category: str, st: _Category) -> Resources:
         guess = self._guess().capped(self.max_resources)
         if st.n_observed == 0:
+            # a new category: the warm-up factor times the largest peak of the others, if any
+            others = [c.max_seen for name, c in self._categories.items() if c.n_observed and name != category]
+            if self.mode == "auto" and others:
+                return self._make(st, min(guess.memory_mb, self.warmup_factor * max(others)))
             return guess
         if self.mode == "auto" and st.n_observed < self.min_observations:
-            # warm-up: twice the largest peak seen, never more than the first guess
+            # warm-up: a margin over the largest peak seen, never more than the first guess
             return self._make(st, min(guess.memory_mb, self.warmup_factor * st.max_seen))
         return self._make(st, self._ladder(category, st)[0])
 
@@ -497,9 +502,7 @@ class Allocator:
         higher = [m for m in self._ladder(category, st) if math.ceil(m) > previous.memory_mb]
         if higher:
             memory = higher[0]
-        elif cap is not None:
-            return cap  # past the top bucket: the largest worker
-        else:
+        else:  # past the top bucket: grow step by step toward the largest worker
             memory = 2 * previous.memory_mb
         res = self._make(st, memory)
         if res.cores < previous.cores:

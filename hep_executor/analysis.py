@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .chunk_tasks import ChunkSpec, preprocess_file, process_chunk
+from .chunk_tasks import PRELOAD, ChunkSpec, preprocess_file, process_chunk
 from .chunking import Coverage, CoverageReport
 from .errors import ConfigError, CoverageError, EmptyInputError, InputError
 from .pipeline import ReducePipeline
@@ -125,7 +125,8 @@ def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, ski
 
 def run(fileset: dict, processor_instance: Any, treename: str | None = "Events", *,
         manager=None, workers: int | None = None, schema: Any = None, chunksize: int | None = None,
-        dynamic_chunksize: dict | None = None, maxchunks: int | None = None, fan_in: int = 20,
+        dynamic_chunksize: dict | None = None, initial_chunksize: int = DEFAULT_INITIAL_CHUNK,
+        maxchunks: int | None = None, fan_in: int = 20,
         skipbadfiles: bool = False, align_clusters: bool = False, timeout: float = 60.0,
         handler: str = "auto",
         resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
@@ -152,6 +153,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     chunksize : int, optional
         A fixed chunk size. Default: dynamic, from ``dynamic_chunksize`` targets
         (``{"wall_time": s, "memory": MB}``, either alone works).
+    initial_chunksize : int
+        First guess of the dynamic sizer (before any task has reported).
     maxchunks : int, optional
         At most this many chunks per dataset (for tests and quick looks).
     fan_in : int
@@ -179,7 +182,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     entries = normalize_fileset(fileset, treename)
     own = manager is None
     if own:
-        manager = Manager(local_workers=workers)
+        manager = Manager(local_workers=workers, worker_preload=PRELOAD)
     t0 = time.time()
     try:
         io_options = {"timeout": timeout, "handler": handler}
@@ -191,7 +194,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         sizer = None
         if not chunksize:
             targets = dynamic_chunksize or DEFAULT_TARGETS
-            sizer = ChunkSizer(targets, initial=DEFAULT_INITIAL_CHUNK)
+            sizer = ChunkSizer(targets, initial=initial_chunksize)
         segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata),
                             0, f.entries, tuple(f.clusters) if f.clusters else None) for f in files]
         source = ChunkSource(segments, chunksize=chunksize, sizer=sizer, maxchunks=maxchunks,

@@ -15,7 +15,10 @@ from typing import Any
 
 from .errors import ChunkError, InputError, RemoteAccessError
 
-__all__ = ["ChunkSpec", "merge_outputs", "preprocess_file", "process_chunk", "warm_files"]
+__all__ = ["PRELOAD", "ChunkSpec", "merge_outputs", "preprocess_file", "process_chunk", "warm_files"]
+
+#: modules a worker imports before starting slots, so a replacement slot starts warm
+PRELOAD = ("coffea.nanoevents", "coffea.processor", "hep_executor.io")
 
 
 @dataclass(frozen=True)

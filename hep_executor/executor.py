@@ -56,7 +56,9 @@ class WorkerPool:
         if self.manager is None:
             from .manager import Manager
 
-            self.manager = Manager(local_workers=executor.workers, host=executor.host,
+            from .chunk_tasks import PRELOAD
+
+            self.manager = Manager(local_workers=executor.workers, host=executor.host, worker_preload=PRELOAD,
                                    port=executor.port, key_file=executor.password_file or executor.key_file,
                                    address_file=executor.address_file)
             self.owned = True

@@ -84,6 +84,10 @@ class Manager:
         Start a replacement when a local worker dies.
     prefetch : bool
         Queue a little extra work on workers when tasks are very short.
+    worker_env : dict, optional
+        Extra environment variables for local workers.
+    worker_preload : tuple of str
+        Modules local workers import before starting their slots.
     """
 
     def __init__(self, local_workers: int | None = None, *, host: str = "127.0.0.1",
@@ -92,7 +96,7 @@ class Manager:
                  worker_memory_mb: int | None = None, wait_retrieve_many: bool = True,
                  heartbeat_interval: float = 5.0, heartbeat_timeout: float = 30.0,
                  max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
-                 worker_env: dict | None = None):
+                 worker_env: dict | None = None, worker_preload: tuple = ()):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
@@ -135,7 +139,8 @@ class Manager:
         self._local_spec = WorkerSpec(
             manager=self.local_address, cores=worker_cores, memory_mb=mem,
             extra_args=("--parent-pid", str(os.getpid()), "--heartbeat", str(heartbeat_interval),
-                        "--manager-timeout", str(heartbeat_timeout * 2)))
+                        "--manager-timeout", str(heartbeat_timeout * 2),
+                        "--preload", ",".join(worker_preload)))
         self._local_target = local_workers
         self._local_restarts = 0
         if local_workers:

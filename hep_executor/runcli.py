@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .analysis import run
+from .chunk_tasks import PRELOAD
 from .config import RunConfig, load_config
 from .outputs import plot_eft, save_histograms, save_report
 
@@ -30,13 +31,14 @@ def _start_manager(config: RunConfig):
     w = config.workers
     if w.batch == "local":
         return Manager(local_workers=w.count, worker_cores=w.cores, worker_memory_mb=w.memory,
-                       host=w.host, port=w.port), None, []
+                       host=w.host, port=w.port, worker_preload=PRELOAD), None, []
     key_file = config.resolve(w.key_file or str(Path(config.resolve(config.output.dir)) / "run.key"))
     host = "0.0.0.0" if w.host == "127.0.0.1" and w.batch == "condor" else w.host
     manager = Manager(local_workers=0, host=host, port=w.port, key_file=key_file)
     batch = get_batch_system(w.batch)
     spec = WorkerSpec(manager=manager.address, key_file=key_file, cores=w.cores,
-                      memory_mb=w.memory or 2000, disk_mb=w.disk, walltime=w.walltime)
+                      memory_mb=w.memory or 2000, disk_mb=w.disk, walltime=w.walltime,
+                      extra_args=("--preload", ",".join(PRELOAD)))
     jobs = batch.submit(spec, w.count or 1)
     log.info("submitted %d %s worker jobs: %s", len(jobs), w.batch, " ".join(jobs))
     return manager, batch, jobs

@@ -13,7 +13,7 @@ median of the pairwise slopes, then the median residual) whenever the
 reports span a factor two in size; otherwise the last such intercept is
 kept, or a prior (0 s for time, ``memory_baseline_mb`` for memory). It
 is clipped to half the target and half the low decile of the recent
-reports, since an intercept close to ``y`` turns noise in ``y`` into
+reports (nine tenths for memory, whose baseline is steady), since an intercept close to ``y`` turns noise in ``y`` into
 swings of the slope. The slope is then the median of ``(y - a) / events``
 over the recent half of the reports, so the line goes through the bulk
 of the reports near the current size even when their sizes barely
@@ -352,8 +352,12 @@ class ChunkSizer:
         # decile of those reports and of the target (a smaller intercept
         # only makes extrapolation more cautious; the sizes still settle
         # on the target).
+        # Memory is the exception to half: a process's baseline (imports,
+        # open files) is large, real and steady, and halving it makes small
+        # chunks look several times too steep, so the sizes creep up slowly.
         near = slice(-max(4, len(x) // 2), None)
-        a = min(a, 0.5 * float(np.quantile(y[near], 0.1)), 0.5 * aim)
+        keep = 0.9 if resource == "memory" else 0.5
+        a = min(a, keep * float(np.quantile(y[near], 0.1)), keep * aim)
         b = float(np.median((y[near] - a) / x[near]))
         if resource == "memory":
             for events, peak in st.failed_points:  # the failed size needs more than its peak

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chunking import FileCursor, split_range
-from .errors import ResourceExhaustedError
+from .errors import ConfigError, ResourceExhaustedError
 from .results import TaskResult
 
 __all__ = ["DEFAULT_TARGETS", "ChunkSource", "Segment", "make_allocator", "segments_of_workitems"]
@@ -148,7 +148,8 @@ class ChunkSource:
             self.sizer.observe(category, _events(item), report.wall, report.peak_mb,
                                failed_memory=exhausted)
         if self.allocator is not None and (result.ok or exhausted):
-            self.allocator.observe(category, report.peak_mb, exhausted=exhausted)
+            self.allocator.observe(category, report.peak_mb, exhausted=exhausted,
+                                   allocated=self._alloc.get(item))
         if not exhausted:
             self._alloc.pop(item, None)
             return []
@@ -168,8 +169,12 @@ class ChunkSource:
                 f"{err.limit_mb} MB allocation (peak seen {err.peak_mb:.0f} MB)",
                 peak_mb=err.peak_mb, limit_mb=err.limit_mb)
             return []
+        # cut at what the sizer now predicts, in two at least
+        parts = 2
+        if self.sizer is not None:
+            parts = max(2, -(-_events(item) // max(1, self.sizer.predict(category))))
         halves = [dataclasses.replace(item, entrystart=a, entrystop=b)
-                  for a, b in split_range(item.entrystart, item.entrystop)]
+                  for a, b in split_range(item.entrystart, item.entrystop, parts=parts)]
         self.splits += 1
         log.info("split %s %d-%d after it ran out of memory", item.filename, item.entrystart,
                  item.entrystop)
@@ -187,17 +192,25 @@ class ChunkSource:
         return {"cores": 1, "memory_mb": int(memory), "category": category}
 
 
-def make_allocator(mode: str, manager, *, memory_mb: int | None = None, cores: int = 1):
+def make_allocator(mode: str, manager, *, memory_mb: int | None = None, cores: int = 1,
+                   first_mb: int = 2000):
     """An :class:`~hep_executor.allocation.Allocator` capped by the largest worker of ``manager``.
 
     ``mode`` is ``auto``, ``max-seen`` or ``fixed`` (which needs ``memory_mb``).
+    Before any peak is seen a task gets ``memory_mb``, else ``first_mb``
+    (2000 MB, the usual memory per core of a grid slot); one that runs out
+    climbs the allocation ladder toward the largest worker.
     """
     from .allocation import Allocator, Resources
 
     if not manager.workers():
         manager.wait_for_workers(1, timeout=60)
-    largest = max((w["memory_mb"] for w in manager.workers()), default=memory_mb or 2000)
+    largest = max((w["memory_mb"] for w in manager.workers()), default=memory_mb or first_mb)
     cap = Resources(cores=cores, memory_mb=int(largest))
-    fixed = Resources(cores=cores, memory_mb=int(memory_mb)) if mode == "fixed" and memory_mb else None
-    first = Resources(cores=cores, memory_mb=int(memory_mb)) if memory_mb and mode != "fixed" else None
-    return Allocator(mode, fixed=fixed, max_resources=cap, first_guess=first)
+    if mode == "fixed":
+        if not memory_mb:
+            msg = "resources_mode 'fixed' needs the memory per task (memory_mb)"
+            raise ConfigError(msg)
+        return Allocator(mode, fixed=Resources(cores=cores, memory_mb=int(memory_mb)), max_resources=cap)
+    first = Resources(cores=cores, memory_mb=int(min(largest, memory_mb or first_mb)))
+    return Allocator(mode, max_resources=cap, first_guess=first)

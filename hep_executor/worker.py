@@ -326,6 +326,17 @@ class Worker:
                 slot.proc.join(timeout=2)
 
 
+def preload(modules) -> None:
+    """Import ``modules`` in this process; slots forked later inherit them warm."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            log.warning("cannot preload %s: %s", name, exc)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the worker's command-line options to ``parser``."""
     parser.add_argument("--manager", required=True, help="manager address, tcp://HOST:PORT")
@@ -336,6 +347,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat", type=float, default=5.0, help="heartbeat interval, s")
     parser.add_argument("--manager-timeout", type=float, default=60.0,
                         help="exit when the manager is silent this long, s")
+    parser.add_argument("--preload", default="",
+                        help="modules to import before starting slots (comma-separated), so that "
+                             "every slot, a replacement too, starts with them warm")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="WARNING")
 
@@ -351,6 +365,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     else:
         msg = "a worker needs --key-file (or HEP_EXECUTOR_KEY): make one with 'hep-executor keygen PATH'"
         raise ConfigError(msg)
+    preload(m for m in args.preload.split(",") if m)
     worker = Worker(args.manager, key, cores=args.cores, memory_mb=args.memory, disk_mb=args.disk,
                     heartbeat_interval=args.heartbeat, manager_timeout=args.manager_timeout,
                     parent_pid=args.parent_pid)

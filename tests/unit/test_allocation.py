@@ -85,10 +85,12 @@ def test_exhaustion_escalates_then_caps():
     second = a.allocate("process:x", previous=first)
     assert 2000 < second.memory_mb < 2400
     assert a.allocate("process:x", attempt=1) == second
-    third = a.allocate("process:x", previous=second)
-    assert third == CAP and a.at_cap("process:x", third)
-    assert a.allocate("process:x", attempt=5) == CAP
-    assert a.allocate("process:x", previous=CAP) == CAP
+    third = a.allocate("process:x", previous=second)  # past the top bucket: doubles
+    assert third.memory_mb == 2 * second.memory_mb and not a.at_cap("process:x", third)
+    fourth = a.allocate("process:x", previous=third)
+    assert fourth.memory_mb == CAP.memory_mb and a.at_cap("process:x", fourth)
+    assert a.allocate("process:x", attempt=5).memory_mb == CAP.memory_mb
+    assert a.allocate("process:x", previous=CAP).memory_mb == CAP.memory_mb
 
 
 def test_retry_always_grows_or_caps():
@@ -102,7 +104,8 @@ def test_warm_up_then_buckets():
     a = Allocator("auto", max_resources=CAP)
     assert a.allocate("c") == CAP  # nothing seen: the largest worker
     a.observe("c", 300.0)
-    assert a.allocate("c").memory_mb == 600  # warm-up: twice the largest peak
+    assert a.allocate("c").memory_mb == 450  # warm-up: 1.5 times the largest peak
+    assert a.allocate("new").memory_mb == 450  # a new category starts from the others' peaks
     assert a.buckets("c") == []
     for _ in range(4):
         a.observe("c", 300.0)
@@ -130,7 +133,7 @@ def test_max_seen_tracks_max():
     a.observe("c", 900.0)
     a.observe("c", 400.0)
     assert a.allocate("c").memory_mb == 945
-    assert a.allocate("c", previous=a.allocate("c")) == CAP
+    assert a.allocate("c", previous=a.allocate("c")).memory_mb == 2 * 945  # then step by step
     assert a.allocate("other") == CAP  # categories are separate
 
 
