@@ -27,9 +27,8 @@ runs:
   64,000 whole files (the ``median chunk`` column says what ran);
 - ``dynamic from N``: ``run(..., chunksize=None, dynamic_chunksize=
   {"wall_time": --wall-target, "memory": --limit})`` with the sizer
-  starting at the smallest and at the largest size of the sweep. ``run``
-  has no parameter for the sizer's first size, so the benchmark sets
-  ``hep_executor.analysis.DEFAULT_INITIAL_CHUNK`` for those runs.
+  starting at the smallest and at the largest size of the sweep
+  (``run(..., initial_chunksize=)``).
 
 One ``Manager(local_workers=--workers)`` serves every run; a warm-up run
 loads the imports and files in both worker slots before the clock
@@ -85,13 +84,11 @@ def run_once(manager, fileset: dict, processor, *, chunksize: int | None, initia
     from hep_executor import analysis
     from hep_executor.errors import HepExecutorError
 
-    saved = analysis.DEFAULT_INITIAL_CHUNK
-    if chunksize is None:
-        analysis.DEFAULT_INITIAL_CHUNK = int(initial)
     t0 = time.perf_counter()
     try:
         result = analysis.run(fileset, processor, "Events", manager=manager, chunksize=chunksize,
                               dynamic_chunksize=None if chunksize else targets,
+                              initial_chunksize=int(initial or analysis.DEFAULT_INITIAL_CHUNK),
                               resources_mode="fixed", memory_mb=limit_mb)
     except HepExecutorError as exc:
         log.warning("run (chunksize=%s, initial=%s) failed: %s", chunksize, initial, exc)
@@ -100,8 +97,6 @@ def run_once(manager, fileset: dict, processor, *, chunksize: int | None, initia
                 "events": 0, "events_per_s": nan, "exhausted": nan, "splits": nan, "chunks": nan,
                 "median_events": nan,
                 "final_sizes": {}, "max_peak_mb": nan, "coverage_ok": False, "tasks": []}
-    finally:
-        analysis.DEFAULT_INITIAL_CHUNK = saved
     elapsed = time.perf_counter() - t0
     report = result.report
     tasks = _process_tasks(report)
