@@ -213,4 +213,4 @@ def make_allocator(mode: str, manager, *, memory_mb: int | None = None, cores: i
             raise ConfigError(msg)
         return Allocator(mode, fixed=Resources(cores=cores, memory_mb=int(memory_mb)), max_resources=cap)
     first = Resources(cores=cores, memory_mb=int(min(largest, memory_mb or first_mb)))
-    return Allocator(mode, max_resources=cap, first_guess=first)
+    return Allocator(mode, max_resources=cap, first_guess=first, min_observations=3)
