@@ -40,6 +40,31 @@ def _split_args(executor_cls: type, executor_args: dict) -> tuple[dict, dict]:
     return exe, runner
 
 
+_OWN_PATH_RUNNER_ARGS = {"schema", "skipbadfiles", "xrootdtimeout", "align_clusters", "savemetrics"}
+
+
+def _own_path(exe, fileset, treename, processor_instance, runner_args: dict, chunksize: int,
+              maxchunks: int | None, dynamic_chunksize: dict | None):
+    """Run on HepExecutor's own path; return what Runner would."""
+    from coffea.nanoevents import NanoAODSchema
+
+    from .analysis import run
+
+    dynamic = exe.dynamic
+    result = run(fileset, processor_instance, treename, manager=exe.pool.get(exe),
+                 schema=runner_args.get("schema", NanoAODSchema),
+                 chunksize=None if dynamic else chunksize, initial_chunksize=chunksize,
+                 dynamic_chunksize=dynamic_chunksize or exe.dynamic_chunksize, maxchunks=maxchunks,
+                 fan_in=exe.fan_in, skipbadfiles=bool(runner_args.get("skipbadfiles", False)),
+                 align_clusters=bool(runner_args.get("align_clusters", False)),
+                 timeout=float(runner_args.get("xrootdtimeout") or 60),
+                 resources_mode=exe.resources_mode, memory_mb=exe.memory,
+                 split_on_exhaustion=exe.split_on_exhaustion)
+    if runner_args.get("savemetrics"):
+        return result.output, dict(result.report["totals"])
+    return result.output
+
+
 def _make_executor(executor, args: dict):
     if isinstance(executor, type):
         return executor(**args), True
@@ -88,6 +113,16 @@ def run_uproot_job(fileset: dict, treename: str, processor_instance: Any, execut
             warnings.warn(f"{exe_cls.__name__} does not size chunks dynamically: "
                           "dynamic_chunksize is ignored", stacklevel=2)
     exe, own_exe = _make_executor(executor, exe_args)
+    from .executor import HepExecutor
+
+    if (isinstance(exe, HepExecutor) and pre_executor is None and metadata_cache is None
+            and set(runner_args) <= _OWN_PATH_RUNNER_ARGS):
+        try:
+            return _own_path(exe, fileset, treename, processor_instance, runner_args, chunksize,
+                             maxchunks, dynamic_chunksize)
+        finally:
+            if own_exe:
+                exe.close()
     pre, own_pre = None, False
     if pre_executor is not None:
         pre_cls = pre_executor if isinstance(pre_executor, type) else type(pre_executor)

@@ -80,3 +80,12 @@ def test_processor_exception_names_file_and_range(samples, manager):
     assert info.value.filename.endswith(".root") and info.value.entrystart == 1000
     partial = info.value.partial_output
     assert partial is None or sum(partial["events"].values()) < 18000
+
+
+def test_run_uproot_job_with_hep_executor_takes_the_warm_own_path(samples, manager):
+    ref = _reference(samples)
+    out, metrics = run_uproot_job(samples, "Events", MuonPtProcessor(), executor=HepExecutor,
+                                  executor_args={"manager": manager, "schema": NanoAODSchema,
+                                                 "savemetrics": True}, chunksize=700)
+    assert_same(out, ref)
+    assert metrics["results_deserialized_on_manager"] == 1 and metrics["events"] == 18000
