@@ -21,12 +21,12 @@ Every executor runs :class:`processors.topeft_like.TopEFTLikeProcessor`
 on the same chunks (same chunk size), the parallel ones on 2 workers
 (``--workers``):
 
-- ``single``: no executor; in this process, read each file's entries,
+- ``single``: no executor; in one process, read each file's entries,
   then for each chunk ``NanoEventsFactory.from_root({path: tree})`` +
   ``process`` + accumulate (the per-core limit, the way coffea reads);
 - ``single-warm``: the same with each file opened once and its chunks
   read from the open file (the per-core limit of warm files);
-- ``iterative``: ``Runner(executor=IterativeExecutor())``, in this process;
+- ``iterative``: ``Runner(executor=IterativeExecutor())``, in one process;
 - ``futures``: ``Runner(executor=FuturesExecutor(workers=2))``, which makes a
   new (loky) process pool for each of its two calls (preprocessing, processing);
 - ``futures-pool``: the same with one pool kept across runs
@@ -51,17 +51,17 @@ time to make them (processes up, imports done) is measured once, shown
 as ``start-up s``, and added to each run's time for ``events/s w/
 start-up``. ``futures`` cannot keep its pool: it pays its start-up in
 every run, which is how coffea users run it. The files are read once
-beforehand, so every executor finds them in the page cache. Before each
-run the objects alive in this process (pools, earlier outputs) are set
-aside from the garbage collector (``gc.freeze``): otherwise every
-collection during an in-process run walks them, which made ``single``
-15-25% slower than in a fresh process. Repetitions are interleaved (the
-order rotates); medians are reported. Outputs are checked against
-``single`` (the cutflow counts).
+beforehand, so every executor finds them in the page cache. The
+in-process runs (``single``, ``single-warm``, ``iterative``) run, and are
+timed, in one spawned process that does nothing else (imports done
+before): the benchmark's own process hosts dask's scheduler and the
+pools' threads, and ``single`` ran 15-30% slower there. Repetitions are
+interleaved (the order rotates); medians are reported. Outputs are
+checked against ``single`` (the cutflow counts).
 
 Parallel efficiency = events/s / (workers x ``single`` events/s), also
 shown against ``single-warm``. ``work CPU s`` is the CPU time of the
-work where it can be had: this process's for the in-process runs, the
+work where it can be had: the solo process's for the in-process runs, the
 sum over tasks for hep-run (an efficiency over 100% with no less CPU
 than ``single`` means ``single`` lost time to something else, such as
 other load on the machine). Targets: ``large``: hep-run at least 1.3x
@@ -80,17 +80,18 @@ if __package__ in (None, ""):  # run by path: make ``benchmarks`` importable as 
 
 import argparse
 import contextlib
-import gc
 import importlib
 import logging
 import os
 import platform
+import signal
 import time
 from pathlib import Path
 
 from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
 
-__all__ = ["EXECUTORS", "Pools", "cutflow_of", "main", "measure_table", "read_through", "run_single"]
+__all__ = ["EXECUTORS", "Pools", "cutflow_of", "main", "measure_table", "read_through", "run_single", "solo_run",
+           "stop_on_sigterm", "summarize", "warm_imports"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,15 @@ def warm_imports(_=None) -> int:
 def _task(name: str):
     """``name`` from the importable ``benchmarks.peers`` (not ``__main__``), so workers load it by reference."""
     return getattr(importlib.import_module("benchmarks.peers"), name)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so that every ``finally`` and ``with`` stops what it started."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def read_through(fileset: dict) -> int:
@@ -164,19 +174,39 @@ def run_single(fileset: dict, processor, chunksize: int, treename: str = "Events
     return processor.postprocess(out) or out
 
 
+def solo_run(name: str, fileset: dict, processor, chunksize: int) -> tuple[dict, float, float]:
+    """Run ``single``, ``single-warm`` or ``iterative`` here; return ``(cutflow, wall s, CPU s)``."""
+    import coffea.util
+    from coffea import processor as cp
+    from coffea.nanoevents import NanoAODSchema
+
+    coffea.util.coffea_console.quiet = True  # coffea draws progress bars whatever status= says
+    t0, c0 = time.perf_counter(), time.process_time()
+    if name == "iterative":
+        runner = cp.Runner(executor=cp.IterativeExecutor(status=False), schema=NanoAODSchema, chunksize=chunksize,
+                           metadata_cache={})
+        out = runner(fileset, processor, treename="Events")
+    else:
+        out = run_single(fileset, processor, chunksize, warm=name == "single-warm")
+    return cutflow_of(out), time.perf_counter() - t0, time.process_time() - c0
+
+
 class Pools:
-    """The executors' long-lived workers (a Manager, a HepExecutor, a process pool, a dask cluster).
+    """The executors' long-lived workers (two Managers, a process pool, a dask cluster) and the solo process.
 
     Made once, used by every run of both tables, closed by :meth:`close`
     (also on an error or Ctrl-C, through ``with``). ``startup_s`` holds
     the time each took to make and warm (processes up, imports done).
+    The in-process runs (``single``, ``single-warm``, ``iterative``) go to
+    one spawned process that does nothing else: this one hosts dask's
+    scheduler and the pools' threads, which would share its interpreter.
     """
 
     def __init__(self, workers: int, names: set[str]):
         self.workers = workers
         self.startup_s: dict[str, float] = {}
         self.worker_ids: dict[int, set] = {}
-        self.manager = self.hep_executor = self.pool = self.cluster = self.client = None
+        self.manager = self.hep_executor = self.pool = self.cluster = self.client = self.solo = None
         self._stack = contextlib.ExitStack()
         self._names = names
 
@@ -196,14 +226,20 @@ class Pools:
         self._stack.close()
 
     def _start(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         import coffea.util
         import loky
 
         warm = _task("warm_imports")
-        warm()  # single and iterative run in this process
+        warm()
         # coffea's futures executor draws its progress bars whatever its status= says
         quiet, coffea.util.coffea_console.quiet = coffea.util.coffea_console.quiet, True
         self._stack.callback(setattr, coffea.util.coffea_console, "quiet", quiet)
+        if set(IN_PROCESS) & self._names:
+            self.solo = self._stack.enter_context(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
+            self.solo.submit(warm).result()
         if "futures-pool" in self._names:
             t0 = time.perf_counter()  # the pool class FuturesExecutor makes by default, made once
             self.pool = self._stack.enter_context(loky.ProcessPoolExecutor(self.workers))
@@ -258,19 +294,19 @@ class Pools:
 
     # ------------------------------------------------------------ one run
     def run(self, name: str, fileset: dict, processor, chunksize: int, *, maxchunks: int | None = None):
-        """Run executor ``name`` once; return ``(output, seconds, {"preprocess_s": s, "cpu_s": s})``.
+        """Run executor ``name`` once; return ``(cutflow, seconds, {"preprocess_s": s, "cpu_s": s})``.
 
-        ``cpu_s`` is the CPU time of the work: this process's for the
+        ``cpu_s`` is the CPU time of the work: the solo process's for the
         in-process runs, the sum over tasks for hep-run, NaN for the others
         (as is ``preprocess_s`` where the executor does not report it).
-
-        ``maxchunks`` (chunks per dataset) is for warm-up runs; the single-process loops ignore it.
+        ``maxchunks`` (chunks per dataset) is for warm-up runs of the others.
         """
-        t0, c0 = time.perf_counter(), time.process_time()
         pre = cpu = float("nan")
-        if name in ("single", "single-warm"):
-            out = run_single(fileset, processor, chunksize, warm=name == "single-warm")
-        elif name == "hep-run":
+        if name in IN_PROCESS:  # timed there, from the first file opened to the output
+            flow, seconds, cpu = self.solo.submit(_task("solo_run"), name, fileset, processor, chunksize).result()
+            return flow, seconds, {"preprocess_s": pre, "cpu_s": cpu}
+        t0 = time.perf_counter()
+        if name == "hep-run":
             from hep_executor import run
 
             if self.replaced_workers(self.manager):
@@ -283,17 +319,13 @@ class Pools:
             if name == "hep-runner" and self.replaced_workers(self.hep_executor.manager):
                 log.error("hep-runner: the Manager's workers were replaced: this run starts cold")
             out = self._runner(name, chunksize, maxchunks)(fileset, processor, treename="Events")
-        seconds = time.perf_counter() - t0
-        if name in IN_PROCESS:
-            cpu = time.process_time() - c0
-        return out, seconds, {"preprocess_s": pre, "cpu_s": cpu}
+        return cutflow_of(out), time.perf_counter() - t0, {"preprocess_s": pre, "cpu_s": cpu}
 
     def _runner(self, name: str, chunksize: int, maxchunks: int | None):
         from coffea import processor as cp
         from coffea.nanoevents import NanoAODSchema
 
         executor = {
-            "iterative": lambda: cp.IterativeExecutor(status=False),
             "futures": lambda: cp.FuturesExecutor(workers=self.workers, status=False),
             "futures-pool": lambda: cp.FuturesExecutor(pool=self.pool, workers=self.workers, status=False),
             "dask": lambda: cp.DaskExecutor(client=self.client, status=False),
@@ -316,20 +348,13 @@ def measure_table(pools: Pools, names: list[str], fileset: dict, processor, chun
     for rep in range(reps):
         order = names[rep % len(names):] + names[:rep % len(names)]
         for name in order:
-            # this process holds the pools and earlier outputs: out of the collector's way, the
-            # in-process runs (single, iterative) pay the garbage collection a fresh process would
-            gc.collect()
-            gc.freeze()
-            try:
-                out, seconds, info = pools.run(name, fileset, processor, chunksize)
-            finally:
-                gc.unfreeze()
+            flow, seconds, info = pools.run(name, fileset, processor, chunksize)
             entry = results[name]
             entry["time_s"].append(seconds)
             entry["events_per_s"].append(events / seconds)
             entry["preprocess_s"].append(info["preprocess_s"])
             entry["cpu_s"].append(info["cpu_s"])
-            entry["cutflows"].append(cutflow_of(out))
+            entry["cutflows"].append(flow)
             log.warning("rep %d %-12s %7.2f s  %9.0f events/s", rep, name, seconds, events / seconds)
     reference = results["single"]["cutflows"][0]
     for entry in results.values():
@@ -427,6 +452,7 @@ def main(argv=None) -> int:
     if "single" not in names:
         parser.error("single is the reference (efficiency, outputs): it cannot be skipped")
     quiet_logging(args.log_level)
+    stop_on_sigterm()
 
     from benchmarks._workloads import sample_fileset
     from processors.topeft_like import TopEFTLikeProcessor
@@ -472,4 +498,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("peers benchmark: interrupted (every worker it started is stopped)")
+        raise SystemExit(130) from None

@@ -40,11 +40,11 @@ import argparse
 import logging
 import os
 import platform
-import signal
 import time
 from pathlib import Path
 
 from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
+from benchmarks.peers import cutflow_of, read_through, stop_on_sigterm
 
 __all__ = ["ROUTES", "main", "measure", "remote_fileset"]
 
@@ -74,8 +74,6 @@ def measure(manager, filesets: dict, processor, *, chunksize: int, reps: int, ev
     """
     from hep_executor import run
 
-    from benchmarks.peers import cutflow_of
-
     for fileset, handler in filesets.values():  # a whole untimed run per route: every file seen by both slots
         run(fileset, processor, "Events", manager=manager, chunksize=chunksize, resources_mode="none",
             handler=handler, timeout=TIMEOUT_S)
@@ -100,15 +98,6 @@ def measure(manager, filesets: dict, processor, *, chunksize: int, reps: int, ev
     return results
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the ``finally`` that stops the server runs."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv=None) -> int:
     """Command-line entry: start the server, measure, print the table and verdicts, write JSON, stop the server."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.xrootd", description=__doc__.split("\n")[0])
@@ -131,12 +120,11 @@ def main(argv=None) -> int:
     if min(args.events, args.files, args.chunksize, args.reps, args.workers) < 1 or args.branches < 0:
         parser.error("--events, --files, --chunksize, --reps and --workers must be at least 1")
     quiet_logging(args.log_level)
-    _stop_on_sigterm()
+    stop_on_sigterm()
 
     from hep_executor import Manager
 
     from benchmarks._workloads import sample_fileset
-    from benchmarks.peers import read_through
     from processors.topeft_like import TopEFTLikeProcessor
     from tests.servers.xrootd import XRootDServer, available
 
@@ -200,4 +188,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("xrootd benchmark: interrupted (the XRootD server and the workers are stopped)")
+        raise SystemExit(130) from None

@@ -9,7 +9,6 @@ seen pays no TTree metadata read.
 from __future__ import annotations
 
 import time
-import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,10 +152,3 @@ def merge_outputs(values: list) -> Any:
     from coffea.processor import accumulate
 
     return accumulate(v for v in values if v is not None)
-
-
-def uuid_hex(fileuuid) -> str:
-    """A file UUID as text, whatever form it came in (bytes, UUID, str)."""
-    if isinstance(fileuuid, bytes):
-        return str(uuidlib.UUID(bytes=fileuuid)) if len(fileuuid) == 16 else fileuuid.hex()
-    return str(fileuuid or "")

@@ -21,7 +21,7 @@ from .chunk_tasks import merge_outputs
 from .reduction import TreeReducer
 from .results import TaskReport, TaskResult
 
-__all__ = ["ItemSource", "ListSource", "PipelineOutcome", "ReducePipeline"]
+__all__ = ["ItemSource", "PipelineOutcome", "ReducePipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +41,6 @@ class ItemSource(Protocol):
 
     def resources(self, item: Any) -> dict:
         """``cores``, ``memory_mb``, ``category`` for the item's task."""
-
-
-class ListSource:
-    """A fixed list of items, all with the same resources."""
-
-    def __init__(self, items, category: str = "process", cores: int = 1, memory_mb: int = 0):
-        self.items = list(items)
-        self._pos = 0
-        self.category, self.cores, self.memory_mb = category, cores, memory_mb
-
-    def take(self, n: int) -> list:
-        out = self.items[self._pos:self._pos + n]
-        self._pos += len(out)
-        return out
-
-    @property
-    def exhausted(self) -> bool:
-        return self._pos >= len(self.items)
-
-    def observe(self, item, result: TaskResult) -> list:
-        return []
-
-    def resources(self, item) -> dict:
-        return {"cores": self.cores, "memory_mb": self.memory_mb, "category": self.category}
 
 
 @dataclass

@@ -1,6 +1,5 @@
 """Bad inputs a user can give: each a clear error naming the file; skipbadfiles goes on."""
 
-import shutil
 import subprocess
 import sys
 
