@@ -20,7 +20,9 @@ resources_mode="none")`` over three routes to the same bytes:
 - ``fsspec``: the same URLs through fsspec-xrootd (``handler="fsspec"``).
 
 The workers are warm (imports, one whole run per route) before the clock
-starts, both copies of the files are in the page cache, repetitions are
+starts, but each slot closes the files it kept open before every timed
+run (so each run opens its files, as a new run of an analysis would);
+both copies of the files are in the page cache; repetitions are
 interleaved and the medians reported; events/s are end to end,
 preprocessing (each file's entries and UUID, read by the workers)
 included. Outputs are checked against the local route's (the cutflow
@@ -44,7 +46,7 @@ import time
 from pathlib import Path
 
 from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
-from benchmarks.peers import cutflow_of, read_through, stop_on_sigterm
+from benchmarks.peers import clear_file_caches, cutflow_of, read_through, stop_on_sigterm
 
 __all__ = ["ROUTES", "main", "measure", "remote_fileset"]
 
@@ -62,7 +64,7 @@ def remote_fileset(server, fileset: dict) -> dict:
     return {dataset: [server.add_file(path, Path(path).name) for path in paths] for dataset, paths in fileset.items()}
 
 
-def measure(manager, filesets: dict, processor, *, chunksize: int, reps: int, events: int) -> dict:
+def measure(manager, filesets: dict, processor, *, chunksize: int, reps: int, events: int, workers: int) -> dict:
     """Warm up, then run every route ``reps`` times, interleaved; return the numbers per route.
 
     Parameters
@@ -71,6 +73,8 @@ def measure(manager, filesets: dict, processor, *, chunksize: int, reps: int, ev
         Its workers run every route.
     filesets : dict
         ``{route: (fileset, handler)}``.
+    workers : int
+        How many slots ``manager`` has (their open files are closed before each timed run).
     """
     from hep_executor import run
 
@@ -82,6 +86,7 @@ def measure(manager, filesets: dict, processor, *, chunksize: int, reps: int, ev
     for rep in range(reps):
         for route in routes[rep % len(routes):] + routes[:rep % len(routes)]:
             fileset, handler = filesets[route]
+            clear_file_caches(manager, workers)
             t0 = time.perf_counter()
             result = run(fileset, processor, "Events", manager=manager, chunksize=chunksize,
                          resources_mode="none", handler=handler, timeout=TIMEOUT_S)
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
                 msg = f"only {len(manager.workers())} of {args.workers} local workers joined within 120 s"
                 raise RuntimeError(msg)
             results = measure(manager, filesets, TopEFTLikeProcessor(), chunksize=args.chunksize,
-                              reps=args.reps, events=events)
+                              reps=args.reps, events=events, workers=args.workers)
     finally:
         server.cleanup()
     load_after = os.getloadavg()

@@ -32,6 +32,7 @@ import collections
 import contextlib
 import functools
 import logging
+import math
 import os
 import threading
 import time
@@ -370,7 +371,8 @@ def _configure_xrootd_client() -> None:
 def _open_once(path: str, timeout: float, source):
     import uproot
 
-    options = {"timeout": timeout}
+    # the XRootD bindings take whole seconds (a float fails inside them)
+    options = {"timeout": max(1, math.ceil(timeout))}
     if source is not None:
         options["handler"] = source
     # a Path is never split at ':' (uproot's "file.root:tree" syntax)

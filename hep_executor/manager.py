@@ -78,6 +78,10 @@ class Manager:
         (True) or as soon as one task is retrieved (False).
     heartbeat_interval, heartbeat_timeout : float
         Seconds between heartbeats; silence after which a worker is removed.
+    worker_timeout : float
+        Silence of the manager after which a worker leaves (default 15 min, so
+        workers outlive a caller's pause between runs; local workers also leave
+        as soon as this process is gone).
     max_worker_kills : int
         A task whose worker died under it this many times fails.
     restart_workers : bool
@@ -96,14 +100,15 @@ class Manager:
                  worker_memory_mb: int | None = None, wait_retrieve_many: bool = True,
                  heartbeat_interval: float = 5.0, heartbeat_timeout: float = 30.0,
                  max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
-                 worker_env: dict | None = None, worker_preload: tuple = ()):
+                 worker_env: dict | None = None, worker_preload: tuple = (),
+                 worker_timeout: float = 900.0):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
             msg = f"local_workers must be >= 0 and worker_cores >= 1 (got {local_workers}, {worker_cores})"
             raise ConfigError(msg)
-        if heartbeat_timeout <= heartbeat_interval:
-            msg = "heartbeat_timeout must be longer than heartbeat_interval"
+        if heartbeat_timeout <= heartbeat_interval or worker_timeout <= heartbeat_interval:
+            msg = "heartbeat_timeout and worker_timeout must be longer than heartbeat_interval"
             raise ConfigError(msg)
         if key is None and key_file is not None:
             key = (protocol.read_key_file(key_file) if Path(key_file).exists()
@@ -112,6 +117,7 @@ class Manager:
         self.wait_retrieve_many = wait_retrieve_many
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
+        self.worker_timeout = worker_timeout
         self.restart_workers = restart_workers
         self.prefetch = prefetch
         self.table = TaskTable(max_worker_kills)
@@ -139,7 +145,7 @@ class Manager:
         self._local_spec = WorkerSpec(
             manager=self.local_address, cores=worker_cores, memory_mb=mem,
             extra_args=("--parent-pid", str(os.getpid()), "--heartbeat", str(heartbeat_interval),
-                        "--manager-timeout", str(heartbeat_timeout * 2),
+                        "--manager-timeout", str(worker_timeout),
                         "--preload", ",".join(worker_preload)))
         self._local_target = local_workers
         self._local_restarts = 0
@@ -329,7 +335,7 @@ class Manager:
             return
         worker = WorkerRecord(peer, msg.worker_id, msg.host, msg.pid, msg.cores, msg.memory_mb, msg.disk_mb)
         self.table.add_worker(worker)
-        self.endpoint.send(protocol.Welcome(self.heartbeat_interval, self.heartbeat_timeout * 2), peer=peer)
+        self.endpoint.send(protocol.Welcome(self.heartbeat_interval, self.worker_timeout), peer=peer)
         worker.last_sent = time.monotonic()
         log.info("worker %s joined from %s: %d cores, %d MB", msg.worker_id, msg.host, msg.cores, msg.memory_mb)
 

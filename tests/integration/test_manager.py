@@ -185,3 +185,14 @@ def test_remote_error_without_picklable_exception():
         (r,) = drain(m)
         assert isinstance(r.error, (RemoteTaskError, Exception))
         assert "local class" in str(r.error)
+
+
+def test_workers_outlive_a_pause_of_the_caller():
+    with Manager(local_workers=1, heartbeat_interval=0.2, heartbeat_timeout=1.0) as m:
+        assert m.wait_for_workers(1) == 1
+        pid = m.workers()[0]["pid"]
+        time.sleep(3.0)  # the caller does something else: no wait() calls, no heartbeats sent
+        m.submit(tasks.square, 6)
+        (r,) = drain(m)
+        assert r.value == 36
+        assert [w["pid"] for w in m.workers()] == [pid]
