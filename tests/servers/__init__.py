@@ -35,6 +35,24 @@ __all__ = [
 ]
 
 
+class Service:
+    """What both services share: ``cleanup`` (stop, then remove a work folder made here)
+    and use as a context manager. Subclasses define ``start``, ``stop``, ``workdir`` and
+    ``_own_workdir``."""
+
+    def cleanup(self) -> None:
+        """:meth:`stop`, then remove the work folder if this object made it."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
 class ServiceUnavailable(RuntimeError):
     """The service's programs are not installed here (tests skip)."""
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from . import (
+    Service,
     ServiceError,
     ServiceUnavailable,
     free_port,
@@ -61,7 +61,7 @@ def available() -> str | None:
     return None
 
 
-class SlurmCluster:
+class SlurmCluster(Service):
     """munged + slurmctld + slurmd for one node called ``localhost``.
 
     Parameters
@@ -149,18 +149,6 @@ class SlurmCluster:
         with contextlib.suppress(Exception):
             self.cancel_all()
         _stop_daemons(self.processes, str(self.workdir))
-
-    def cleanup(self) -> None:
-        """:meth:`stop`, then remove the work folder if this object made it."""
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> SlurmCluster:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of each daemon's output."""

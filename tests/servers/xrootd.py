@@ -24,6 +24,7 @@ import weakref
 from pathlib import Path
 
 from . import (
+    Service,
     ServiceError,
     ServiceUnavailable,
     free_port,
@@ -59,7 +60,7 @@ def available() -> str | None:
     return None
 
 
-class XRootDServer:
+class XRootDServer(Service):
     """One ``xrootd`` process serving ``data_dir`` on a free port of 127.0.0.1.
 
     Parameters
@@ -149,18 +150,6 @@ class XRootDServer:
         """Stop, then start again on the same port."""
         self.stop()
         return self.start(timeout=timeout, attempts=1)
-
-    def cleanup(self) -> None:
-        """Stop the server and remove the work folder if this object made it."""
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> XRootDServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's log."""
