@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks._stats import RESULTS_DIR
 
-__all__ = ["JetMemoryProcessor", "MemoryHungry", "hold_memory", "sample_fileset"]
+__all__ = ["JetMemoryProcessor", "MemoryHungry", "hold_memory", "ready_manager", "sample_fileset"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,20 @@ def sample_fileset(events_per_file: int, files_per_dataset: int, *, extra_branch
                                    files_per_dataset=files_per_dataset, extra_branches=extra, seed=seed)
     log.warning("samples written in %.0f s", time.perf_counter() - t0)
     return fileset
+
+
+def ready_manager(workers: int):
+    """A ``Manager`` with ``workers`` local workers that have joined, preloaded as ``run()``'s own."""
+    from hep_executor import Manager
+    from hep_executor.chunk_tasks import PRELOAD
+
+    manager = Manager(local_workers=workers, worker_preload=PRELOAD)
+    if manager.wait_for_workers(workers, timeout=120) < workers:
+        joined = len(manager.workers())
+        manager.close()
+        msg = f"only {joined} of {workers} local workers joined within 120 s"
+        raise RuntimeError(msg)
+    return manager
 
 
 def hold_memory(megabytes: float, *, steps: int = 1, pause_s: float = 0.0) -> list[np.ndarray]:

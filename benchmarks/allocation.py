@@ -59,7 +59,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
-from benchmarks._workloads import JetMemoryProcessor, sample_fileset
+from benchmarks._workloads import JetMemoryProcessor, ready_manager, sample_fileset
 
 __all__ = ["MODES", "main", "measure", "run_once", "task_metrics"]
 
@@ -151,13 +151,8 @@ def _warm_up(manager, fileset: dict, processor) -> None:
 def measure(fileset: dict, processor, *, modes: list[str], reps: int, workers: int, chunksize: int | None,
             fixed_mb: int, first_mb: int | None, warmup_tasks: int) -> dict:
     """Run every mode ``reps`` times, interleaved, on one warm manager; ``{mode: [runs]}``."""
-    from hep_executor import Manager
-
     out: dict[str, list] = {mode: [] for mode in modes}
-    with Manager(local_workers=workers) as manager:
-        if manager.wait_for_workers(workers, timeout=120) < workers:
-            msg = f"only {len(manager.workers())} of {workers} local workers joined within 120 s"
-            raise RuntimeError(msg)
+    with ready_manager(workers) as manager:
         _warm_up(manager, fileset, processor)
         for rep in range(reps):
             for mode in modes:

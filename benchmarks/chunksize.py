@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 
 from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
-from benchmarks._workloads import MemoryHungry, sample_fileset
+from benchmarks._workloads import MemoryHungry, ready_manager, sample_fileset
 
 __all__ = ["main", "measure", "run_once", "summarize"]
 
@@ -142,16 +142,11 @@ def measure(fileset: dict, processor, *, sizes: list[int], reps: int, workers: i
     dict
         ``{config name: {"kind", "size", "runs": [per-run dict]}}``.
     """
-    from hep_executor import Manager
-
     configs = {f"fixed {s}": ("fixed", s) for s in sizes}
     configs[f"dynamic from {min(sizes)}"] = ("dynamic", min(sizes))
     configs[f"dynamic from {max(sizes)}"] = ("dynamic", max(sizes))
     out = {name: {"kind": kind, "size": size, "runs": []} for name, (kind, size) in configs.items()}
-    with Manager(local_workers=workers) as manager:
-        if manager.wait_for_workers(workers, timeout=120) < workers:
-            msg = f"only {len(manager.workers())} of {workers} local workers joined within 120 s"
-            raise RuntimeError(msg)
+    with ready_manager(workers) as manager:
         _warm_up(manager, fileset, processor)
         for rep in range(reps):
             for name, (kind, size) in configs.items():
