@@ -122,14 +122,14 @@ def warm_imports(_=None) -> int:
 
 
 def forget_open_files(pause_s: float = 0.25) -> int:
-    """Close the files this worker slot keeps open; return its process id.
+    """Close the files this worker slot keeps open and forget its schemas; return its process id.
 
     The pause keeps the task long enough that the Manager sends one to
     each idle slot rather than queueing several on one.
     """
-    from hep_executor.chunk_tasks import warm_files
+    from hep_executor import warm
 
-    warm_files().close()
+    warm.clear()
     time.sleep(pause_s)
     return os.getpid()
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from .chunk_tasks import PRELOAD, ChunkSpec, preprocess_file, process_chunk
 from .chunking import Coverage, CoverageReport
 from .errors import ConfigError, CoverageError, EmptyInputError, InputError
-from .pipeline import ReducePipeline
+from .pipeline import ReducePipeline, worker_cores
 from .sources import DEFAULT_TARGETS, ChunkSource, Segment, make_allocator
 from .sizing import ChunkSizer
 
@@ -95,7 +95,7 @@ def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, ski
     ids = {}
     for dataset, filename, tree, meta in entries:
         tid = manager.submit(preprocess_file, dataset, filename, tree, io_options, align_clusters,
-                             category="preprocess")
+                             category="preprocess", affinity=filename)
         ids[tid] = (dataset, filename, tree, meta)
     plans: dict[int, FilePlan] = {}
     skipped: list[dict] = []
@@ -199,7 +199,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                             0, f.entries, tuple(f.clusters) if f.clusters else None) for f in files]
         source = ChunkSource(segments, chunksize=chunksize, sizer=sizer, maxchunks=maxchunks,
                              memory_mb=memory_mb or 0, allocator=allocator,
-                             split_on_exhaustion=split_on_exhaustion)
+                             split_on_exhaustion=split_on_exhaustion, spread=worker_cores(manager))
         fn = functools.partial(process_chunk, processor_instance=processor_instance, schema=schema,
                                io_options=io_options, warm=warm)
         tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None

@@ -1,9 +1,9 @@
 """The functions an analysis runs on workers: read a file's metadata, process a chunk, merge.
 
 They run inside a worker's slot process, which lives across tasks: the
-open files and their trees stay warm in a bounded per-slot
-:class:`~hep_executor.io.FileCache`, so a chunk of a file the slot has
-seen pays no TTree metadata read.
+files opened by preprocessing and processing, their trees and their
+NanoEvents schemas stay warm in the slot (:mod:`hep_executor.warm`), so
+a chunk of a file the slot has seen pays no metadata read.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ChunkError, InputError, RemoteAccessError
+from .warm import warm_events, warm_files
 
-__all__ = ["PRELOAD", "ChunkSpec", "merge_outputs", "preprocess_file", "process_chunk", "warm_files"]
+__all__ = ["PRELOAD", "ChunkSpec", "merge_outputs", "preprocess_file", "process_chunk"]
 
 #: modules a worker imports before starting slots, so a replacement slot starts warm
 PRELOAD = ("coffea.nanoevents", "coffea.processor", "hep_executor.io")
@@ -40,32 +41,19 @@ class ChunkSpec:
         return f"{self.filename} entries {self.entrystart}-{self.entrystop} (dataset {self.dataset})"
 
 
-_WARM = None
-
-
-def warm_files(io_options: dict | None = None):
-    """This slot's :class:`~hep_executor.io.FileCache` (made on first use; a slot is one process).
-
-    ``io_options`` (``timeout``, ``handler``, ``retries``, ``backoff`` of
-    :func:`~hep_executor.io.open_file`) that differ from the cache's make a new cache.
-    """
-    global _WARM
-    io_options = io_options or {}
-    if _WARM is None or _WARM.options != io_options:
-        from .io import FileCache
-
-        if _WARM is not None:
-            _WARM.close()
-        _WARM = FileCache(max_files=4, **io_options)
-    return _WARM
-
-
 def preprocess_file(dataset: str, filename: str, treename: str, io_options: dict | None = None,
-                    align_clusters: bool = False) -> dict:
-    """Read what chunking needs from one file: entries, UUID, cluster boundaries."""
-    from .io import file_info
+                    align_clusters: bool = False, warm: bool = True) -> dict:
+    """Read what chunking needs from one file: entries, UUID, cluster boundaries.
 
-    info = file_info(filename, treename, **(io_options or {}))
+    With ``warm`` the file stays open in this slot's cache for the chunks that follow.
+    """
+    from .io import file_info, tree_info
+
+    if warm:
+        tree = warm_files(io_options).get(filename, treename)
+        info = tree_info(tree, filename, treename)
+    else:
+        info = file_info(filename, treename, **(io_options or {}))
     return {"dataset": dataset, "filename": filename, "treename": treename,
             "entries": info.entries, "uuid": info.uuid,
             "clusters": list(info.cluster_starts) if align_clusters else None,
@@ -121,15 +109,16 @@ def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, io_opt
     try:
         if warm:
             handle = warm_files(io_options).directory(chunk.filename, chunk.treename)
+            events = warm_events(handle, chunk.treename, schema or NanoAODSchema, metadata,
+                                 chunk.entrystart, chunk.entrystop)
         else:
             from .io import open_file
 
             handle = open_file(chunk.filename, **(io_options or {}))
-        factory = NanoEventsFactory.from_root(
-            handle, treepath=chunk.treename, schemaclass=schema or NanoAODSchema,
-            metadata=metadata, mode="virtual", entry_start=chunk.entrystart,
-            entry_stop=chunk.entrystop)
-        events = factory.events()
+            events = NanoEventsFactory.from_root(
+                handle, treepath=chunk.treename, schemaclass=schema or NanoAODSchema,
+                metadata=metadata, mode="virtual", entry_start=chunk.entrystart,
+                entry_stop=chunk.entrystop).events()
     except InputError:
         raise
     except Exception as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
-from .pipeline import ReducePipeline
+from .pipeline import ReducePipeline, worker_cores
 from .sizing import ChunkSizer
 from .sources import DEFAULT_TARGETS, ChunkSource, Segment, make_allocator, segments_of_workitems
 
@@ -220,7 +220,8 @@ class HepExecutor(ExecutorBase):
             sizer = ChunkSizer(self.dynamic_chunksize or DEFAULT_TARGETS,
                                initial=max(len(i) for i in items))
             return ChunkSource(segments_of_workitems(items), sizer=sizer, allocator=allocator,
-                               memory_mb=self.memory or 0, split_on_exhaustion=self.split_on_exhaustion)
+                               memory_mb=self.memory or 0, split_on_exhaustion=self.split_on_exhaustion,
+                               spread=worker_cores(manager))
         return ChunkSource([Segment(i, i.entrystart, i.entrystop) for i in items], chunksize=2**62,
                            allocator=allocator, memory_mb=self.memory or 0,
                            split_on_exhaustion=self.split_on_exhaustion)

@@ -50,7 +50,7 @@ from .errors import (
     TruncatedFileError,
 )
 
-__all__ = ["FileCache", "FileInfo", "file_info", "is_remote", "open_file", "open_tree"]
+__all__ = ["FileCache", "FileInfo", "file_info", "is_remote", "open_file", "open_tree", "tree_info"]
 
 log = logging.getLogger(__name__)
 
@@ -209,13 +209,18 @@ def file_info(path_or_url: str | os.PathLike, treename: str, *, allow_empty: boo
     path = os.fspath(path_or_url)
     tree = open_tree(path, treename, **options)
     try:
-        with _translated(path):
-            entries = int(tree.num_entries)
-            starts = [int(x) for x in tree.common_entry_offsets()]
-            branches = len(tree.keys())
-            uuid = str(tree.file.uuid)
+        return tree_info(tree, path, treename, allow_empty=allow_empty)
     finally:
         tree.file.close()
+
+
+def tree_info(tree, path: str, treename: str, *, allow_empty: bool = True) -> FileInfo:
+    """:class:`FileInfo` of an open ``tree`` of ``path`` (left open); see :func:`file_info`."""
+    with _translated(path):
+        entries = int(tree.num_entries)
+        starts = [int(x) for x in tree.common_entry_offsets()]
+        branches = len(tree.keys())
+        uuid = str(tree.file.uuid)
     if entries == 0 and not allow_empty:
         msg = f"{path}: tree {treename!r} has no entries; drop the file from the fileset"
         raise EmptyInputError(msg, path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import collections
 import hashlib
+import itertools
 import logging
 import os
 import pickle
@@ -156,14 +157,17 @@ class Manager:
 
     # ------------------------------------------------------------ public face
     def submit(self, fn, *args, kwargs: dict | None = None, cores: int = 1, memory_mb: int = 0,
-               category: str = "default", retries: int = 0, tag=None) -> int:
+               category: str = "default", retries: int = 0, tag=None, affinity: str | None = None) -> int:
         """Queue ``fn(*args, **kwargs)``; return its task id.
 
         ``fn`` travels once per worker (cached there by content hash);
         each task carries only its arguments. ``memory_mb`` (0: no limit)
         is the task's allocation: a task over it is stopped and comes
         back with :class:`ResourceExhaustedError`. ``retries`` re-runs a
-        task that raised. ``tag`` comes back on the result.
+        task that raised. ``tag`` comes back on the result. ``affinity``
+        (a file path, say) is a hint: a free worker takes a waiting task
+        whose key it ran recently before the next in line, so the files a
+        worker's slots keep open are read again there.
         """
         self._check_open()
         fn_hash = self._function_hash(fn)
@@ -172,7 +176,7 @@ class Manager:
         except (pickle.PicklingError, TypeError, AttributeError):
             args_bytes = cloudpickle.dumps((args, kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
         task = self.table.add(fn_hash, args_bytes, cores=int(cores), memory_mb=int(memory_mb or 0),
-                              category=category, retries=int(retries))
+                              category=category, retries=int(retries), affinity=affinity)
         if tag is not None:
             self._tags[task.id] = tag
         self.stats["submitted"] += 1
@@ -408,6 +412,7 @@ class Manager:
         if not waiting or not workers:
             return 0
         batches: dict[bytes, list] = {}
+        self._dispatch_affine(waiting, workers, batches)
         skipped: list = []
         depth: dict[str, int] = {}  # prefetch depth per category, fixed for this pass
         most_prefetch = 0
@@ -444,6 +449,23 @@ class Manager:
             sent += len(tasks)
         self.stats["dispatched"] += sent
         return sent
+
+    def _dispatch_affine(self, waiting, workers: list[WorkerRecord], batches: dict) -> None:
+        """Give each free worker the first waiting tasks (within the look-ahead) whose affinity key it holds."""
+        free = [w for w in workers if w.affinity and w.free_cores > 0]
+        if not free or not any(t.affinity is not None for t in itertools.islice(waiting, _LOOKAHEAD)):
+            return
+        head = [waiting.popleft() for _ in range(min(_LOOKAHEAD, len(waiting)))]
+        taken: set[int] = set()
+        for worker in free:
+            for task in head:
+                if task.id not in taken and task.affinity in worker.affinity and worker.fits(task):
+                    self.table.assign(task, worker)
+                    batches.setdefault(worker.identity, []).append(task)
+                    taken.add(task.id)
+                    if worker.free_cores <= 0:
+                        break
+        waiting.extendleft(reversed([t for t in head if t.id not in taken]))
 
     def _fail_unfit(self, task, workers) -> None:
         self.table.tasks.pop(task.id, None)

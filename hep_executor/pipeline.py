@@ -21,7 +21,7 @@ from .chunk_tasks import merge_outputs
 from .reduction import TreeReducer
 from .results import TaskReport, TaskResult
 
-__all__ = ["ItemSource", "PipelineOutcome", "ReducePipeline"]
+__all__ = ["ItemSource", "PipelineOutcome", "ReducePipeline", "worker_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ class ReducePipeline:
     def _window(self) -> int:
         if self.window:
             return self.window
-        cores = sum(w["cores"] for w in self.manager.workers())
-        return max(4, 2 * cores)
+        return max(4, 2 * worker_cores(self.manager))
 
     def run(self, source: ItemSource) -> PipelineOutcome:
         """Process every item of ``source``; return the merged output and reports."""
@@ -120,7 +119,8 @@ class ReducePipeline:
                 free = self._window() - len(in_flight)
                 for item in source.take(max(0, free)) if free > 0 else []:
                     res = source.resources(item)
-                    tid = self.manager.submit(self.process_fn, item, retries=self.retries, **res)
+                    tid = self.manager.submit(self.process_fn, item, retries=self.retries,
+                                              affinity=getattr(item, "filename", None), **res)
                     in_flight[tid] = item
             if (stopped or source.exhausted) and not in_flight and not self.reducer.inputs_closed:
                 self.reducer.finish()
@@ -180,6 +180,11 @@ class ReducePipeline:
     def _keep(self, result: TaskResult) -> None:
         self._payloads[result.id] = (result.payload, result.compressed)
         self._last = result
+
+
+def worker_cores(manager) -> int:
+    """Cores of ``manager``'s workers now (at least 1)."""
+    return max(1, sum(w["cores"] for w in manager.workers()))
 
 
 def _load_payload(manager, payload: tuple[bytes, bool]):

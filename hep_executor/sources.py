@@ -8,9 +8,19 @@ frozen dataclass with ``dataset``, ``filename``, ``entrystart`` and
 ``entrystop`` (coffea's ``WorkItem``, our ``ChunkSpec``): a chunk is a
 copy of its segment's template with a new entry range.
 
+Chunks of several files are cut in turn (``spread``), so that each
+worker keeps reading the files it has open. Until a category has a
+result, only one of its chunks is in flight when allocations are
+adaptive (its allocation is a guess); until it has a success, each
+further chunk in flight is :data:`PROBE_STEP` times smaller than the one
+before, so a far too large first size costs one failed chunk, not one
+per worker.
+
 A chunk that runs out of memory is retried at the next allocation
-bucket, and once at the largest allocation, split in two (recursively);
-a one-entry chunk that cannot fit fails with file and entry named.
+bucket, and once at the largest allocation, cut anew at the size the
+sizer predicts after the failure (or split in two without a sizer),
+recursively; a one-entry chunk that cannot fit fails with file and
+entry named.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ __all__ = ["DEFAULT_TARGETS", "ChunkSource", "Segment", "make_allocator", "segme
 
 #: per-task targets of dynamic chunk sizing: wall time (s) and peak memory (MB)
 DEFAULT_TARGETS = {"wall_time": 30.0, "memory": 2000.0}
+#: before a category's first success, each further chunk in flight is this many times smaller
+PROBE_STEP = 8
 
 log = logging.getLogger(__name__)
 
@@ -93,57 +105,149 @@ class ChunkSource:
         Chooses allocations per category from observed peaks.
     split_on_exhaustion : bool
         Split a chunk that runs out of memory at the largest allocation.
+    spread : int
+        Segments cut in turn (one chunk each), so that as many files are
+        in progress as there are worker cores and a worker keeps reading
+        the files it has open (with the Manager's ``affinity``) instead of
+        every worker opening every file.
     """
 
     def __init__(self, segments: list[Segment], *, chunksize: int | None = None, sizer=None,
                  maxchunks: int | None = None, memory_mb: int = 0, allocator=None,
-                 split_on_exhaustion: bool = True):
-        self.segments = segments
-        self.cursors = [FileCursor(s.template.filename, s.stop, start=s.start,
-                                   cluster_starts=list(s.clusters) if s.clusters else None)
-                        for s in segments]
+                 split_on_exhaustion: bool = True, spread: int = 1):
+        self.segments = list(segments)
+        self.cursors = [self._cursor(s) for s in self.segments]
         self.chunksize = chunksize
         self.sizer = sizer
         self.maxchunks = maxchunks
         self.memory_mb = memory_mb
         self.allocator = allocator
         self.split_on_exhaustion = split_on_exhaustion
-        self._index = 0
+        self.spread = max(1, int(spread))
+        self._index = 0  # next segment to open
+        self._active: list[int] = []  # segments being cut, in turn
+        self._turn = 0
+        self._recut: set[int] = set()  # segments holding ranges given back after running out of memory
+        self._clusters = {s.template.filename: s.clusters for s in self.segments}
         self._per_dataset: dict[str, int] = {}
         self._extra: list = []
         self._attempt: dict[Any, int] = {}
         self._alloc: dict[Any, Any] = {}
+        self._in_flight: dict[str, int] = {}
+        self._reported: set[str] = set()
+        self._succeeded: set[str] = set()
+        self._hold_new = allocator is not None and allocator.mode != "fixed"
         self.planned: dict[str, list[tuple[int, int]]] = {}
         self.splits = 0
         self.escalations = 0
 
+    @staticmethod
+    def _cursor(seg: Segment) -> FileCursor:
+        return FileCursor(seg.template.filename, seg.stop, start=seg.start,
+                          cluster_starts=list(seg.clusters) if seg.clusters else None)
+
     def _size_for(self, dataset: str) -> int:
         if self.chunksize:
             return self.chunksize
-        return self.sizer.predict(f"process:{dataset}")
+        category = f"process:{dataset}"
+        size = self.sizer.predict(category)
+        if category not in self._succeeded:
+            # No chunk of this category has succeeded yet: the first one in flight tries the
+            # predicted size, the next ones sizes PROBE_STEP (then its square) times smaller,
+            # so that one of them fits and measures the category even when the prediction is
+            # far too large. Once another category has succeeded, the prediction is informed
+            # by it and the steps are halvings.
+            step = PROBE_STEP if not self._succeeded else 2
+            size = max(self.sizer.min_size, size // step ** min(2, self._in_flight.get(category, 0)))
+        return size
+
+    def _blocked(self, dataset: str) -> bool:
+        """A category with no report yet has one task in flight at most (its allocation is a guess)."""
+        category = f"process:{dataset}"
+        return self._hold_new and category not in self._reported and self._in_flight.get(category, 0) > 0
+
+    def _open(self, blocked_ok: bool = True) -> bool:
+        """Start cutting the next segment (the next one not blocked, unless ``blocked_ok``)."""
+        j = self._index
+        while not blocked_ok and j < len(self.segments) and self._blocked(self.segments[j].dataset):
+            j += 1
+        if j >= len(self.segments):
+            return False
+        if j != self._index:  # bring it forward
+            self.segments.insert(self._index, self.segments.pop(j))
+            self.cursors.insert(self._index, self.cursors.pop(j))
+        self._active.append(self._index)
+        self._index += 1
+        return True
+
+    def _cut(self):
+        """The next chunk, cutting the active segments in turn; None when nothing can be cut now."""
+        while len(self._active) < self.spread and self._open():
+            pass
+        while True:
+            tried = 0
+            while self._active and tried < len(self._active):
+                self._turn %= len(self._active)
+                i = self._active[self._turn]
+                seg, cursor = self.segments[i], self.cursors[i]
+                if self._blocked(seg.dataset):
+                    self._turn += 1
+                    tried += 1
+                    continue
+                recut = i in self._recut
+                capped = not recut and self.maxchunks is not None \
+                    and self._per_dataset.get(seg.dataset, 0) >= self.maxchunks
+                rng = None if capped else cursor.next(self._size_for(seg.dataset))
+                if rng is None:
+                    del self._active[self._turn]
+                    continue
+                self._turn += 1
+                if not recut:
+                    self._per_dataset[seg.dataset] = self._per_dataset.get(seg.dataset, 0) + 1
+                    self.planned.setdefault(seg.template.filename, []).append((rng[0], rng[1]))
+                return dataclasses.replace(seg.template, entrystart=rng[0], entrystop=rng[1])
+            if not self._open(blocked_ok=False):  # every active segment is blocked: try another file
+                return None
 
     def take(self, n: int) -> list:
         out, self._extra = self._extra[:n], self._extra[n:]
-        while len(out) < n and self._index < len(self.segments):
-            seg, cursor = self.segments[self._index], self.cursors[self._index]
-            capped = self.maxchunks is not None and self._per_dataset.get(seg.dataset, 0) >= self.maxchunks
-            rng = None if capped else cursor.next(self._size_for(seg.dataset))
-            if rng is None:
-                self._index += 1
-                continue
-            self._per_dataset[seg.dataset] = self._per_dataset.get(seg.dataset, 0) + 1
-            self.planned.setdefault(seg.template.filename, []).append((rng[0], rng[1]))
-            out.append(dataclasses.replace(seg.template, entrystart=rng[0], entrystop=rng[1]))
+        for item in out:
+            self._count(item, +1)
+        while len(out) < n:
+            item = self._cut()
+            if item is None:
+                break
+            out.append(item)
+            self._count(item, +1)
         return out
+
+    def _count(self, item, step: int) -> None:
+        category = category_of(item)
+        self._in_flight[category] = self._in_flight.get(category, 0) + step
 
     @property
     def exhausted(self) -> bool:
-        return not self._extra and self._index >= len(self.segments)
+        return not self._extra and not self._active and self._index >= len(self.segments)
+
+    def _give_back(self, item) -> None:
+        """Put ``item``'s range back to be cut anew at the sizes predicted from now on."""
+        seg = Segment(item, item.entrystart, item.entrystop, self._clusters.get(item.filename))
+        self.segments.insert(self._index, seg)
+        self.cursors.insert(self._index, self._cursor(seg))
+        self._recut.add(self._index)
+        self._active.insert(0, self._index)
+        self._turn = 0
+        self._index += 1
 
     def observe(self, item, result: TaskResult) -> list:
+        """File ``item``'s result; return what of it runs again (retried or split), if anything."""
         category = category_of(item)
+        self._count(item, -1)
+        self._reported.add(category)
         report = result.report
         exhausted = isinstance(result.error, ResourceExhaustedError)
+        if result.ok:
+            self._succeeded.add(category)
         if self.sizer is not None and (result.ok or exhausted):
             self.sizer.observe(category, _events(item), report.wall, report.peak_mb,
                                failed_memory=exhausted)
@@ -169,15 +273,16 @@ class ChunkSource:
                 f"{err.limit_mb} MB allocation (peak seen {err.peak_mb:.0f} MB)",
                 peak_mb=err.peak_mb, limit_mb=err.limit_mb)
             return []
-        # cut at what the sizer now predicts, in two at least
-        parts = 2
-        if self.sizer is not None:
-            parts = max(2, -(-_events(item) // max(1, self.sizer.predict(category))))
-        halves = [dataclasses.replace(item, entrystart=a, entrystop=b)
-                  for a, b in split_range(item.entrystart, item.entrystop, parts=parts)]
         self.splits += 1
-        log.info("split %s %d-%d after it ran out of memory", item.filename, item.entrystart,
+        log.info("%s %d-%d ran out of memory: cutting it anew", item.filename, item.entrystart,
                  item.entrystop)
+        self._alloc.pop(item, None)
+        if self.sizer is not None and self.sizer.predict(category) < _events(item):
+            # cut again at the sizes predicted from now on (smaller: the sizer saw the failure)
+            self._give_back(item)
+            return [item]
+        halves = [dataclasses.replace(item, entrystart=a, entrystop=b)
+                  for a, b in split_range(item.entrystart, item.entrystop, parts=2)]
         self._extra[:0] = halves
         return halves
 

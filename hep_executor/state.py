@@ -50,11 +50,15 @@ class TaskRecord:
     worker_kills: int = 0
     submitted: float = field(default_factory=time.time)
     dispatched: float = 0.0
+    affinity: str | None = None
 
     def wire(self) -> dict:
         """The task as it travels in a :class:`~hep_executor.protocol.Tasks` item."""
-        return {"id": self.id, "fn": self.fn_hash, "cores": self.cores,
+        item = {"id": self.id, "fn": self.fn_hash, "cores": self.cores,
                 "memory_mb": self.memory_mb, "category": self.category}
+        if self.affinity is not None:
+            item["affinity"] = self.affinity
+        return item
 
 
 @dataclass(eq=False)
@@ -76,6 +80,7 @@ class WorkerRecord:
     used_cores: int = 0
     used_memory_mb: int = 0
     completed: int = 0
+    affinity: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent keys
 
     @property
     def free_cores(self) -> int:
@@ -104,10 +109,13 @@ class TaskTable:
     ----------
     max_worker_kills : int
         A task whose worker died under it this many times fails.
+    affinity_keys : int
+        Affinity keys remembered per worker core (the most recent).
     """
 
-    def __init__(self, max_worker_kills: int = 3):
+    def __init__(self, max_worker_kills: int = 3, affinity_keys: int = 4):
         self.max_worker_kills = max_worker_kills
+        self.affinity_keys = affinity_keys
         self.tasks: dict[int, TaskRecord] = {}
         self.waiting: collections.deque[TaskRecord] = collections.deque()
         self.workers: dict[bytes, WorkerRecord] = {}
@@ -115,9 +123,10 @@ class TaskTable:
 
     # -- tasks
     def add(self, fn_hash: str, args: bytes, *, cores: int = 1, memory_mb: int = 0,
-            category: str = "default", retries: int = 0) -> TaskRecord:
+            category: str = "default", retries: int = 0, affinity: str | None = None) -> TaskRecord:
         """Register a new waiting task and return it."""
-        task = TaskRecord(self._next_id, fn_hash, args, cores, memory_mb, category, retries)
+        task = TaskRecord(self._next_id, fn_hash, args, cores, memory_mb, category, retries,
+                          affinity=affinity)
         self._next_id += 1
         self.tasks[task.id] = task
         self.waiting.append(task)
@@ -133,6 +142,11 @@ class TaskTable:
         worker.tasks[task.id] = task
         worker.used_cores += task.cores
         worker.used_memory_mb += task.memory_mb
+        if task.affinity is not None:
+            worker.affinity[task.affinity] = True
+            worker.affinity.move_to_end(task.affinity)
+            while len(worker.affinity) > self.affinity_keys * worker.cores:
+                worker.affinity.popitem(last=False)
 
     def _release(self, task: TaskRecord) -> WorkerRecord | None:
         worker = self.workers.get(task.worker) if task.worker is not None else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import logging
 import multiprocessing
 import os
@@ -34,8 +35,12 @@ from . import monitor, protocol
 from .errors import AuthenticationError, ConfigError, ProtocolError
 from .slot import slot_main
 from .transport import Endpoint, connect_dealer
+from .warm import MAX_FILES
 
 __all__ = ["Worker", "main"]
+
+_SLOT_KEYS = MAX_FILES  # affinity keys remembered per slot: the files its cache keeps open
+_SLOT_LOOKAHEAD = 16  # queued tasks looked at for one whose key a free slot holds
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class _Slot:
     functions: set = field(default_factory=set)
     queue: collections.deque = field(default_factory=collections.deque)  # items sent; head runs
     peak_seen: float = 0.0
+    keys: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent affinity keys
 
 
 class Worker:
@@ -218,8 +224,28 @@ class Worker:
         depth = 2 if self._ewma_wall < 0.02 else 1
         for slot in self.slots:
             while self.queue and len(slot.queue) < depth:
-                item, args = self.queue.popleft()
+                item, args = self._next_for(slot)
                 self._send_to_slot(slot, item, args)
+
+    def _next_for(self, slot: _Slot) -> tuple[dict, bytes]:
+        """The first queued task whose affinity key ``slot`` holds (a few looked at), else the next in line."""
+        if slot.keys:
+            for i, (item, _) in enumerate(itertools.islice(self.queue, _SLOT_LOOKAHEAD)):
+                if item.get("affinity") in slot.keys:
+                    entry = self.queue[i]
+                    del self.queue[i]
+                    break
+            else:
+                entry = self.queue.popleft()
+        else:
+            entry = self.queue.popleft()
+        key = entry[0].get("affinity")
+        if key is not None:
+            slot.keys[key] = True
+            slot.keys.move_to_end(key)
+            while len(slot.keys) > _SLOT_KEYS:
+                slot.keys.popitem(last=False)
+        return entry
 
     def _flush_results(self) -> None:
         if self.outbox:

@@ -33,3 +33,8 @@ def allocate(mb, hold=0.2):
 
 def pid_of_worker():
     return os.getppid()
+
+
+def pid_after(delay):
+    time.sleep(delay)
+    return os.getppid()

@@ -196,3 +196,17 @@ def test_workers_outlive_a_pause_of_the_caller():
         (r,) = drain(m)
         assert r.value == 36
         assert [w["pid"] for w in m.workers()] == [pid]
+
+
+def test_affinity_sends_a_key_back_to_the_worker_that_ran_it():
+    with Manager(local_workers=2) as m:
+        m.wait_for_workers(2)
+        # one task per key, at once: each worker gets one and remembers its key
+        first = {m.submit(tasks.pid_after, 0.3, affinity=key): key for key in ("a", "b")}
+        home = {first[r.id]: r.value for r in drain(m)}
+        assert len(set(home.values())) == 2
+        ids = {m.submit(tasks.pid_after, 0.05, affinity=key): key for key in ["a", "b"] * 20}
+        results = drain(m)
+        at_home = sum(r.value == home[ids[r.id]] for r in results)
+        # without the hint a free worker takes the next in line: about half would run away from home
+        assert len(results) == 40 and at_home >= 34, at_home

@@ -105,3 +105,18 @@ def test_task_killed_worker_counts():
     table.waiting.clear()
     table.assign(t, w)
     assert table.task_killed_worker(t.id) == ("failed", t)
+
+
+def test_worker_remembers_recent_affinity_keys_per_core():
+    table = TaskTable(affinity_keys=2)
+    w = _worker(cores=1, memory=0)
+    table.add_worker(w)
+    for key in ["a", "b", "a", "c", None]:
+        task = table.add("f", b"", affinity=key)
+        table.waiting.clear()
+        table.assign(task, w)
+        table.finish(task.id)
+    # two keys per core, the most recent kept ("a" was used again after "b")
+    assert list(w.affinity) == ["a", "c"]
+    assert table.add("f", b"", affinity="c").wire()["affinity"] == "c"
+    assert "affinity" not in table.add("f", b"").wire()
