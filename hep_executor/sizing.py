@@ -23,7 +23,9 @@ still settle where the reports meet the target. The first
 ``warmup_reports`` reports of a category (cold caches, first imports)
 are left out once three later ones exist. A task that failed for memory
 is a lower bound on the memory at its size: the slope is raised to
-honour it.
+honour it. The memory slope is also at least the chord from the
+smallest to the largest report (when they differ fourfold), which keeps
+a fit of a few small reports from extrapolating far past the target.
 
 Decision
 --------
@@ -362,6 +364,12 @@ class ChunkSizer:
         if resource == "memory":
             for events, peak in st.failed_points:  # the failed size needs more than its peak
                 b = max(b, (peak - a) / events)
+            if x.max() >= 4.0 * x.min():
+                # Memory grows at least as fast as the chord from the smallest to the largest
+                # report: with few reports the intercept is uncertain, and a low slope from it
+                # would extrapolate far past the target.
+                lo, hi = int(np.argmin(x)), int(np.argmax(x))
+                b = max(b, (y[hi] - y[lo]) / (x[hi] - x[lo]))
         b = max(b, 1e-12)
         st.fits[resource] = (a, b)
         return a, b

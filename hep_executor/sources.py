@@ -155,10 +155,14 @@ class ChunkSource:
             # No chunk of this category has succeeded yet: the first one in flight tries the
             # predicted size, the next ones sizes PROBE_STEP (then its square) times smaller,
             # so that one of them fits and measures the category even when the prediction is
-            # far too large. Once another category has succeeded, the prediction is informed
-            # by it and the steps are halvings.
-            step = PROBE_STEP if not self._succeeded else 2
-            size = max(self.sizer.min_size, size // step ** min(2, self._in_flight.get(category, 0)))
+            # far too large. Until any category has succeeded, the chunks in flight of all
+            # categories count (the first sizes of new categories are as much a guess); after,
+            # the prediction is informed by the others and the steps are halvings.
+            if self._succeeded:
+                step, ahead = 2, self._in_flight.get(category, 0)
+            else:
+                step, ahead = PROBE_STEP, sum(self._in_flight.values())
+            size = max(self.sizer.min_size, size // step ** min(2, ahead))
         return size
 
     def _blocked(self, dataset: str) -> bool:
