@@ -73,6 +73,14 @@ def _with_metadata(schema, metadata: dict):
     return clone
 
 
+def _base_form(mapping, tree, metadata: dict) -> dict:
+    """The tree's base form as ``NanoEventsFactory.from_root`` builds it."""
+    form = mapping._extract_base_form(tree)
+    form["typenames"] = tree.typenames()
+    form["parameters"]["metadata"] = metadata
+    return form
+
+
 def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_start: int, entry_stop: int):
     """NanoEvents (virtual) of ``[entry_start, entry_stop)`` of an open file's tree.
 
@@ -98,20 +106,14 @@ def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_sta
     schema = _with_metadata(cached, metadata) if cached is not None else None
     if schema is None:
         _stats["schema_misses"] += 1
-        base_form = mapping._extract_base_form(tree)
-        base_form["typenames"] = tree.typenames()
-        base_form["parameters"]["metadata"] = {}
-        built = schemaclass(base_form)
+        built = schemaclass(_base_form(mapping, tree, {}))
         _schemas[key] = built
         while len(_schemas) > MAX_SCHEMAS:
             _schemas.popitem(last=False)
         schema = _with_metadata(built, metadata)
-        if schema is None:  # unknown layout: build once more with the metadata, cache nothing
+        if schema is None:  # a schema layout this module does not know: build it with the metadata
             _schemas.pop(key, None)
-            base_form = mapping._extract_base_form(tree)
-            base_form["typenames"] = tree.typenames()
-            base_form["parameters"]["metadata"] = metadata
-            schema = schemaclass(base_form)
+            schema = schemaclass(_base_form(mapping, tree, metadata))
     else:
         _stats["schema_hits"] += 1
         _schemas.move_to_end(key)
