@@ -24,7 +24,7 @@ still settle where the reports meet the target. The first
 are left out once three later ones exist. A task that failed for memory
 is a lower bound on the memory at its size: the slope is raised to
 honour it. The memory slope is also at least the chord from the
-smallest to the largest report (when they differ fourfold), which keeps
+smallest to the largest report (when they differ twofold), which keeps
 a fit of a few small reports from extrapolating far past the target.
 
 Decision
@@ -364,7 +364,7 @@ class ChunkSizer:
         if resource == "memory":
             for events, peak in st.failed_points:  # the failed size needs more than its peak
                 b = max(b, (peak - a) / events)
-            if x.max() >= 4.0 * x.min():
+            if x.max() >= 2.0 * x.min():
                 # Memory grows at least as fast as the chord from the smallest to the largest
                 # report: with few reports the intercept is uncertain, and a low slope from it
                 # would extrapolate far past the target.

@@ -9,9 +9,11 @@ frozen dataclass with ``dataset``, ``filename``, ``entrystart`` and
 copy of its segment's template with a new entry range.
 
 Chunks of several files are cut in turn (``spread``), so that each
-worker keeps reading the files it has open. Until a category has a
-result, only one of its chunks is in flight when allocations are
-adaptive (its allocation is a guess); until it has a success, each
+worker keeps reading the files it has open. When allocations are
+adaptive, the run's first chunk is alone in flight until it reports
+(its allocation is the first guess), and then each category without a
+result has one chunk in flight (its allocation comes from the peaks of
+the others). Until a category has a success, each
 further chunk in flight is :data:`PROBE_STEP` times smaller than the one
 before, so a far too large first size costs one failed chunk, not one
 per worker.
@@ -166,9 +168,17 @@ class ChunkSource:
         return size
 
     def _blocked(self, dataset: str) -> bool:
-        """A category with no report yet has one task in flight at most (its allocation is a guess)."""
+        """Whether a chunk of ``dataset`` must wait: its allocation would be a blind guess.
+
+        Until the first result of the run, one chunk is in flight in all; after it, one per
+        category that has no result yet (its first allocation comes from the others' peaks).
+        """
         category = f"process:{dataset}"
-        return self._hold_new and category not in self._reported and self._in_flight.get(category, 0) > 0
+        if not self._hold_new or category in self._reported:
+            return False
+        if not self._reported:
+            return sum(self._in_flight.values()) > 0
+        return self._in_flight.get(category, 0) > 0
 
     def _open(self, blocked_ok: bool = True) -> bool:
         """Start cutting the next segment (the next one not blocked, unless ``blocked_ok``)."""

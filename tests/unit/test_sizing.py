@@ -190,3 +190,13 @@ def test_theil_sen_is_robust():
     a, b = theil_sen(x, y)
     assert b == pytest.approx(1e-3, rel=0.05)
     assert theil_sen(np.array([3.0, 3.0]), np.array([1.0, 2.0])) is None
+
+
+def test_two_small_reports_do_not_extrapolate_past_the_memory_target():
+    # 200 MB of baseline + 0.1 MB per event: 1000 MB at 8000 events. From a report at 1000 events
+    # alone the baseline is unknown; the chord of the two reports gives the slope.
+    sizer = ChunkSizer({"memory": 1000}, initial=1000)
+    sizer.observe("process:bkg", 1000, 0.2, 300.0)
+    size = sizer.observe("process:bkg", 3800, 0.4, 580.0)
+    assert size <= 8000 * 0.95, size
+    assert 200.0 + 0.1 * size <= 1000.0

@@ -88,14 +88,19 @@ def test_a_far_too_large_first_size_costs_one_failure_per_category_and_nothing_i
     assert sum(b - a for r in source.planned.values() for a, b in r) == 6 * 20000  # re-cuts not planned twice
 
 
-def test_with_adaptive_allocation_a_new_category_has_one_task_in_flight_until_it_reports():
+def test_with_adaptive_allocation_the_first_chunk_goes_alone_then_one_per_new_category():
     allocator = Allocator("auto", max_resources=Resources(1, 4000), first_guess=Resources(1, 2000))
     source = ChunkSource(_datasets(entries=5000), chunksize=1000, allocator=allocator, spread=2)
     first = source.take(6)
-    assert sorted(c.dataset for c in first) == ["bkg", "data", "sig"]  # one each, then nothing more
+    assert [c.dataset for c in first] == ["sig"]  # its allocation is the first guess: alone
     assert source.take(2) == []
-    sig = next(c for c in first if c.dataset == "sig")
-    source.resources(sig)
-    _run(source, sig)
-    more = source.take(3)
-    assert [c.dataset for c in more] == ["sig", "sig", "sig"]
+    assert source.resources(first[0])["memory_mb"] == 2000
+    _run(source, first[0])  # 330 MB
+    more = source.take(12)
+    # sig's 9 other chunks; then bkg and data one chunk each, until they report
+    assert sorted(c.dataset for c in more) == ["bkg", "data"] + ["sig"] * 9
+    bkg = next(c for c in more if c.dataset == "bkg")
+    assert source.resources(bkg)["memory_mb"] < 2000  # from sig's peak, not the first guess
+    assert source.take(3) == []
+    _run(source, bkg)
+    assert [c.dataset for c in source.take(3)] == ["bkg", "bkg", "bkg"]
