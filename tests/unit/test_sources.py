@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from hep_executor.allocation import Allocator, Resources
 from hep_executor.chunk_tasks import ChunkSpec
+from hep_executor.chunking import Coverage
+from hep_executor.errors import ResourceExhaustedError
+from hep_executor.results import TaskReport, TaskResult
+from hep_executor.sizing import ChunkSizer
 from hep_executor.sources import ChunkSource, Segment
 
 
@@ -40,12 +45,6 @@ def test_maxchunks_per_dataset_holds_with_spread():
 
 
 # ---------------------------------------------------------------- learning from the first chunks
-
-from hep_executor.allocation import Allocator, Resources  # noqa: E402
-from hep_executor.chunking import Coverage  # noqa: E402
-from hep_executor.errors import ResourceExhaustedError  # noqa: E402
-from hep_executor.results import TaskReport, TaskResult  # noqa: E402
-from hep_executor.sizing import ChunkSizer  # noqa: E402
 
 BASE_MB, MB_PER_EVENT, LIMIT_MB = 250.0, 0.08, 1000.0
 
