@@ -376,8 +376,11 @@ def _configure_xrootd_client() -> None:
 def _open_once(path: str, timeout: float, source):
     import uproot
 
-    # the XRootD bindings take whole seconds (a float fails inside them)
-    options = {"timeout": max(1, math.ceil(timeout))}
+    # the XRootD bindings take whole seconds (a float fails inside them). No array cache:
+    # a run reads each entry range once, and uproot's default (100 MB per open file) would
+    # keep earlier chunks' columns in a worker slot that holds several files open, adding
+    # to every later task's measured peak.
+    options = {"timeout": max(1, math.ceil(timeout)), "array_cache": None}
     if source is not None:
         options["handler"] = source
     # a Path is never split at ':' (uproot's "file.root:tree" syntax)

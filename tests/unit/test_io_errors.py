@@ -65,6 +65,18 @@ def test_open_tree_reads_the_arrays(good):
         tree.file.close()
 
 
+def test_open_files_keep_no_arrays_between_reads(good):
+    # a worker slot keeps files open across chunks: their columns must not pile up in it
+    tree = open_tree(good, "Events")
+    try:
+        assert tree.file.array_cache is None
+        first = tree["run"].array(entry_start=0, entry_stop=100)
+        again = tree["run"].array(entry_start=0, entry_stop=100)
+        assert first is not again and first.tolist() == again.tolist()
+    finally:
+        tree.file.close()
+
+
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.root"
     with pytest.raises(FileMissingError, match="nope.root") as info:
