@@ -159,7 +159,7 @@ class ChunkSizer:
     min_size, max_size : int, optional
         Bounds of every prediction (defaults 100 and 10000000).
     max_growth : float, optional
-        Largest factor above the largest size that succeeded (default 4).
+        Largest factor above the largest size that succeeded (default 8).
     memory_headroom : float, optional
         Fraction of the memory target kept free as a safety margin
         (default 0.1: aim at 90 % of the target).
@@ -183,7 +183,7 @@ class ChunkSizer:
         initial: int = 100_000,
         min_size: int = 100,
         max_size: int = 10_000_000,
-        max_growth: float = 4.0,
+        max_growth: float = 8.0,
         memory_headroom: float = 0.1,
         deadband: float = 0.1,
         window: int = 64,

@@ -159,12 +159,12 @@ class ChunkSource:
             # so that one of them fits and measures the category even when the prediction is
             # far too large. Until any category has succeeded, the chunks in flight of all
             # categories count (the first sizes of new categories are as much a guess); after,
-            # the prediction is informed by the others and the steps are halvings.
+            # the prediction is informed by the others: the chunks after the first are halved.
             if self._succeeded:
-                step, ahead = 2, self._in_flight.get(category, 0)
+                step, ahead = 2, min(1, self._in_flight.get(category, 0))
             else:
-                step, ahead = PROBE_STEP, sum(self._in_flight.values())
-            size = max(self.sizer.min_size, size // step ** min(2, ahead))
+                step, ahead = PROBE_STEP, min(2, sum(self._in_flight.values()))
+            size = max(self.sizer.min_size, size // step ** ahead)
         return size
 
     def _blocked(self, dataset: str) -> bool:
