@@ -89,12 +89,12 @@ def normalize_fileset(fileset: dict, treename: str | None) -> list[tuple[str, st
 
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
-               io_options: dict, align_clusters: bool, progress: Callable | None = None
+               io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True
                ) -> tuple[list[FilePlan], list[dict]]:
     """Read every file's entries and UUID as worker tasks; return plans and skipped files."""
     ids = {}
     for dataset, filename, tree, meta in entries:
-        tid = manager.submit(preprocess_file, dataset, filename, tree, io_options, align_clusters,
+        tid = manager.submit(preprocess_file, dataset, filename, tree, io_options, align_clusters, warm,
                              category="preprocess", affinity=filename)
         ids[tid] = (dataset, filename, tree, meta)
     plans: dict[int, FilePlan] = {}
@@ -164,6 +164,9 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         bindings, ``fsspec``) of :func:`hep_executor.io.open_file`.
     skipbadfiles : bool
         Skip unreadable files (listed in the report) instead of failing.
+    warm : bool
+        Keep files open and NanoEvents schemas built in each worker slot between
+        tasks (default); False opens each file anew for every task.
     progress : callable, optional
         ``progress(stage, result=TaskResult, item=...)`` after each task.
 
@@ -187,7 +190,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     try:
         io_options = {"timeout": timeout, "handler": handler}
         files, skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles, io_options=io_options,
-                                    align_clusters=align_clusters, progress=progress)
+                                    align_clusters=align_clusters, progress=progress, warm=warm)
         t_pre = time.time() - t0
         if allocator is None and resources_mode != "none":
             allocator = make_allocator(resources_mode, manager, memory_mb=memory_mb)

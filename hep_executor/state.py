@@ -20,7 +20,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["TaskRecord", "TaskState", "TaskTable", "WorkerRecord"]
+__all__ = ["TaskRecord", "TaskState", "TaskTable", "WorkerRecord", "remember_key"]
 
 
 class TaskState(enum.Enum):
@@ -59,6 +59,14 @@ class TaskRecord:
         if self.affinity is not None:
             item["affinity"] = self.affinity
         return item
+
+
+def remember_key(keys: collections.OrderedDict, key: str, limit: int) -> None:
+    """Mark ``key`` as the most recent of ``keys``, forgetting the oldest past ``limit``."""
+    keys[key] = True
+    keys.move_to_end(key)
+    while len(keys) > limit:
+        keys.popitem(last=False)
 
 
 @dataclass(eq=False)
@@ -143,10 +151,7 @@ class TaskTable:
         worker.used_cores += task.cores
         worker.used_memory_mb += task.memory_mb
         if task.affinity is not None:
-            worker.affinity[task.affinity] = True
-            worker.affinity.move_to_end(task.affinity)
-            while len(worker.affinity) > self.affinity_keys * worker.cores:
-                worker.affinity.popitem(last=False)
+            remember_key(worker.affinity, task.affinity, self.affinity_keys * worker.cores)
 
     def _release(self, task: TaskRecord) -> WorkerRecord | None:
         worker = self.workers.get(task.worker) if task.worker is not None else None

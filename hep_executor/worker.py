@@ -34,6 +34,7 @@ import zmq
 from . import monitor, protocol
 from .errors import AuthenticationError, ConfigError, ProtocolError
 from .slot import slot_main
+from .state import remember_key
 from .transport import Endpoint, connect_dealer
 from .warm import MAX_FILES
 
@@ -241,10 +242,7 @@ class Worker:
             entry = self.queue.popleft()
         key = entry[0].get("affinity")
         if key is not None:
-            slot.keys[key] = True
-            slot.keys.move_to_end(key)
-            while len(slot.keys) > _SLOT_KEYS:
-                slot.keys.popitem(last=False)
+            remember_key(slot.keys, key, _SLOT_KEYS)
         return entry
 
     def _flush_results(self) -> None:
