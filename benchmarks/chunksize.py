@@ -2,8 +2,9 @@
 
 Run from the repository root::
 
-    python -m benchmarks.chunksize                       # 20,000 events x 2 files x 3 datasets, 3 reps
+    python -m benchmarks.chunksize                       # 50,000 events x 2 files x 3 datasets, 3 reps
     python -m benchmarks.chunksize --files 1 --reps 2    # half the events, 2 repetitions
+    python -m benchmarks.chunksize --events 20000        # files whose halves just fit the limit
 
 The workload is the TopEFT-like processor
 (:class:`processors.topeft_like.TopEFTLikeProcessor`) on NanoAOD-like
@@ -23,8 +24,12 @@ runs:
   (default 250 to 64,000: the small end pays the per-chunk cost, about
   0.3 s here, on a few hundred events; the large end runs out of memory).
   As in coffea, a file of E entries is cut into ``ceil(E/N)`` equal
-  chunks, so with 20,000-event files 16,000 gives chunks of 10,000 and
-  64,000 whole files (the ``median chunk`` column says what ran);
+  chunks, so with 50,000-event files 16,000 gives chunks of 12,500 and
+  64,000 whole files (the ``median chunk`` column says what ran). The
+  default file size is not a multiple of a swept size that sits at the
+  limit: with ``--events 20000``, 16,000 gives chunks of 10,000 whose
+  peak is 99.9% of the 1000 MB limit, a size no sizer that keeps a margin
+  chooses (see benchmarks/README.md);
 - ``dynamic from N``: ``run(..., chunksize=None, dynamic_chunksize=
   {"wall_time": --wall-target, "memory": --limit})`` with the sizer
   starting at the smallest and at the largest size of the sweep
@@ -199,7 +204,7 @@ def summarize(results: dict, tolerance: float) -> dict:
 def main(argv=None) -> int:
     """Command-line entry: measure, print the table and the verdicts, write JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chunksize", description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=20_000, help="events per file (20000)")
+    parser.add_argument("--events", type=int, default=50_000, help="events per file (50000)")
     parser.add_argument("--files", type=int, default=2, help="files per dataset (2)")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
                         help="fixed chunk sizes, comma-separated (250,1000,4000,16000,64000)")

@@ -15,8 +15,9 @@ adaptive, the run's first chunk is alone in flight until it reports
 result has one chunk in flight (its allocation comes from the peaks of
 the others). Until a category has a success, each
 further chunk in flight is :data:`PROBE_STEP` times smaller than the one
-before, so a far too large first size costs one failed chunk, not one
-per worker.
+before (down to :data:`PROBE_FLOOR` events), so a far too large first
+size costs one failed chunk, not one per worker, and a small first size
+is not cut smaller still.
 
 A chunk that runs out of memory is retried at the next allocation
 bucket, and once at the largest allocation, cut anew at the size the
@@ -42,6 +43,9 @@ __all__ = ["DEFAULT_TARGETS", "ChunkSource", "Segment", "make_allocator", "segme
 DEFAULT_TARGETS = {"wall_time": 30.0, "memory": 2000.0}
 #: before a category's first success, each further chunk in flight is this many times smaller
 PROBE_STEP = 8
+#: probes are not cut below this many events (nor above the prediction): a smaller chunk costs as
+#: much as a real one (its fixed cost: opening, building the events) and measures little
+PROBE_FLOOR = 1000
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ class ChunkSource:
                 step, ahead = 2, min(1, self._in_flight.get(category, 0))
             else:
                 step, ahead = PROBE_STEP, min(2, sum(self._in_flight.values()))
-            size = max(self.sizer.min_size, size // step ** ahead)
+            size = max(self.sizer.min_size, min(size, PROBE_FLOOR), size // step ** ahead)
         return size
 
     def _blocked(self, dataset: str) -> bool:

@@ -8,7 +8,7 @@ from hep_executor.chunking import Coverage
 from hep_executor.errors import ResourceExhaustedError
 from hep_executor.results import TaskReport, TaskResult
 from hep_executor.sizing import ChunkSizer
-from hep_executor.sources import ChunkSource, Segment
+from hep_executor.sources import PROBE_FLOOR, ChunkSource, Segment
 
 
 def _segments(entries):
@@ -85,6 +85,13 @@ def test_a_far_too_large_first_size_costs_one_failure_per_category_and_nothing_i
     assert failures == 1, failures  # without probes: the first chunk of every category failed, and its halves
     assert Coverage.check(done, {s.template.filename: 20000 for s in _datasets()}).ok
     assert sum(b - a for r in source.planned.values() for a, b in r) == 6 * 20000  # re-cuts not planned twice
+
+
+def test_probes_stop_at_the_floor_and_a_small_first_size_is_not_cut_smaller():
+    big = ChunkSource(_datasets(entries=256000), sizer=ChunkSizer({"memory": LIMIT_MB}, initial=64000), spread=2)
+    assert [c.events for c in big.take(4)] == [64000, 8000, PROBE_FLOOR, PROBE_FLOOR]
+    small = ChunkSource(_datasets(), sizer=ChunkSizer({"memory": LIMIT_MB}, initial=250), spread=2)
+    assert [c.events for c in small.take(4)] == [250, 250, 250, 250]
 
 
 def test_with_adaptive_allocation_the_first_chunk_goes_alone_then_one_per_new_category():
