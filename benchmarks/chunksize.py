@@ -25,11 +25,11 @@ runs:
   0.3 s here, on a few hundred events; the large end runs out of memory).
   As in coffea, a file of E entries is cut into ``ceil(E/N)`` equal
   chunks, so with 50,000-event files 16,000 gives chunks of 12,500 and
-  64,000 whole files (the ``median chunk`` column says what ran). The
-  default file size is not a multiple of a swept size that sits at the
-  limit: with ``--events 20000``, 16,000 gives chunks of 10,000 whose
-  peak is 99.9% of the 1000 MB limit, a size no sizer that keeps a margin
-  chooses (see benchmarks/README.md);
+  64,000 whole files (the ``median chunk`` column says what ran). With the
+  default file size no swept size cuts chunks that sit at the limit;
+  with ``--events 20000``, 16,000 gives chunks of 10,000 whose peak is
+  998-1000 MB, at the 1000 MB limit, a size that no sizer keeping a
+  margin chooses (see benchmarks/README.md);
 - ``dynamic from N``: ``run(..., chunksize=None, dynamic_chunksize=
   {"wall_time": --wall-target, "memory": --limit})`` with the sizer
   starting at the smallest and at the largest size of the sweep
