@@ -68,9 +68,14 @@ def _events(item) -> int:
     return item.entrystop - item.entrystart
 
 
+def dataset_category(dataset: str) -> str:
+    """The sizing and allocation category of ``dataset``'s process tasks."""
+    return f"process:{dataset}"
+
+
 def category_of(item) -> str:
     """The sizing and allocation category of a process item."""
-    return f"process:{item.dataset}"
+    return dataset_category(item.dataset)
 
 
 def segments_of_workitems(items) -> list[Segment]:
@@ -155,7 +160,7 @@ class ChunkSource:
     def _size_for(self, dataset: str) -> int:
         if self.chunksize:
             return self.chunksize
-        category = f"process:{dataset}"
+        category = dataset_category(dataset)
         size = self.sizer.predict(category)
         if category not in self._succeeded:
             # No chunk of this category has succeeded yet: the first one in flight tries the
@@ -177,7 +182,7 @@ class ChunkSource:
         Until the first result of the run, one chunk is in flight in all; after it, one per
         category that has no result yet (its first allocation comes from the others' peaks).
         """
-        category = f"process:{dataset}"
+        category = dataset_category(dataset)
         if not self._hold_new or category in self._reported:
             return False
         if not self._reported:
