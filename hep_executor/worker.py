@@ -230,16 +230,10 @@ class Worker:
 
     def _next_for(self, slot: _Slot) -> tuple[dict, bytes]:
         """The first queued task whose affinity key ``slot`` holds (a few looked at), else the next in line."""
-        if slot.keys:
-            for i, (item, _) in enumerate(itertools.islice(self.queue, _SLOT_LOOKAHEAD)):
-                if item.get("affinity") in slot.keys:
-                    entry = self.queue[i]
-                    del self.queue[i]
-                    break
-            else:
-                entry = self.queue.popleft()
-        else:
-            entry = self.queue.popleft()
+        ahead = itertools.islice(self.queue, _SLOT_LOOKAHEAD) if slot.keys else ()
+        i = next((i for i, (item, _) in enumerate(ahead) if item.get("affinity") in slot.keys), 0)
+        entry = self.queue[i]
+        del self.queue[i]
         key = entry[0].get("affinity")
         if key is not None:
             remember_key(slot.keys, key, _SLOT_KEYS)
