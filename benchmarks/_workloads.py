@@ -56,7 +56,7 @@ def sample_fileset(events_per_file: int, files_per_dataset: int, *, extra_branch
     dict of str to list of str
         ``{dataset: [absolute paths]}`` for datasets ``ttH_EFT``, ``ttbar`` and ``data``.
     """
-    from hep_executor import samples
+    from hep_executor.demo import samples
 
     extra = samples.DEFAULT_EXTRA_BRANCHES if extra_branches is None else extra_branches
     seed = samples.DEFAULT_SEED if seed is None else seed
@@ -76,9 +76,9 @@ def sample_fileset(events_per_file: int, files_per_dataset: int, *, extra_branch
 def ready_manager(workers: int):
     """A ``Manager`` with ``workers`` local workers that have joined, preloaded as ``run()``'s own."""
     from hep_executor import Manager
-    from hep_executor.chunk_tasks import PRELOAD
+    from hep_executor.analysis.chunk_tasks import WORKER_SETUP
 
-    manager = Manager(local_workers=workers, worker_preload=PRELOAD)
+    manager = Manager(local_workers=workers, **WORKER_SETUP)
     if manager.wait_for_workers(workers, timeout=120) < workers:
         joined = len(manager.workers())
         manager.close()

@@ -110,7 +110,7 @@ def task_metrics(tasks: list[dict], warmup: int = 0) -> dict:
 def run_once(manager, fileset: dict, processor, *, mode: str, chunksize: int | None, fixed_mb: int,
              first_mb: int | None, warmup_tasks: int) -> dict:
     """One run in ``mode``; return its metrics and the task rows (``error`` set when it raised)."""
-    from hep_executor import analysis
+    from hep_executor.analysis import runner as analysis
     from hep_executor.errors import HepExecutorError
 
     memory = fixed_mb if mode == "fixed" else first_mb
@@ -142,7 +142,7 @@ def run_once(manager, fileset: dict, processor, *, mode: str, chunksize: int | N
 
 
 def _warm_up(manager, fileset: dict, processor) -> None:
-    from hep_executor import analysis
+    from hep_executor.analysis import runner as analysis
 
     analysis.run(fileset, processor, "Events", manager=manager, chunksize=250, maxchunks=2,
                  resources_mode="none")

@@ -127,7 +127,7 @@ def forget_open_files(pause_s: float = 0.25) -> int:
     The pause keeps the task long enough that the Manager sends one to
     each idle slot rather than queueing several on one.
     """
-    from hep_executor import warm
+    from hep_executor.analysis import warm
 
     warm.clear()
     time.sleep(pause_s)

@@ -17,7 +17,7 @@ import dataclasses
 import warnings
 from typing import Any
 
-from .errors import ConfigError
+from hep_executor.errors import ConfigError
 
 __all__ = ["run_uproot_job"]
 
@@ -48,7 +48,7 @@ def _own_path(exe, fileset, treename, processor_instance, runner_args: dict, chu
     """Run on HepExecutor's own path; return what Runner would."""
     from coffea.nanoevents import NanoAODSchema
 
-    from .analysis import run
+    from hep_executor.analysis.runner import run
 
     dynamic = exe.dynamic
     result = run(fileset, processor_instance, treename, manager=exe.pool.get(exe),
@@ -113,7 +113,7 @@ def run_uproot_job(fileset: dict, treename: str, processor_instance: Any, execut
             warnings.warn(f"{exe_cls.__name__} does not size chunks dynamically: "
                           "dynamic_chunksize is ignored", stacklevel=2)
     exe, own_exe = _make_executor(executor, exe_args)
-    from .executor import HepExecutor
+    from hep_executor.executor import HepExecutor
 
     if (isinstance(exe, HepExecutor) and pre_executor is None and metadata_cache is None
             and set(runner_args) <= _OWN_PATH_RUNNER_ARGS):

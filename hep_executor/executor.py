@@ -22,9 +22,9 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
-from .pipeline import ReducePipeline, worker_cores
-from .sizing import ChunkSizer
-from .sources import DEFAULT_TARGETS, ChunkSource, Segment, make_allocator, segments_of_workitems
+from hep_executor.analysis.pipeline import ReducePipeline
+from hep_executor.analysis.preprocess import gather
+from hep_executor.analysis.sources import ChunkSource, Segment, build_source, segments_of_workitems
 
 __all__ = ["HepExecutor", "WorkerPool"]
 
@@ -54,11 +54,11 @@ class WorkerPool:
         if executor.manager is not None:
             return executor.manager
         if self.manager is None:
-            from .manager import Manager
+            from hep_executor.engine.manager import Manager
 
-            from .chunk_tasks import PRELOAD
+            from hep_executor.analysis.chunk_tasks import WORKER_SETUP
 
-            self.manager = Manager(local_workers=executor.workers, host=executor.host, worker_preload=PRELOAD,
+            self.manager = Manager(local_workers=executor.workers, host=executor.host, **WORKER_SETUP,
                                    port=executor.port, key_file=executor.password_file or executor.key_file,
                                    address_file=executor.address_file)
             self.owned = True
@@ -196,35 +196,23 @@ class HepExecutor(ExecutorBase):
         return self._process(manager, items, function, accumulator)
 
     def _preprocess(self, manager, items, function, accumulator):
+        """Read file metadata with coffea's function; an error is raised naming its file."""
         from coffea.processor import accumulate
 
-        ids = {manager.submit(function, item, category="preprocess"): item for item in items}
-        values, error = [], 0
         with _progress(self, len(items)) as advance:
-            while len(values) < len(ids) and error == 0:
-                for result in manager.wait(timeout=1.0):
-                    if result.ok:
-                        values.append(result.value)
-                    else:
-                        error = result.error
-                    advance()
-        return accumulate(values, accumulator), error
+            values, _ = gather(manager, function, [((item,), item.filename) for item in items],
+                               progress=lambda result: advance())
+        return accumulate([values[i] for i in sorted(values)], accumulator), 0
 
     def make_source(self, manager, items) -> ChunkSource:
         """The chunks to run: Runner's items, or (dynamic) their files' entries cut anew."""
-        allocator = None
-        if self.resources_mode != "none":
-            allocator = make_allocator(self.resources_mode, manager, memory_mb=self.memory,
-                                       cores=self.cores or 1)
+        common = dict(resources_mode=self.resources_mode, memory_mb=self.memory, cores=self.cores or 1,
+                      split_on_exhaustion=self.split_on_exhaustion)
         if self.dynamic:
-            sizer = ChunkSizer(self.dynamic_chunksize or DEFAULT_TARGETS,
-                               initial=max(len(i) for i in items))
-            return ChunkSource(segments_of_workitems(items), sizer=sizer, allocator=allocator,
-                               memory_mb=self.memory or 0, split_on_exhaustion=self.split_on_exhaustion,
-                               spread=worker_cores(manager))
-        return ChunkSource([Segment(i, i.entrystart, i.entrystop) for i in items], chunksize=2**62,
-                           allocator=allocator, memory_mb=self.memory or 0,
-                           split_on_exhaustion=self.split_on_exhaustion)
+            return build_source(manager, segments_of_workitems(items), dynamic_chunksize=self.dynamic_chunksize,
+                                initial_chunksize=max(len(i) for i in items), **common)
+        return build_source(manager, [Segment(i, i.entrystart, i.entrystop) for i in items],
+                            chunksize=2**62, spread=False, **common)
 
     def _process(self, manager, items, function, accumulator):
         from coffea.processor import accumulate

@@ -14,7 +14,7 @@ import sys
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.dirname(here))  # run from a checkout without installing
-    from hep_executor.samples import main
+    from hep_executor.demo.samples import main
 
     argv = sys.argv[1:]
     sys.exit(main(argv if "--out" in argv else ["--out", here, *argv]))

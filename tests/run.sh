@@ -16,4 +16,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     fi
 fi
 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "import contract (lint-imports):"
+"$PY" -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())' --no-cache
 exec "$PY" -m pytest "$@"

@@ -18,8 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import BatchError, ConfigError
-from .base import BatchSystem, WorkerSpec
+from hep_executor.errors import BatchError, ConfigError
+from hep_executor.batch.base import BatchSystem, WorkerSpec
 
 __all__ = ["CondorBatch", "condor_arguments"]
 

@@ -1,81 +1,14 @@
-"""Worker processes on this machine, started with :mod:`subprocess`."""
+"""Worker processes on this machine, under the batch-system face."""
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-import subprocess
-
-from .base import BatchSystem, WorkerSpec
+from hep_executor.batch.base import BatchSystem
+from hep_executor.engine.local import LocalProcesses
 
 __all__ = ["LocalBatch"]
 
-log = logging.getLogger(__name__)
 
-
-class LocalBatch(BatchSystem):
-    """Start workers as child processes of this one.
-
-    Parameters
-    ----------
-    env : dict, optional
-        Extra environment variables for the workers.
-    quiet : bool
-        Send the workers' standard output to /dev/null (their standard
-        error stays with ours, so their errors are seen).
-    """
+class LocalBatch(LocalProcesses, BatchSystem):
+    """Start workers as child processes of this one (see :class:`LocalProcesses`)."""
 
     name = "local"
-
-    def __init__(self, env: dict | None = None, quiet: bool = True):
-        self.env = env or {}
-        self.quiet = quiet
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def submit(self, spec: WorkerSpec, count: int = 1) -> list[str]:
-        env = {**os.environ, **self.env}
-        # the package must be importable by the child even when run from a source tree
-        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
-        ids = []
-        for _ in range(count):
-            proc = subprocess.Popen(spec.command(), env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL if self.quiet else None,
-                                    start_new_session=False)
-            self.procs[str(proc.pid)] = proc
-            ids.append(str(proc.pid))
-        return ids
-
-    def cancel(self, job_ids: list[str]) -> None:
-        for job in job_ids:
-            proc = self.procs.get(job)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for job in job_ids:
-            proc = self.procs.pop(job, None)
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-    def status(self, job_ids: list[str]) -> dict[str, str]:
-        out = {}
-        for job in job_ids:
-            proc = self.procs.get(job)
-            out[job] = "running" if proc is not None and proc.poll() is None else "done"
-        return out
-
-    def exited(self) -> list[str]:
-        """Ids of workers that have ended (and are still tracked)."""
-        return [job for job, proc in self.procs.items() if proc.poll() is not None]
-
-    def forget(self, job_id: str) -> None:
-        """Stop tracking an ended worker."""
-        self.procs.pop(job_id, None)
-
-    def close(self) -> None:
-        self.cancel(list(self.procs))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from . import (
+from tests.servers import (
     Service,
     ServiceError,
     ServiceUnavailable,

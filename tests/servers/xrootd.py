@@ -23,7 +23,7 @@ import time
 import weakref
 from pathlib import Path
 
-from . import (
+from tests.servers import (
     Service,
     ServiceError,
     ServiceUnavailable,

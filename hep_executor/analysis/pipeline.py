@@ -1,0 +1,227 @@
+"""Feed work items to a manager and merge their results on workers, in a tree.
+
+:class:`ReducePipeline` is the loop both faces share (the coffea
+executor and :func:`hep_executor.run`): it keeps enough process tasks in
+flight to fill the workers, asks its *source* for more items as results
+come back (so a source can size the next chunks from what it measured),
+hands finished results to the :class:`~hep_executor.reduction.TreeReducer`,
+and submits each group it returns as an ``accumulate`` task over the
+results' serialized bytes. The manager never deserializes a partial
+result: only the last merge comes back as an object.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from hep_executor.analysis.chunk_tasks import merge_outputs
+from hep_executor.planning.reduction import TreeReducer
+from hep_executor.engine.results import TaskReport, TaskResult
+from hep_executor.engine.serialization import loads
+
+__all__ = ["ItemSource", "PipelineOutcome", "ReducePipeline", "worker_cores"]
+
+log = logging.getLogger(__name__)
+
+
+class ItemSource(Protocol):
+    """Where process items come from."""
+
+    def take(self, n: int) -> list:
+        """Up to ``n`` more items (fewer, or none, when the source is spent)."""
+
+    @property
+    def exhausted(self) -> bool:
+        """No more items will come (unless :meth:`observe` adds some)."""
+
+    def observe(self, item: Any, result: TaskResult) -> list:
+        """Learn from a finished item; return items to add (e.g. split halves)."""
+
+    def resources(self, item: Any) -> dict:
+        """``cores``, ``memory_mb``, ``category`` for the item's task."""
+
+
+@dataclass
+class PipelineOutcome:
+    """What a pipeline run produced."""
+
+    output: Any = None
+    reports: list[TaskReport] = field(default_factory=list)
+    failures: list[tuple[Any, BaseException]] = field(default_factory=list)
+    merges: int = 0
+    processed: int = 0
+    deserialized: int = 0
+    wall: float = 0.0
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.failures[0][1] if self.failures else None
+
+
+@dataclass
+class _RunState:
+    """One :meth:`ReducePipeline.run`: tasks in flight, merges, and whether to stop."""
+
+    source: Any
+    loads_before: int
+    outcome: PipelineOutcome = field(default_factory=PipelineOutcome)
+    in_flight: dict[int, Any] = field(default_factory=dict)
+    merges: dict[int, list] = field(default_factory=dict)
+    stopped: bool = False
+    merge_broken: bool = False
+    t0: float = field(default_factory=time.perf_counter)
+
+    def close(self, manager) -> PipelineOutcome:
+        self.outcome.wall = time.perf_counter() - self.t0
+        self.outcome.deserialized = manager.stats["deserialized"] - self.loads_before
+        return self.outcome
+
+
+class ReducePipeline:
+    """Run ``process_fn`` over a source's items and merge the results on workers.
+
+    Parameters
+    ----------
+    manager : Manager
+    process_fn : callable
+        ``process_fn(item)`` runs on a worker; it travels once per worker.
+    fan_in : int
+        Results per merge task.
+    merge_fn : callable
+        ``merge_fn(list_of_values)`` merges on a worker.
+    window : int, optional
+        Process tasks kept in flight (default: twice the worker cores, at least 4).
+    stop_on_error : bool
+        Stop submitting new items after a failure (the results so far are
+        still merged and returned with the error).
+    on_result : callable, optional
+        Called with each process :class:`TaskResult` (progress, reports).
+    merge_memory_mb : int
+        Memory allocation of merge tasks (0: no limit).
+    """
+
+    def __init__(self, manager, process_fn: Callable, *, fan_in: int = 20,
+                 merge_fn: Callable = merge_outputs, window: int | None = None,
+                 stop_on_error: bool = True, on_result: Callable | None = None,
+                 merge_memory_mb: int = 0, retries: int = 0,
+                 tolerate: Callable[[BaseException], bool] | None = None):
+        self.manager = manager
+        self.process_fn = process_fn
+        self.merge_fn = merge_fn
+        self.reducer = TreeReducer(fan_in)
+        self.window = window
+        self.stop_on_error = stop_on_error
+        self.on_result = on_result
+        self.merge_memory_mb = merge_memory_mb
+        self.retries = retries
+        self.tolerate = tolerate
+        self._payloads: dict[int, tuple[bytes, bool]] = {}
+        self._last: TaskResult | None = None
+
+    def _window(self) -> int:
+        if self.window:
+            return self.window
+        return max(4, 2 * worker_cores(self.manager))
+
+    def run(self, source: ItemSource) -> PipelineOutcome:
+        """Process every item of ``source``; return the merged output and reports."""
+        state = _RunState(source, loads_before=self.manager.stats["deserialized"])
+        while True:
+            self._feed(state)
+            self._submit_merges(state)
+            if state.merge_broken and not state.in_flight and not state.merges:
+                return self._salvage(state)
+            if self.reducer.inputs_closed and not state.in_flight and not state.merges and self.reducer.done:
+                return self._finish(state)
+            for result in self.manager.wait(timeout=1.0):
+                self._route(state, result)
+
+    def _feed(self, state: _RunState) -> None:
+        """Keep the window of process tasks full; close the reducer's inputs when all are in."""
+        if not state.stopped:
+            free = self._window() - len(state.in_flight)
+            for item in state.source.take(free) if free > 0 else []:
+                tid = self.manager.submit(self.process_fn, item, retries=self.retries,
+                                          affinity=getattr(item, "filename", None),
+                                          **state.source.resources(item))
+                state.in_flight[tid] = item
+        if (state.stopped or state.source.exhausted) and not state.in_flight \
+                and not self.reducer.inputs_closed:
+            self.reducer.finish()
+
+    def _submit_merges(self, state: _RunState) -> None:
+        for group in [] if state.merge_broken else self.reducer.groups():
+            tid = self.manager.submit_payload(
+                self.merge_fn, [self._payloads[k] for k in group],
+                category="accumulate", memory_mb=self.merge_memory_mb, retries=1)
+            state.merges[tid] = group
+
+    def _route(self, state: _RunState, result: TaskResult) -> None:
+        if result.id in state.in_flight:
+            self._file_processed(state, state.in_flight.pop(result.id), result)
+        elif result.id in state.merges:
+            self._file_merged(state, state.merges.pop(result.id), result)
+
+    def _file_processed(self, state: _RunState, item, result: TaskResult) -> None:
+        outcome = state.outcome
+        outcome.reports.append(result.report)
+        added = state.source.observe(item, result)
+        if result.ok:
+            outcome.processed += 1
+            self._keep(result)
+            self.reducer.add(result.id, len(result.payload))
+        elif added:
+            log.info("task %d: its range runs again as %d new chunk(s) after %s", result.id, len(added),
+                     type(result.error).__name__)
+        else:
+            outcome.failures.append((item, result.error))
+            if not (self.tolerate is not None and self.tolerate(result.error)):
+                state.stopped = state.stopped or self.stop_on_error
+        if self.on_result is not None:
+            self.on_result(result, item)
+
+    def _file_merged(self, state: _RunState, group: list, result: TaskResult) -> None:
+        outcome = state.outcome
+        outcome.reports.append(result.report)
+        if result.ok:
+            outcome.merges += 1
+            for k in group:
+                self._payloads.pop(k, None)
+            self._keep(result)
+            self.reducer.add(result.id, len(result.payload), merged_from=group)
+        else:
+            self.reducer.merge_failed(group)
+            outcome.failures.append((("merge", group), result.error))
+            state.stopped = state.merge_broken = True
+
+    def _salvage(self, state: _RunState) -> PipelineOutcome:
+        """A merge failed: keep what was done by merging the pending results here."""
+        state.outcome.output = merge_outputs([_load_payload(self.manager, p)
+                                              for p in self._payloads.values()])
+        return state.close(self.manager)
+
+    def _finish(self, state: _RunState) -> PipelineOutcome:
+        key = self.reducer.result_key
+        if key is not None:
+            last = self._last
+            state.outcome.output = last.value if last is not None and last.id == key \
+                else _load_payload(self.manager, self._payloads[key])
+        return state.close(self.manager)
+
+    def _keep(self, result: TaskResult) -> None:
+        self._payloads[result.id] = (result.payload, result.compressed)
+        self._last = result
+
+
+def worker_cores(manager) -> int:
+    """Cores of ``manager``'s workers now (at least 1)."""
+    return max(1, sum(w["cores"] for w in manager.workers()))
+
+
+def _load_payload(manager, payload: tuple[bytes, bool]):
+    manager.stats["deserialized"] += 1
+    return loads(*payload)
+

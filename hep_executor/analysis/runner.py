@@ -1,0 +1,291 @@
+"""One analysis run: fileset -> metadata -> chunks -> process tasks -> tree reduction -> output.
+
+:func:`run` is the executor's own path (the CLI and :func:`run_uproot_job`
+use it): it reads each file's entries and UUID as worker tasks, cuts
+chunks at the size the sizer predicts per dataset, processes them on
+workers that keep files warm, merges on workers, and checks that the
+output covers every planned entry range exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hep_executor.analysis.chunk_tasks import WORKER_SETUP, ChunkSpec, preprocess_file, process_chunk
+from hep_executor.analysis.pipeline import ReducePipeline
+from hep_executor.analysis.preprocess import gather
+from hep_executor.analysis.sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
+from hep_executor.errors import ConfigError, CoverageError, EmptyInputError, InputError
+from hep_executor.planning.chunking import Coverage, CoverageReport
+
+__all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """One input file after preprocessing."""
+
+    dataset: str
+    filename: str
+    treename: str
+    entries: int
+    uuid: str = ""
+    clusters: list | None = None
+    metadata: dict | None = None
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: the processor's output and how the run went."""
+
+    output: Any
+    report: dict
+    coverage: CoverageReport | None = None
+    skipped: list[dict] = field(default_factory=list)
+
+
+def normalize_fileset(fileset: dict, treename: str | None) -> list[tuple[str, str, str, dict | None]]:
+    """Flatten a coffea-style fileset to ``(dataset, file, treename, metadata)`` tuples.
+
+    Accepts ``{dataset: [files]}``, ``{dataset: {"files": [...] or {file: tree},
+    "treename": ..., "metadata": ...}}``.
+    """
+    if not isinstance(fileset, dict) or not fileset:
+        msg = "the fileset must be a non-empty dict {dataset: [files]}"
+        raise ConfigError(msg)
+    out = []
+    for dataset, spec in fileset.items():
+        meta, tree = None, treename
+        files = spec
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"files", "treename", "metadata", "preload"}
+            if unknown:
+                msg = f"dataset {dataset!r}: unknown fileset key(s) {sorted(unknown)}"
+                raise ConfigError(msg)
+            files = spec.get("files", [])
+            tree = spec.get("treename", treename)
+            meta = spec.get("metadata")
+        if isinstance(files, str):
+            files = [files]
+        if not files:
+            msg = f"dataset {dataset!r} has no files"
+            raise EmptyInputError(msg, str(dataset))
+        items = files.items() if isinstance(files, dict) else ((f, None) for f in files)
+        for filename, file_tree in items:
+            name = file_tree or tree
+            if not name:
+                msg = f"no tree name for {filename!r} (dataset {dataset!r}): pass treename="
+                raise ConfigError(msg)
+            out.append((str(dataset), str(filename), name, meta))
+    return out
+
+
+def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
+               io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True
+               ) -> tuple[list[FilePlan], list[dict]]:
+    """Read every file's entries and UUID as worker tasks; return plans and skipped files."""
+    calls = [((dataset, filename, tree, io_options, align_clusters, warm), filename)
+             for dataset, filename, tree, _ in entries]
+    tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
+    report = None if progress is None else (lambda result: progress("preprocess", result=result))
+    values, bad = gather(manager, preprocess_file, calls, tolerate=tolerate, progress=report)
+    plans = []
+    for i, info in sorted(values.items()):
+        dataset, filename, tree, meta = entries[i]
+        plans.append(FilePlan(dataset, filename, tree, info["entries"], info["uuid"], info["clusters"], meta))
+    skipped = []
+    for i, error in sorted(bad.items()):
+        dataset, filename = entries[i][:2]
+        log.warning("skipping %s: %s", filename, error)
+        skipped.append({"dataset": dataset, "file": filename, "error": str(error)})
+    return plans, skipped
+
+
+@dataclass
+class _Job:
+    """What one call of :func:`run` works with, between its steps."""
+
+    manager: Any
+    processor: Any
+    options: dict
+    io_options: dict
+    tolerate: Callable | None
+    progress: Callable | None
+    files: list[FilePlan] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    task_events: dict[int, int] = field(default_factory=dict)
+    t0: float = field(default_factory=time.time)
+    t_pre: float = 0.0
+
+
+def run(fileset: dict, processor_instance: Any, treename: str | None = "Events", *,
+        manager=None, workers: int | None = None, schema: Any = None, chunksize: int | None = None,
+        dynamic_chunksize: dict | None = None, initial_chunksize: int = DEFAULT_INITIAL_CHUNK,
+        maxchunks: int | None = None, fan_in: int = 20,
+        skipbadfiles: bool = False, align_clusters: bool = False, timeout: float = 60.0,
+        handler: str = "auto",
+        resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
+        split_on_exhaustion: bool = True, warm: bool = True,
+        retries: int = 0,
+        progress: Callable | None = None) -> RunResult:
+    """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
+
+    Parameters
+    ----------
+    fileset : dict
+        ``{dataset: [files]}`` or ``{dataset: {"files": ..., "treename": ..., "metadata": ...}}``;
+        files are local paths or ``root://`` URLs.
+    processor_instance : coffea ProcessorABC
+    treename : str
+        Tree to read where the fileset names none.
+    manager : Manager, optional
+        Use this manager (its workers stay up); default: a new one with ``workers`` local workers.
+    resources_mode : str
+        Task memory allocation: ``auto`` (default; bucketing of observed peaks),
+        ``max-seen``, ``fixed`` (``memory_mb`` per task) or ``none`` (no limits).
+    memory_mb : int, optional
+        Memory per task in ``fixed`` mode; the first allocation otherwise.
+    chunksize : int, optional
+        A fixed chunk size. Default: dynamic, from ``dynamic_chunksize`` targets
+        (``{"wall_time": s, "memory": MB}``, either alone works).
+    initial_chunksize : int
+        First guess of the dynamic sizer (before any task has reported).
+    maxchunks : int, optional
+        At most this many chunks per dataset (for tests and quick looks).
+    fan_in : int
+        Results merged per accumulate task on the workers.
+    timeout, handler : float, str
+        Per-request timeout (s) and the ``root://`` route (``auto``, ``xrootd``
+        bindings, ``fsspec``) of :func:`hep_executor.analysis.io.open_file`.
+    skipbadfiles : bool
+        Skip unreadable files (listed in the report) instead of failing.
+    warm : bool
+        Keep files open and NanoEvents schemas built in each worker slot between
+        tasks (default); False opens each file anew for every task.
+    retries : int
+        Times a failed chunk is tried again before its error counts.
+    progress : callable, optional
+        ``progress(stage, result=TaskResult, item=...)`` after each task.
+
+    Raises
+    ------
+    InputError
+        A file is missing, not ROOT, truncated, lacks the tree, or is empty.
+    ChunkError
+        The processor failed on a chunk (the error names file and range); the
+        partial output is attached as ``partial_output``.
+    CoverageError
+        The output does not cover the plan exactly once.
+    """
+    from hep_executor.engine.manager import Manager
+
+    entries = normalize_fileset(fileset, treename)
+    own = manager is None
+    if own:
+        manager = Manager(local_workers=workers, **WORKER_SETUP)
+    options = dict(schema=schema, chunksize=chunksize, dynamic_chunksize=dynamic_chunksize,
+                   initial_chunksize=initial_chunksize, maxchunks=maxchunks, fan_in=fan_in,
+                   align_clusters=align_clusters, resources_mode=resources_mode, memory_mb=memory_mb,
+                   allocator=allocator, split_on_exhaustion=split_on_exhaustion, warm=warm,
+                   retries=retries)
+    job = _Job(manager, processor_instance, options, {"timeout": timeout, "handler": handler},
+               (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress)
+    try:
+        job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
+                                            io_options=job.io_options, align_clusters=align_clusters,
+                                            progress=progress, warm=warm)
+        job.t_pre = time.time() - job.t0
+        source = _chunk_source(job)
+        outcome = _process(job, source)
+        return _finish(job, source, outcome)
+    finally:
+        if own:
+            manager.close()
+
+
+def _chunk_source(job: _Job) -> ChunkSource:
+    o = job.options
+    segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata),
+                        0, f.entries, tuple(f.clusters) if f.clusters else None) for f in job.files]
+    return build_source(job.manager, segments, chunksize=o["chunksize"],
+                        dynamic_chunksize=o["dynamic_chunksize"], initial_chunksize=o["initial_chunksize"],
+                        maxchunks=o["maxchunks"], resources_mode=o["resources_mode"],
+                        memory_mb=o["memory_mb"], allocator=o["allocator"],
+                        split_on_exhaustion=o["split_on_exhaustion"])
+
+
+def _process(job: _Job, source: ChunkSource):
+    """Run the chunks and merge them on the workers; return the pipeline's outcome."""
+    fn = functools.partial(process_chunk, processor_instance=job.processor, schema=job.options["schema"],
+                           io_options=job.io_options, warm=job.options["warm"])
+
+    def on_result(result, item):
+        job.task_events[result.id] = item.events
+        if not result.ok and job.tolerate is not None and job.tolerate(result.error):
+            job.skipped.append({"dataset": item.dataset, "file": item.filename,
+                                "range": [item.entrystart, item.entrystop], "error": str(result.error)})
+        if job.progress is not None:
+            job.progress("process", result=result, item=item)
+
+    pipeline = ReducePipeline(job.manager, fn, fan_in=job.options["fan_in"], on_result=on_result,
+                              retries=job.options["retries"], tolerate=job.tolerate)
+    return pipeline.run(source)
+
+
+def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
+    """Check the outcome (errors, coverage), post-process and return the result."""
+    wrapped = outcome.output or {}
+    report = _report(job.manager, job.files, job.skipped, outcome, source, source.sizer, source.allocator,
+                     t_pre=job.t_pre, t_total=time.time() - job.t0, task_events=job.task_events)
+    error = next((e for _, e in outcome.failures if job.tolerate is None or not job.tolerate(e)), None)
+    if error is not None:
+        error.partial_output = wrapped.get("out")
+        raise error
+    skipped_files = {s["file"] for s in job.skipped}
+    planned = {f: r for f, r in source.planned.items() if f not in skipped_files}
+    recorded = {f: r for f, r in wrapped.get("coverage", {}).items() if f not in skipped_files}
+    coverage = Coverage.check(recorded, planned)
+    report["coverage_ok"] = coverage.ok
+    if not coverage.ok:
+        err = CoverageError(coverage.describe())
+        err.partial_output = wrapped.get("out")
+        raise err
+    out = wrapped.get("out")
+    if out is not None and hasattr(job.processor, "postprocess"):
+        post = job.processor.postprocess(out)
+        out = out if post is None else post
+    return RunResult(out, report, coverage, job.skipped)
+
+
+def _report(manager, files, skipped, outcome, source, sizer, allocator, *, t_pre, t_total,
+            task_events) -> dict:
+    events = sum(r[1] - r[0] for rs in source.planned.values() for r in rs)
+    tasks = [r.as_dict() for r in outcome.reports]
+    for t in tasks:
+        t["kind"] = t["category"].split(":")[0]
+        t["events"] = task_events.get(t["task_id"], 0)
+    report = {
+        "files": [{"dataset": f.dataset, "file": f.filename, "entries": f.entries, "uuid": f.uuid,
+                   "ranges": sorted(source.planned.get(f.filename, []))} for f in files],
+        "skipped": skipped,
+        "tasks": tasks,
+        "totals": {"events": events, "files": len(files), "chunks": sum(map(len, source.planned.values())),
+                   "merges": outcome.merges, "wall_s": t_total, "preprocess_s": t_pre,
+                   "events_per_s": events / t_total if t_total else 0.0,
+                   "results_deserialized_on_manager": outcome.deserialized,
+                   "workers": len(manager.workers()), "splits": source.splits,
+                   "escalations": source.escalations},
+    }
+    if sizer is not None:
+        report["sizing"] = {c: sizer.model(c) for c in sizer.categories}
+        report["chunk_history"] = [list(h) for h in sizer.history]
+    if allocator is not None:
+        report["allocation"] = allocator.summary()
+        report["allocation_history"] = [list(h) for h in allocator.history]
+    return report

@@ -1,0 +1,237 @@
+"""Run configuration: frozen dataclasses that YAML configs map onto one to one.
+
+An unknown key anywhere is an error that names it (with its dotted path);
+relative paths in a config are taken from the config file's folder, and
+``${VAR}`` in a string value is replaced by that environment variable
+(an unset one is an error naming it).
+``configs/demo.yaml`` is the embedded default of ``hep-executor run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hep_executor.errors import ConfigError
+
+__all__ = ["ChunkingConfig", "OutputConfig", "ProcessorConfig", "ResourcesConfig", "RunConfig",
+           "WorkersConfig", "default_config_path", "load_config"]
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Which processor to run: ``module:Class`` and its constructor options."""
+
+    cls: str = "processors.topeft_like:TopEFTLikeProcessor"
+    options: dict = field(default_factory=dict)
+
+    def build(self):
+        """Import the class and make an instance."""
+        module_name, _, name = self.cls.partition(":")
+        if not name:
+            msg = f"processor.class must be 'module:Class', got {self.cls!r}"
+            raise ConfigError(msg)
+        try:
+            module = importlib.import_module(module_name)
+            return getattr(module, name)(**self.options)
+        except (ImportError, AttributeError) as exc:
+            msg = f"cannot load processor.class {self.cls!r}: {exc}"
+            raise ConfigError(msg) from exc
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """Where workers come from.
+
+    ``batch`` is ``local`` (child processes of this run), ``slurm`` or
+    ``condor`` (``count`` jobs submitted for the run and cancelled after).
+    """
+
+    batch: str = "local"
+    count: int | None = None
+    cores: int = 1
+    memory: int | None = None
+    disk: int = 4000
+    host: str = "127.0.0.1"
+    port: Any = 0
+    key_file: str | None = None
+    walltime: str | None = None
+
+    def __post_init__(self):
+        if self.batch not in ("local", "slurm", "condor"):
+            msg = f"workers.batch must be 'local', 'slurm' or 'condor', not {self.batch!r}"
+            raise ConfigError(msg)
+        if self.count is not None and self.count < 0:
+            msg = f"workers.count must be >= 0, not {self.count}"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """Chunk sizes: fixed (``chunksize``) or dynamic toward ``targets``."""
+
+    chunksize: int | None = None
+    targets: dict = field(default_factory=lambda: {"wall_time": 30.0, "memory": 2000.0})
+    maxchunks: int | None = None
+    align_clusters: bool = False
+    fan_in: int = 20
+
+    def __post_init__(self):
+        if self.chunksize is not None and self.chunksize < 1:
+            msg = f"chunking.chunksize must be >= 1, not {self.chunksize}"
+            raise ConfigError(msg)
+        if self.fan_in < 2:
+            msg = f"chunking.fan_in must be >= 2, not {self.fan_in}"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Task memory allocation: ``auto``, ``max-seen`` or ``fixed`` (with ``memory`` MB)."""
+
+    mode: str = "auto"
+    memory: int | None = None
+
+    def __post_init__(self):
+        if self.mode not in ("auto", "max-seen", "fixed"):
+            msg = f"resources.mode must be 'auto', 'max-seen' or 'fixed', not {self.mode!r}"
+            raise ConfigError(msg)
+        if self.mode == "fixed" and not self.memory:
+            msg = "resources.mode 'fixed' needs resources.memory (MB)"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where results go and what to plot."""
+
+    dir: str = "out/run"
+    plot_hist: str | None = None
+    plot_dataset: str | None = None
+    wc_point: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run."""
+
+    fileset: Any = "../sample_data/fileset.json"
+    treename: str = "Events"
+    schema: str = "NanoAODSchema"
+    skipbadfiles: bool = False
+    timeout: float = 60.0
+    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    base_dir: str = "."
+
+    def resolve(self, path: str) -> str:
+        """A path from the config, made absolute against the config's folder (URLs unchanged)."""
+        if "://" in str(path) or Path(path).is_absolute():
+            return str(path)
+        return str((Path(self.base_dir) / path).resolve())
+
+    def load_fileset(self) -> dict:
+        """The fileset: inline, or a JSON file of ``{dataset: [files]}``."""
+        if isinstance(self.fileset, dict):
+            raw, base = self.fileset, self.base_dir
+        else:
+            path = Path(self.resolve(self.fileset))
+            if not path.exists():
+                msg = (f"fileset file {str(path)!r} not found; for the demo samples run "
+                       "'hep-executor make-samples'")
+                raise ConfigError(msg)
+            raw, base = json.loads(path.read_text()), str(path.parent)
+        return {ds: [f if "://" in f or Path(f).is_absolute() else str((Path(base) / f).resolve())
+                     for f in (files if isinstance(files, list) else [files])]
+                for ds, files in raw.items()}
+
+    def schema_class(self):
+        from coffea.nanoevents import schemas
+
+        try:
+            return getattr(schemas, self.schema)
+        except AttributeError:
+            msg = f"schema {self.schema!r} is not a coffea.nanoevents schema"
+            raise ConfigError(msg) from None
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_SECTIONS = {"processor": ProcessorConfig, "workers": WorkersConfig, "chunking": ChunkingConfig,
+             "resources": ResourcesConfig, "output": OutputConfig}
+_RENAMES = {"processor": {"class": "cls"}}
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        msg = f"{where or 'config'} must be a mapping, not {type(data).__name__}"
+        raise ConfigError(msg)
+    names = {f.name for f in dataclasses.fields(cls)} - {"base_dir"}
+    renames = _RENAMES.get(where, {})
+    kwargs = {}
+    for key, value in data.items():
+        name = renames.get(key, key)
+        if name not in names:
+            path = f"{where}.{key}" if where else key
+            allowed = sorted(set(names) - set(renames.values()) | set(renames))
+            msg = f"unknown config key {path!r}; allowed here: {', '.join(allowed)}"
+            raise ConfigError(msg)
+        if not where and key in _SECTIONS:
+            value = _build(_SECTIONS[key], value or {}, key)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        msg = f"bad value in {where or 'config'}: {exc}"
+        raise ConfigError(msg) from exc
+
+
+def _expand(value, where: str = "config"):
+    """Replace ``${VAR}`` in every string of ``value`` by the environment variable."""
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, where) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match):
+        name = match.group(1)
+        if name not in os.environ:
+            msg = f"{where} uses ${{{name}}} but the environment variable {name} is not set"
+            raise ConfigError(msg)
+        return os.environ[name]
+
+    return re.sub(r"\$\{(\w+)\}", sub, value)
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Read a YAML run config (default: the embedded demo)."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        msg = f"cannot read config {str(path)!r}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    except yaml.YAMLError as exc:
+        msg = f"config {str(path)!r} is not valid YAML: {exc}"
+        raise ConfigError(msg) from exc
+    config = _build(RunConfig, _expand(data, "config"), "")
+    return dataclasses.replace(config, base_dir=str(path.resolve().parent))
+
+
+def default_config_path() -> Path:
+    """``configs/demo.yaml`` beside the package."""
+    return Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"

@@ -1,0 +1,130 @@
+"""The ``hep-executor`` command: run, worker, keygen, submit-workers, factory, make-samples, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from hep_executor.errors import HepExecutorError
+
+__all__ = ["main"]
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from hep_executor.engine.worker import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from hep_executor.engine.keys import write_key_file
+
+    write_key_file(args.path)
+    print(f"wrote a new key to {args.path} (mode 0600); give it to the manager and its workers")
+    return 0
+
+
+def _cmd_make_samples(args: argparse.Namespace) -> int:
+    from hep_executor.demo import samples
+
+    return samples.main(args.rest)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hep_executor.cli.run import run_main
+
+    return run_main(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hep_executor.cli.plots import report_main
+
+    return report_main(args)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from hep_executor.batch.factory import submit_main
+
+    return submit_main(args)
+
+
+def _cmd_factory(args: argparse.Namespace) -> int:
+    from hep_executor.batch.factory import factory_main
+
+    return factory_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``hep-executor``."""
+    parser = argparse.ArgumentParser(
+        prog="hep-executor",
+        description="A self-tuning Coffea executor: ROOT analysis on ZeroMQ workers.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run an analysis from a YAML config (default: the built-in demo)")
+    p.add_argument("config", nargs="?", help="YAML run config (default: configs/demo.yaml)")
+    p.add_argument("--out", help="output folder (default: from the config)")
+    p.add_argument("--workers", type=int, help="local workers (overrides the config)")
+    p.add_argument("--chunksize", type=int, help="fixed chunk size (turns dynamic sizing off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("worker", help="run a worker that joins a manager")
+    from hep_executor.engine.worker import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("keygen", help="write a new key file for a manager and its remote workers")
+    p.add_argument("path")
+    p.set_defaults(func=_cmd_keygen)
+
+    p = sub.add_parser("make-samples", help="write NanoAOD-like sample ROOT files", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_make_samples)
+
+    p = sub.add_parser("report", help="write the plots of a run report (report.json)")
+    p.add_argument("report_file")
+    p.add_argument("--out", help="folder for the PNGs (default: beside the report)")
+    p.set_defaults(func=_cmd_report)
+
+    try:
+        from hep_executor.batch.factory import add_factory_arguments, add_submit_arguments
+    except ImportError:
+        add_submit_arguments = add_factory_arguments = None
+    if add_submit_arguments is not None:
+        p = sub.add_parser("submit-workers", help="submit worker jobs to a batch system")
+        add_submit_arguments(p)
+        p.set_defaults(func=_cmd_submit)
+        p = sub.add_parser("factory", help="keep worker jobs alive while a manager has work")
+        add_factory_arguments(p)
+        p.set_defaults(func=_cmd_factory)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``hep-executor`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["make-samples"]:  # its own parser takes every option after the name
+        from hep_executor.demo import samples
+
+        return samples.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "worker":
+        level = logging.WARNING - 10 * min(args.verbose, 2)
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except HepExecutorError as exc:
+        print(f"hep-executor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hep-executor {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

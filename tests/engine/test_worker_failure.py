@@ -1,0 +1,135 @@
+"""Workers that die, stop answering, or hold the wrong key."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import zmq
+
+from hep_executor import Manager
+from hep_executor.engine import keys, protocol
+from tests.helpers import drain, try_assert
+from tests.engine import tasks
+
+
+def test_sigkill_worker_mid_run_replacement_joins_all_complete_none_twice():
+    with Manager(local_workers=2) as m:
+        assert m.wait_for_workers(2) == 2
+        ids = {m.submit(tasks.slow_square, i, 0.01): i for i in range(300)}
+        results = list(m.wait(timeout=0.3))
+        victim = m.workers()[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        results += drain(m, timeout=120)
+        got = [r.id for r in results]
+        assert len(got) == len(set(got)) == 300, "a task came back twice or went missing"
+        assert all(r.value == ids[r.id] ** 2 for r in results)
+        pids = {w["pid"] for w in m.workers()}
+        assert victim not in pids and len(pids) == 2, "no replacement joined"
+
+
+def test_silent_worker_is_removed_and_its_tasks_requeued():
+    with Manager(local_workers=2, heartbeat_interval=0.2, heartbeat_timeout=1.5,
+                 restart_workers=False) as m:
+        assert m.wait_for_workers(2) == 2
+        ids = [m.submit(tasks.slow_square, i, 0.3) for i in range(6)]
+        m.wait(timeout=0.1)
+        frozen = m.workers()[0]["pid"]
+        proc = psutil.Process(frozen)
+        for p in [proc, *proc.children()]:
+            p.suspend()
+        try:
+            results = drain(m, timeout=60)
+            assert sorted(r.id for r in results) == sorted(ids)
+            assert [w["pid"] for w in m.workers()] != [] and frozen not in [w["pid"] for w in m.workers()]
+            assert m.stats["requeued"] >= 1
+        finally:
+            for p in [proc, *proc.children()]:
+                try:
+                    p.resume()
+                except psutil.NoSuchProcess:
+                    pass
+
+
+def _worker_cmd(address, key_file, *extra):
+    return [sys.executable, "-m", "hep_executor.engine.worker", "--manager", address,
+            "--key-file", str(key_file), "--cores", "1", "--memory", "1000",
+            "--manager-timeout", "10", *extra]
+
+
+def test_remote_style_worker_with_key_file_joins(tmp_path):
+    key_file = tmp_path / "run.key"
+    with Manager(local_workers=0, key_file=str(key_file), address_file=str(tmp_path / "addr")) as m:
+        address = (tmp_path / "addr").read_text().strip()
+        assert address == m.address
+        worker = subprocess.Popen(_worker_cmd(address, key_file))
+        try:
+            assert m.wait_for_workers(1, timeout=20) == 1
+            m.submit(tasks.square, 7)
+            (r,) = drain(m)
+            assert r.value == 49
+        finally:
+            m.close()
+            assert worker.wait(timeout=20) == 0
+
+
+def test_worker_with_wrong_key_is_refused_with_reason(tmp_path):
+    good, bad = tmp_path / "good.key", tmp_path / "bad.key"
+    keys.write_key_file(bad)
+    with Manager(local_workers=0, key_file=str(good)) as m:
+        worker = subprocess.Popen(_worker_cmd(m.address, bad), stderr=subprocess.PIPE, text=True)
+        try:
+            m.wait_for_workers(1, timeout=3)
+            code = worker.wait(timeout=20)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        assert code == 3
+        assert "key does not match" in worker.stderr.read()
+        assert m.workers() == []
+        assert m.endpoint.dropped >= 1
+
+
+def test_raw_socket_with_wrong_version_is_refused():
+    with Manager(local_workers=0) as m:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(m.address)
+        try:
+            reg = protocol.Register(protocol.PROTOCOL_VERSION, "old", "h", 1, 1, 100, 100)
+            frames = protocol.encode(reg, m.key)
+            frames[1] = frames[1].replace(b'"version":1', b'"version":0')
+            frames[0] = protocol._sign(m.key, frames[1:])
+            sock.send_multipart(frames)
+            m.wait_for_workers(1, timeout=1)
+            assert sock.poll(5000)
+            msg, _ = protocol.decode(sock.recv_multipart(), m.key)
+            assert isinstance(msg, protocol.Refuse)
+            assert "version 0" in msg.reason and "speaks 1" in msg.reason
+            assert m.workers() == []
+        finally:
+            sock.close()
+            ctx.term()
+
+
+def test_garbage_and_tampered_messages_are_dropped_before_unpickling():
+    with Manager(local_workers=1) as m:
+        assert m.wait_for_workers(1) == 1
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(m.address)
+        try:
+            sock.send_multipart([b"garbage"])
+            frames = protocol.encode(protocol.Results([{"id": 1}]), m.key, [b"x"])
+            frames[-1] = b"\x80\x04evil"
+            sock.send_multipart(frames)
+            try_assert(lambda: (m.wait(timeout=0.1) is not None) and m.endpoint.dropped >= 2, timeout=5)
+            m.submit(tasks.square, 4)
+            (r,) = drain(m)
+            assert r.value == 16
+        finally:
+            sock.close()
+            ctx.term()
