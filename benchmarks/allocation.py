@@ -20,7 +20,7 @@ Each repetition runs ``hep_executor.run`` once per mode on one
 - ``fixed``: ``resources_mode="fixed", memory_mb=--fixed-mb`` (a generous
   number a user would pick);
 - ``max-seen``: the largest peak seen per category plus 5%;
-- ``auto``: bucketing of the observed peaks (``hep_executor.allocation``).
+- ``auto``: bucketing of the observed peaks (``hep_executor.planning.allocation``).
 
 ``--first-mb`` passes ``memory_mb`` to max-seen and auto too (their first
 allocation; by default the largest worker). Measured over the process

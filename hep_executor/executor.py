@@ -79,7 +79,7 @@ class HepExecutor(ExecutorBase):
     workers : int, optional
         Local workers to start (default: one per core; 0: remote workers only).
     manager : Manager, optional
-        Use an existing :class:`~hep_executor.manager.Manager` instead.
+        Use an existing :class:`~hep_executor.engine.manager.Manager` instead.
     host, port : str, int or [low, high]
         Where the manager listens (port 0: any free port).
     key_file, password_file : str, optional

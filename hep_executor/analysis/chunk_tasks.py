@@ -2,13 +2,12 @@
 
 They run inside a worker's slot process, which lives across tasks: the
 files opened by preprocessing and processing, their trees and their
-NanoEvents schemas stay warm in the slot (:mod:`hep_executor.warm`), so
+NanoEvents schemas stay warm in the slot (:mod:`hep_executor.analysis.warm`), so
 a chunk of a file the slot has seen pays no metadata read.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +129,6 @@ def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, io_opt
     except Exception as exc:
         msg = f"cannot read {chunk.describe()}: {type(exc).__name__}: {exc}"
         raise ChunkError(msg, chunk.filename, chunk.entrystart, chunk.entrystop) from exc
-    t0 = time.perf_counter()
     try:
         out = processor_instance.process(events)
     except Exception as exc:
@@ -138,8 +136,7 @@ def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, io_opt
               f"{type(exc).__name__}: {exc}"
         raise ChunkError(msg, chunk.filename, chunk.entrystart, chunk.entrystop) from exc
     return {"out": out, "coverage": {chunk.filename: [(chunk.entrystart, chunk.entrystop)]},
-            "events": {chunk.dataset: chunk.events},
-            "process_time": {chunk.dataset: time.perf_counter() - t0}}
+            "events": {chunk.dataset: chunk.events}}
 
 
 def merge_outputs(values: list) -> Any:

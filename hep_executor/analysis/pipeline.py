@@ -4,7 +4,7 @@
 executor and :func:`hep_executor.run`): it keeps enough process tasks in
 flight to fill the workers, asks its *source* for more items as results
 come back (so a source can size the next chunks from what it measured),
-hands finished results to the :class:`~hep_executor.reduction.TreeReducer`,
+hands finished results to the :class:`~hep_executor.planning.reduction.TreeReducer`,
 and submits each group it returns as an ``accumulate`` task over the
 results' serialized bytes. The manager never deserializes a partial
 result: only the last merge comes back as an object.

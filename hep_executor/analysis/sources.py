@@ -2,7 +2,7 @@
 
 A :class:`ChunkSource` holds *segments* (entry ranges of files still to
 process) and cuts the next chunk of each at the size that
-:class:`~hep_executor.sizing.ChunkSizer` predicts for its dataset, so
+:class:`~hep_executor.planning.sizing.ChunkSizer` predicts for its dataset, so
 chunks cut later profit from what earlier ones measured. Items are any
 frozen dataclass with ``dataset``, ``filename``, ``entrystart`` and
 ``entrystop`` (coffea's ``WorkItem``, our ``ChunkSpec``): a chunk is a
@@ -325,7 +325,7 @@ class ChunkSource:
 
 def make_allocator(mode: str, manager, *, memory_mb: int | None = None, cores: int = 1,
                    first_mb: int = 2000):
-    """An :class:`~hep_executor.allocation.Allocator` capped by the largest worker of ``manager``.
+    """An :class:`~hep_executor.planning.allocation.Allocator` capped by the largest worker of ``manager``.
 
     ``mode`` is ``auto``, ``max-seen`` or ``fixed`` (which needs ``memory_mb``).
     Before any peak is seen a task gets ``memory_mb``, else ``first_mb``

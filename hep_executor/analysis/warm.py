@@ -6,7 +6,7 @@ branches in NanoAOD) costs tenths of a second, and turning the tree's
 branches into a NanoEvents schema tens of milliseconds more, while a
 small chunk's own processing takes milliseconds. So the slot keeps:
 
-- a bounded :class:`~hep_executor.io.FileCache` of open files and trees
+- a bounded :class:`~hep_executor.analysis.io.FileCache` of open files and trees
   (:func:`warm_files`), filled by preprocessing and processing alike;
 - the built schema of each (file UUID, tree, schema class), least
   recently used dropped past :data:`MAX_SCHEMAS` (:func:`warm_events`).
@@ -35,10 +35,10 @@ _stats = {"schema_hits": 0, "schema_misses": 0}
 
 
 def warm_files(io_options: dict | None = None):
-    """This slot's :class:`~hep_executor.io.FileCache` (made on first use; a slot is one process).
+    """This slot's :class:`~hep_executor.analysis.io.FileCache` (made on first use; a slot is one process).
 
     ``io_options`` (``timeout``, ``handler``, ``retries``, ``backoff`` of
-    :func:`~hep_executor.io.open_file`) that differ from the cache's make a new cache.
+    :func:`~hep_executor.analysis.io.open_file`) that differ from the cache's make a new cache.
     """
     global _files
     io_options = io_options or {}

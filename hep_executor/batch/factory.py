@@ -2,7 +2,7 @@
 
 :func:`submit_workers` submits a fixed number of worker jobs.
 :func:`run_factory` asks a running manager how much work it has
-(:func:`~hep_executor.manager_client.query_status`) every
+(:func:`~hep_executor.engine.status_client.query_status`) every
 ``poll_interval`` seconds and keeps between ``min_workers`` and
 ``max_workers`` worker jobs alive: it submits more while the manager is
 hungry, cancels jobs that are not needed, and cancels all of its jobs

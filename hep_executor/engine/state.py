@@ -53,7 +53,7 @@ class TaskRecord:
     affinity: str | None = None
 
     def wire(self) -> dict:
-        """The task as it travels in a :class:`~hep_executor.protocol.Tasks` item."""
+        """The task as it travels in a :class:`~hep_executor.engine.protocol.Tasks` item."""
         item = {"id": self.id, "fn": self.fn_hash, "cores": self.cores,
                 "memory_mb": self.memory_mb, "category": self.category}
         if self.affinity is not None:

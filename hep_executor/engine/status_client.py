@@ -12,7 +12,7 @@ __all__ = ["query_status"]
 
 
 def query_status(address: str, key: bytes, timeout: float = 5.0) -> dict:
-    """Return the manager's :meth:`~hep_executor.manager.Manager.status` dict.
+    """Return the manager's :meth:`~hep_executor.engine.manager.Manager.status` dict.
 
     Raises
     ------

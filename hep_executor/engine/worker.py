@@ -7,7 +7,7 @@ The worker registers with its protocol version and resources, then loops
 over a few named steps (:meth:`Worker.step`): take messages from the
 manager, take results from slots, stop slots over their memory, hand
 queued tasks to free slots, send results, send a heartbeat. It runs one
-slot process per core (see :mod:`hep_executor.slot`), so modules and
+slot process per core (see :mod:`hep_executor.engine.slot`), so modules and
 caches stay warm from task to task. It exits by itself when the manager
 says so, goes silent, or (for local workers) when its parent process is
 gone.

@@ -242,7 +242,6 @@ class _Category:
     """What the allocator knows of one category."""
 
     peaks: deque
-    cores: deque
     n_observed: int = 0
     n_exhausted: int = 0
     max_seen: float = 0.0
@@ -263,8 +262,7 @@ class Allocator:
         The allocation of ``fixed`` mode (required there).
     max_resources : Resources, optional
         The largest worker: the cap of every allocation, and the first
-        guess before enough observations. :meth:`set_max_resources`
-        changes it as workers come and go.
+        guess before enough observations.
     bucketing : {"greedy", "exhaustive"}, optional
         How ``auto`` mode forms buckets (default ``"greedy"``).
     first_guess : Resources, optional
@@ -333,10 +331,6 @@ class Allocator:
         self.history: list[tuple[int, str, int, float]] = []
 
     # -- public -----------------------------------------------------------
-    def set_max_resources(self, resources: Resources | None) -> None:
-        """Change the cap (the largest worker now connected)."""
-        self.max_resources = resources
-
     def allocate(self, category: str, *, attempt: int = 0, previous: Resources | None = None) -> Resources:
         """Resources for the next task of ``category``.
 
@@ -377,7 +371,6 @@ class Allocator:
         self,
         category: str,
         peak_memory_mb: float,
-        cores_used: float = 1.0,
         *,
         exhausted: bool = False,
         allocated: Resources | None = None,
@@ -391,8 +384,6 @@ class Allocator:
         peak_memory_mb : float
             Its peak memory (for an exhausted task: the peak when stopped,
             a lower bound of its need).
-        cores_used : float, optional
-            Its mean number of busy cores (CPU time / wall time).
         exhausted : bool, optional
             True when it went over its allocation and was stopped.
         allocated : Resources, optional
@@ -410,7 +401,6 @@ class Allocator:
         st.n_observed += 1
         st.peak_total += peak_memory_mb
         st.peaks.append(float(peak_memory_mb))
-        st.cores.append(float(cores_used))
         st.max_seen = max(st.max_seen, float(peak_memory_mb))
 
     def buckets(self, category: str) -> list[tuple[float, float]]:
@@ -455,7 +445,7 @@ class Allocator:
     def _state(self, category: str) -> _Category:
         st = self._categories.get(category)
         if st is None:
-            st = self._categories[category] = _Category(deque(maxlen=self.window), deque(maxlen=self.window))
+            st = self._categories[category] = _Category(deque(maxlen=self.window))
         return st
 
     def _due(self, st: _Category) -> bool:
@@ -467,11 +457,7 @@ class Allocator:
 
     def _make(self, st: _Category, memory_mb: float) -> Resources:
         base = self._guess()
-        cores = base.cores
-        if st.cores:
-            # CPU is shared, not exhausted: a task busy 1.1 cores on average needs 1
-            cores = max(1, math.ceil(float(np.quantile(np.array(st.cores), 0.95)) - 0.2))
-        res = Resources(cores, max(1, math.ceil(memory_mb)), base.disk_mb)
+        res = Resources(base.cores, max(1, math.ceil(memory_mb)), base.disk_mb)
         return res.capped(self.max_resources)
 
     def _ladder(self, category: str, st: _Category) -> list[float]:

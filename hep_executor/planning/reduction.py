@@ -4,8 +4,7 @@ Partial results (processing outputs, then merge outputs) arrive over time
 as serialized bytes held by the manager; merges run as ``accumulate``
 tasks on workers. :class:`TreeReducer` decides which results to merge
 together and when; it never sees the results themselves, only their keys
-and sizes. :func:`plan_flat_groups` is the one-shot form of its grouping
-rule for a set of results known at once.
+and sizes.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ import heapq
 import itertools
 from collections import Counter
 import logging
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 from hep_executor.errors import ConfigError
 
-__all__ = ["TreeReducer", "plan_flat_groups"]
+__all__ = ["TreeReducer"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,32 +27,6 @@ def _check_fan_in(fan_in: int) -> int:
         msg = f"merge fan_in must be an integer >= 2 (a merge needs two inputs), got {fan_in!r}"
         raise ConfigError(msg)
     return int(fan_in)
-
-
-def plan_flat_groups(sizes: Mapping[Hashable, int], fan_in: int) -> list[list[Hashable]]:
-    """Group results known at once into the first level of merges.
-
-    Keys are sorted by size, smallest first (ties keep the mapping's
-    order), and cut into consecutive groups of ``fan_in``. A last group
-    of one key is not a merge: that key is left out and joins the next
-    level.
-
-    Parameters
-    ----------
-    sizes : dict of key to int
-        Size in bytes of each result.
-    fan_in : int
-        Most inputs per merge, >= 2.
-
-    Returns
-    -------
-    list of list of key
-        The merges of the first level, each of 2 to ``fan_in`` keys.
-    """
-    fan_in = _check_fan_in(fan_in)
-    order = [k for _, _, k in sorted((n, i, k) for i, (k, n) in enumerate(sizes.items()))]
-    groups = [order[i : i + fan_in] for i in range(0, len(order), fan_in)]
-    return [g for g in groups if len(g) > 1]
 
 
 class TreeReducer:
@@ -77,8 +50,7 @@ class TreeReducer:
       ``N / fan_in``); same-level groups keep the depth within one of
       ``ceil(log_k N)``, with at most ``fan_in - 1`` results waiting per
       level.
-    - Once no more inputs will come (:meth:`finish`, or the count given
-      to :meth:`expect` has arrived), results of any level are grouped
+    - Once no more inputs will come (:meth:`finish`), results of any level are grouped
       ``fan_in`` at a time, lowest level and smallest first, unless a
       merge in flight will yield a result of lower level than the group's
       highest (then the group waits for it: Huffman's rule on depth);
@@ -91,8 +63,7 @@ class TreeReducer:
     Examples
     --------
     >>> r = TreeReducer(fan_in=2)
-    >>> r.expect(2)
-    >>> r.add("a", 10); r.add("b", 12)
+    >>> r.add("a", 10); r.add("b", 12); r.finish()
     >>> r.groups()
     [['a', 'b']]
     >>> r.add("ab", 15, merged_from=["a", "b"])
@@ -110,27 +81,14 @@ class TreeReducer:
         self._in_flight: dict[frozenset, int] = {}
         self._seen: set[Hashable] = set()
         self._arrival = itertools.count()
-        self._expected: int | None = None
         self._finished = False
         self.n_inputs = 0
         self.n_merges = 0
 
     # -- inputs -----------------------------------------------------------
-    def expect(self, n: int) -> None:
-        """Say that ``n`` more inputs will come (replaces any earlier count).
-
-        When that many inputs have arrived, the reducer treats the input
-        as finished until :meth:`expect` is called again.
-        """
-        if n < 0:
-            msg = f"TreeReducer.expect: the number of inputs to come must be >= 0, got {n}"
-            raise ValueError(msg)
-        self._expected = int(n)
-
     def finish(self) -> None:
         """Say that no more inputs will come."""
         self._finished = True
-        self._expected = 0
 
     def add(self, key: Hashable, nbytes: int, *, merged_from: Sequence[Hashable] | None = None) -> None:
         """Register a finished result.
@@ -163,8 +121,6 @@ class TreeReducer:
             self.n_merges += 1
         else:
             self.n_inputs += 1
-            if self._expected:
-                self._expected -= 1
         self._seen.add(key)
         self._push(key, int(nbytes), level)
 
@@ -177,12 +133,9 @@ class TreeReducer:
 
     def _take(self, level: int) -> Hashable:
         """Remove and return the smallest pending key of ``level``."""
-        heap = self._heaps[level]
-        while True:
-            _, _, key = heapq.heappop(heap)
-            if self._pending.get(key) == level:  # else a stale entry of a key grouped by hand
-                self._discard(key)
-                return key
+        _, _, key = heapq.heappop(self._heaps[level])
+        self._discard(key)
+        return key
 
     def _discard(self, key: Hashable) -> None:
         self._per_level[self._pending.pop(key)] -= 1
@@ -195,7 +148,7 @@ class TreeReducer:
     @property
     def inputs_closed(self) -> bool:
         """True when no more inputs will come."""
-        return self._finished or self._expected == 0
+        return self._finished
 
     def groups(self) -> list[list[Hashable]]:
         """Pop the groups ready to merge now and mark them in flight.
@@ -239,26 +192,6 @@ class TreeReducer:
                 group.append(self._take(level))
         return group
 
-    def merge_started(self, group: Iterable[Hashable]) -> None:
-        """Mark ``group`` as a merge in flight.
-
-        :meth:`groups` does this already for the groups it returns; call
-        it only for a group built by hand from pending keys.
-        """
-        group = tuple(group)
-        if frozenset(group) in self._in_flight:
-            return
-        if len(group) < 2 or len(set(group)) != len(group):
-            msg = f"a merge needs two or more distinct keys, got {list(group)!r}"
-            raise ValueError(msg)
-        for k in group:
-            if k not in self._pending:
-                msg = f"cannot merge {k!r}: it is not a pending result"
-                raise ValueError(msg)
-        for k in group:
-            self._discard(k)
-        self._in_flight[frozenset(group)] = 1 + max(self._level[k] for k in group)
-
     def merge_failed(self, group: Iterable[Hashable]) -> None:
         """Put the inputs of a failed merge back, to be grouped again."""
         group = tuple(group)
@@ -291,10 +224,6 @@ class TreeReducer:
         if self.done and self._pending:
             return next(iter(self._pending))
         return None
-
-    def depth(self, key: Hashable) -> int:
-        """Merge level of a registered result (0 for an input)."""
-        return self._level[key]
 
     def __repr__(self) -> str:
         return (

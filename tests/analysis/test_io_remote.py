@@ -1,4 +1,4 @@
-"""hep_executor.io against a real XRootD server: same data as local, right errors, no hangs."""
+"""hep_executor.analysis.io against a real XRootD server: same data as local, right errors, no hangs."""
 
 from __future__ import annotations
 

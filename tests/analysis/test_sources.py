@@ -1,4 +1,4 @@
-"""Tests of hep_executor.sources.ChunkSource: the order chunks are cut in and their coverage."""
+"""Tests of hep_executor.analysis.sources.ChunkSource: the order chunks are cut in and their coverage."""
 
 from __future__ import annotations
 

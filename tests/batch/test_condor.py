@@ -46,7 +46,7 @@ def test_description_parses_with_htcondor(tmp_path):
 def test_arguments_carry_the_worker_command(tmp_path):
     sub = parse(CondorBatch(log_dir=tmp_path).submit_description(SPEC, 1))
     args = sub["arguments"].strip('"').split()
-    assert args[:2] == ["-m", "hep_executor.engine.worker"]
+    assert args[:2] == ["-m", "hep_executor.worker"]
     assert args[args.index("--manager") + 1] == "tcp://manager.example.org:51234"
     assert args[args.index("--cores") + 1] == "4"
     assert args[args.index("--memory") + 1] == "8000"

@@ -49,7 +49,7 @@ def test_submit_status_cancel(slurm, shared_dir):
     # the job ran the worker command line
     assert wait_until(lambda: (shared_dir / "args-0.txt").exists(), 10)
     args = (shared_dir / "args-0.txt").read_text().split()
-    assert args[:2] == ["-m", "hep_executor.engine.worker"]
+    assert args[:2] == ["-m", "hep_executor.worker"]
     assert args[args.index("--manager") + 1] == "tcp://127.0.0.1:5999"
     assert args[args.index("--key-file") + 1] == str(shared_dir / "k")
 

@@ -1,4 +1,4 @@
-"""Tests of the run report plots (hep_executor.plots)."""
+"""Tests of the run report plots (hep_executor.cli.plots)."""
 
 from __future__ import annotations
 

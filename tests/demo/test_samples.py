@@ -1,4 +1,4 @@
-"""Tests of the NanoAOD-like sample generator (hep_executor.samples)."""
+"""Tests of the NanoAOD-like sample generator (hep_executor.demo.samples)."""
 
 from __future__ import annotations
 

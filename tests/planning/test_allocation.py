@@ -1,4 +1,4 @@
-"""Tests of the adaptive resource allocator (hep_executor.allocation)."""
+"""Tests of the adaptive resource allocator (hep_executor.planning.allocation)."""
 
 from __future__ import annotations
 
@@ -144,17 +144,16 @@ def test_without_cap_retries_double():
     first = a.allocate("c")
     nxt = a.allocate("c", previous=first)
     assert nxt.memory_mb == 2 * first.memory_mb and not a.at_cap("c", nxt)
-    a.set_max_resources(Resources(1, 1500))
+    a.max_resources = Resources(1, 1500)  # a larger worker left
     assert a.allocate("c", previous=first) == Resources(1, 1500)
 
 
-def test_cores_follow_observed_use():
-    a = Allocator("auto", max_resources=CAP)
+def test_cores_are_the_first_guess_after_observations():
+    a = Allocator("auto", max_resources=CAP, first_guess=Resources(2, 500))
     for _ in range(10):
-        a.observe("single", 500.0, cores_used=1.05)
-        a.observe("multi", 500.0, cores_used=2.9)
-    assert a.allocate("single").cores == 1
-    assert a.allocate("multi").cores == 3
+        a.observe("multi", 500.0)
+    assert a.allocate("multi").cores == 2
+    assert a.allocate("multi").memory_mb >= 500
 
 
 def test_bad_settings():

@@ -1,4 +1,4 @@
-"""Tests of entry-range planning and coverage (hep_executor.chunking)."""
+"""Tests of entry-range planning and coverage (hep_executor.planning.chunking)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of the merge-tree planner (hep_executor.reduction)."""
+"""Tests of the merge-tree planner (hep_executor.planning.reduction)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,21 @@ from collections import Counter
 import pytest
 
 from hep_executor.errors import ConfigError
-from hep_executor.planning.reduction import TreeReducer, plan_flat_groups
+from hep_executor.planning.reduction import TreeReducer
 
 
-def simulate(n_inputs, fan_in, *, seed, output_size="sum", announce="expect"):
+def simulate(n_inputs, fan_in, *, seed, output_size="sum"):
     """Feed a reducer inputs and merge completions in random order.
 
-    Returns the reducer, the lineage (Counter of input ids) of every
-    result, and the list of merge groups issued.
+    The inputs are closed (:meth:`TreeReducer.finish`) as soon as the last
+    one has arrived. Returns the reducer, the lineage (Counter of input ids)
+    and merge depth of every result, and the list of merge groups issued.
     """
     rng = random.Random(seed)
     r = TreeReducer(fan_in)
-    if announce == "expect":
-        r.expect(n_inputs)
-    sizes, lineage, merges = {}, {}, []
+    sizes, lineage, depth, merges = {}, {}, {}, []
+    if n_inputs == 0:
+        r.finish()
     to_arrive = [f"in{i}" for i in range(n_inputs)]
     rng.shuffle(to_arrive)
     running = []  # (group, output key)
@@ -33,6 +34,7 @@ def simulate(n_inputs, fan_in, *, seed, output_size="sum", announce="expect"):
             key = to_arrive.pop()
             sizes[key] = rng.randint(1, 10_000)
             lineage[key] = Counter({key: 1})
+            depth[key] = 0
             r.add(key, sizes[key])
         else:
             group, out = running.pop(rng.randrange(len(running)))
@@ -40,23 +42,24 @@ def simulate(n_inputs, fan_in, *, seed, output_size="sum", announce="expect"):
             for k in group:
                 total += lineage[k]
             lineage[out] = total
+            depth[out] = 1 + max(depth[k] for k in group)
             member = [sizes[k] for k in group]
             sizes[out] = sum(member) if output_size == "sum" else max(member)
             r.add(out, sizes[out], merged_from=group)
-        if announce == "finish" and not to_arrive:
+        if not to_arrive and not r.inputs_closed:
             r.finish()
         for group in r.groups():
             merges.append(group)
             out_id += 1
             running.append((group, f"m{out_id}"))
-    return r, lineage, merges
+    return r, lineage, depth, merges
 
 
 @pytest.mark.parametrize("fan_in", [2, 3, 20])
 @pytest.mark.parametrize("output_size", ["sum", "max"])
 def test_every_input_merged_exactly_once(fan_in, output_size):
     for n in range(1, 201):
-        r, lineage, merges = simulate(n, fan_in, seed=1000 * fan_in + n, output_size=output_size)
+        r, lineage, depth, merges = simulate(n, fan_in, seed=1000 * fan_in + n, output_size=output_size)
         assert r.done, (n, r)
         assert r.in_flight_count == 0
         final = r.result_key
@@ -72,22 +75,14 @@ def test_every_input_merged_exactly_once(fan_in, output_size):
         assert r.n_merges == len(merges)
         # depth stays near log_k(N), even when outputs do not grow (histograms)
         log_depth = math.ceil(math.log(n, fan_in) - 1e-9) if n > 1 else 0
-        assert log_depth <= r.depth(final) <= log_depth + 1, (n, r.depth(final))
-
-
-@pytest.mark.parametrize("fan_in", [2, 3, 20])
-def test_finish_instead_of_expect(fan_in):
-    for n in (1, 2, fan_in, fan_in + 1, 57):
-        r, lineage, _ = simulate(n, fan_in, seed=n, announce="finish")
-        assert r.done
-        assert lineage[r.result_key] == Counter({f"in{i}": 1 for i in range(n)})
+        assert log_depth <= depth[final] <= log_depth + 1, (n, depth[final])
 
 
 def test_all_at_once_depth_is_log():
     r = TreeReducer(fan_in=4)
-    r.expect(64)
     for i in range(64):
         r.add(i, 100)
+    r.finish()
     level = 0
     while not r.done:
         groups = r.groups()
@@ -96,7 +91,7 @@ def test_all_at_once_depth_is_log():
         for j, g in enumerate(groups):
             r.add(("m", level, j), 100, merged_from=g)
     assert level == 3
-    assert r.depth(r.result_key) == 3
+    assert r.result_key == ("m", 3, 0)
 
 
 def test_smallest_first():
@@ -119,9 +114,9 @@ def test_zero_and_one_input():
     r.finish()
     assert r.done and r.result_key is None and r.groups() == []
     r = TreeReducer()
-    r.expect(1)
-    assert not r.done
     r.add("only", 5)
+    assert not r.done
+    r.finish()
     assert r.groups() == []
     assert r.done and r.result_key == "only"
 
@@ -137,9 +132,9 @@ def test_not_done_until_inputs_closed():
 
 def test_merge_failed_requeues():
     r = TreeReducer(fan_in=2)
-    r.expect(2)
     r.add("a", 1)
     r.add("b", 2)
+    r.finish()
     (group,) = r.groups()
     r.merge_failed(group)
     assert r.pending_count == 2 and r.in_flight_count == 0
@@ -147,19 +142,6 @@ def test_merge_failed_requeues():
     assert sorted(again) == ["a", "b"]
     r.add("ab", 3, merged_from=again)
     assert r.done and r.result_key == "ab"
-
-
-def test_manual_merge_started():
-    r = TreeReducer(fan_in=10)
-    for k in "abc":
-        r.add(k, 1)
-    r.merge_started(["a", "b"])
-    assert r.pending_count == 1 and r.in_flight_count == 1
-    with pytest.raises(ValueError, match="not a pending result"):
-        r.merge_started(["a", "c"])
-    r.add("ab", 2, merged_from=["b", "a"])  # order does not matter
-    r.finish()
-    assert r.groups() == [["c", "ab"]]
 
 
 def test_errors():
@@ -171,15 +153,3 @@ def test_errors():
         r.add("a", 1)
     with pytest.raises(ValueError, match="not in flight"):
         r.add("x", 1, merged_from=["a", "b"])
-    with pytest.raises(ValueError, match="distinct"):
-        r.merge_started(["a", "a"])
-
-
-def test_plan_flat_groups():
-    sizes = {f"k{i}": s for i, s in enumerate([5, 1, 4, 2, 3, 9, 7])}
-    groups = plan_flat_groups(sizes, 3)
-    assert groups == [["k1", "k3", "k4"], ["k2", "k0", "k6"]]  # k5 (largest) waits for the next level
-    assert plan_flat_groups({"a": 1}, 2) == []
-    assert plan_flat_groups({"a": 2, "b": 1}, 20) == [["b", "a"]]
-    with pytest.raises(ConfigError):
-        plan_flat_groups(sizes, 1)

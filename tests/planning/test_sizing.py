@@ -1,4 +1,4 @@
-"""Tests of the dynamic chunk sizer (hep_executor.sizing)."""
+"""Tests of the dynamic chunk sizer (hep_executor.planning.sizing)."""
 
 from __future__ import annotations
 
