@@ -360,7 +360,7 @@ class Pools:
             out, pre = result.output, result.report["totals"]["preprocess_s"]
             cpu = sum(t["cpu"] for t in result.report["tasks"])
         else:
-            if name == "hep-runner" and self.replaced_workers(self.hep_executor.engine.manager):
+            if name == "hep-runner" and self.replaced_workers(self.hep_executor.manager):
                 log.error("hep-runner: the Manager's workers were replaced: this run starts cold")
             out = self._runner(name, chunksize, maxchunks)(fileset, processor, treename="Events")
         return cutflow_of(out), time.perf_counter() - t0, {"preprocess_s": pre, "cpu_s": cpu}

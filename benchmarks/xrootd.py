@@ -103,8 +103,7 @@ def measure(manager, filesets: dict, processor, *, chunksize: int, reps: int, ev
     return results
 
 
-def main(argv=None) -> int:
-    """Command-line entry: start the server, measure, print the table and verdicts, write JSON, stop the server."""
+def _parse(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.xrootd", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per file (20000)")
     parser.add_argument("--files", type=int, default=2, help="files per dataset (2)")
@@ -119,30 +118,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.reps = 2
-    routes = [r.strip() for r in args.routes.split(",") if r.strip()]
-    if not routes or routes[0] != "local" or set(routes) - set(ROUTES):
+    args.routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+    if not args.routes or args.routes[0] != "local" or set(args.routes) - set(ROUTES):
         parser.error(f"--routes must start with local and name only {', '.join(ROUTES)}; got {args.routes!r}")
     if min(args.events, args.files, args.chunksize, args.reps, args.workers) < 1 or args.branches < 0:
         parser.error("--events, --files, --chunksize, --reps and --workers must be at least 1")
-    quiet_logging(args.log_level)
-    stop_on_sigterm()
+    return args
 
+
+def _measure_routes(args, fileset: dict, events: int) -> dict:
+    """Serve the files over a real XRootD server and time every route on one manager."""
     from hep_executor import Manager
-
-    from benchmarks._workloads import sample_fileset
     from processors.topeft_like import TopEFTLikeProcessor
-    from tests.servers.xrootd import XRootDServer, available
+    from tests.servers.xrootd import XRootDServer
 
-    reason = available()
-    if reason:
-        print(f"xrootd benchmark: cannot start an XRootD server here: {reason}")
-        return 2
-    fileset = sample_fileset(args.events, args.files, extra_branches=args.branches)
-    events = args.events * args.files * len(fileset)
-    load_before = os.getloadavg()
-    print(f"xrootd: TopEFT-like, {events:,} events ({args.files} files x {len(fileset)} datasets, "
-          f"{args.branches} filler branches), chunks of {args.chunksize:,}, {args.workers} workers, {args.reps} reps; "
-          f"{os.cpu_count()} cores, load {load_before[0]:.2f}")
     server = XRootDServer()
     try:
         remote = remote_fileset(server, fileset)
@@ -151,17 +140,19 @@ def main(argv=None) -> int:
         read_through(fileset)
         read_through({d: [str(server.data_dir / Path(p).name) for p in ps] for d, ps in fileset.items()})
         filesets = {"local": (fileset, "auto"), "xrootd": (remote, "xrootd"), "fsspec": (remote, "fsspec")}
-        filesets = {route: filesets[route] for route in routes}
+        filesets = {route: filesets[route] for route in args.routes}
         with Manager(local_workers=args.workers) as manager:
             if manager.wait_for_workers(args.workers, timeout=120) < args.workers:
                 msg = f"only {len(manager.workers())} of {args.workers} local workers joined within 120 s"
                 raise RuntimeError(msg)
-            results = measure(manager, filesets, TopEFTLikeProcessor(), chunksize=args.chunksize,
-                              reps=args.reps, events=events, workers=args.workers)
+            return measure(manager, filesets, TopEFTLikeProcessor(), chunksize=args.chunksize,
+                           reps=args.reps, events=events, workers=args.workers)
     finally:
         server.cleanup()
-    load_after = os.getloadavg()
 
+
+def _summarise(args, results: dict, events: int) -> dict:
+    """Print the table; return each route's medians."""
     local_rate = median(results["local"]["events_per_s"])
     summary, rows = {}, []
     for route, r in results.items():
@@ -175,6 +166,30 @@ def main(argv=None) -> int:
     print_table(f"Reading over root:// vs local paths, {events:,} events, chunks of {args.chunksize:,}, "
                 f"median of {args.reps}",
                 ["route", "events/s", "min", "max", "time s", "preproc s", "vs local", "output = local"], rows)
+    return summary
+
+
+def main(argv=None) -> int:
+    """Command-line entry: start the server, measure, print the table and verdicts, write JSON, stop the server."""
+    args = _parse(argv)
+    quiet_logging(args.log_level)
+    stop_on_sigterm()
+    from benchmarks._workloads import sample_fileset
+    from tests.servers.xrootd import available
+
+    reason = available()
+    if reason:
+        print(f"xrootd benchmark: cannot start an XRootD server here: {reason}")
+        return 2
+    fileset = sample_fileset(args.events, args.files, extra_branches=args.branches)
+    events = args.events * args.files * len(fileset)
+    load_before = os.getloadavg()
+    print(f"xrootd: TopEFT-like, {events:,} events ({args.files} files x {len(fileset)} datasets, "
+          f"{args.branches} filler branches), chunks of {args.chunksize:,}, {args.workers} workers, {args.reps} reps; "
+          f"{os.cpu_count()} cores, load {load_before[0]:.2f}")
+    results = _measure_routes(args, fileset, events)
+    load_after = os.getloadavg()
+    summary = _summarise(args, results, events)
     verdicts = {f"{route} >= 80% of local": {"value": s["vs_local"], "pass": bool(s["vs_local"] >= TARGET_FRACTION)}
                 for route, s in summary.items() if route != "local"}
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
