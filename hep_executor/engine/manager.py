@@ -42,7 +42,7 @@ from hep_executor.errors import (AuthenticationError, ConfigError, ManagerClosed
                      WorkerLostError)
 from hep_executor.engine.serialization import apply_to_payloads, dumps_function, pickle_bytes
 from hep_executor.engine.results import TaskReport, TaskResult, failed
-from hep_executor.engine.state import TaskTable, WorkerRecord
+from hep_executor.engine.state import TaskState, TaskTable, WorkerRecord
 from hep_executor.engine.transport import Endpoint, bind_router, format_address
 
 __all__ = ["Manager"]
@@ -234,13 +234,18 @@ class Manager:
         return self.table.n_waiting < 2 * max(1, sum(w.cores for w in self.table.workers.values()))
 
     def cancel(self, task_id: int) -> bool:
-        """Cancel a waiting or running task; return whether it was known."""
-        task = self.table.cancel(task_id)
+        """Cancel a waiting or running task; return whether it was known.
+
+        A waiting task is dropped here; a dispatched one is cancelled on
+        its own worker only, which stops it without touching its other tasks.
+        """
+        task = self.table.tasks.get(task_id)
         if task is None:
             return False
-        if task.worker is not None or task.dispatched:
-            for worker in self.table.workers.values():
-                self.endpoint.send(protocol.Cancel([task_id]), peer=worker.identity)
+        holder = task.worker if task.state is TaskState.DISPATCHED else None
+        self.table.cancel(task_id)
+        if holder is not None:
+            self.endpoint.send(protocol.Cancel([task_id]), peer=holder)
         self._tags.pop(task_id, None)
         self.stats["cancelled"] += 1
         return True
@@ -262,7 +267,7 @@ class Manager:
         free = sum(max(0, w.free_cores) for w in self.table.workers.values())
         return {"tasks_waiting": self.table.n_waiting, "tasks_running": self.table.n_dispatched,
                 "workers": len(self.table.workers), "slots_free": free,
-                "hungry": max(0, self.table.n_waiting - free), "closing": self._closed}
+                "tasks_unplaced": max(0, self.table.n_waiting - free), "closing": self._closed}
 
     def close(self) -> None:
         """Tell workers to stop, stop local workers, release the socket. Idempotent."""

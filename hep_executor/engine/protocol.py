@@ -70,7 +70,7 @@ class Welcome:
 
     op: ClassVar[str] = "welcome"
     heartbeat_interval: float
-    heartbeat_timeout: float
+    worker_timeout: float  # the manager's wish; a worker keeps its own if smaller
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,7 @@ class TaskRecord:
     worker: bytes | None = None
     attempts: int = 0
     worker_kills: int = 0
-    submitted: float = field(default_factory=time.time)
-    dispatched: float = 0.0
+    dispatched_at: float = 0.0  # time.monotonic() of the last assign
     affinity: str | None = None
 
     def wire(self) -> dict:
@@ -80,7 +79,6 @@ class WorkerRecord:
     cores: int
     memory_mb: int
     disk_mb: int
-    joined: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     last_sent: float = field(default_factory=time.monotonic)
     tasks: dict = field(default_factory=dict)  # task id -> TaskRecord
@@ -146,7 +144,7 @@ class TaskTable:
         task.state = TaskState.DISPATCHED
         task.worker = worker.identity
         task.attempts += 1
-        task.dispatched = time.time()
+        task.dispatched_at = time.monotonic()
         worker.tasks[task.id] = task
         worker.used_cores += task.cores
         worker.used_memory_mb += task.memory_mb

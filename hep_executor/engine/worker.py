@@ -299,7 +299,8 @@ class Worker:
                 return False
             if isinstance(msg, protocol.Welcome):
                 self.heartbeat_interval = msg.heartbeat_interval
-                self.manager_timeout = msg.heartbeat_timeout
+                # the smaller wins: a worker started with a short --manager-timeout keeps it
+                self.manager_timeout = min(self.manager_timeout, msg.worker_timeout)
                 self._last_heard = time.monotonic()
                 return True
         log.error("no answer from manager %s within %.0f s (is the address right, and the key the same?)",

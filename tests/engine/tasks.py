@@ -38,3 +38,17 @@ def pid_of_worker():
 def pid_after(delay):
     time.sleep(delay)
     return os.getppid()
+
+
+class HoldsALock(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        import threading
+
+        self.lock = threading.Lock()
+
+
+def fail_unpicklable(message):
+    raise HoldsALock(message)
