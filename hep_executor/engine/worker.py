@@ -35,6 +35,7 @@ from hep_executor.engine import monitor
 from hep_executor.engine import protocol
 from hep_executor.errors import AuthenticationError, ConfigError, ProtocolError
 from hep_executor.engine.keys import load_key
+from hep_executor.engine.pipes import SlotWriter
 from hep_executor.engine.slot import slot_main
 from hep_executor.engine.state import remember_key
 from hep_executor.engine.transport import Endpoint, connect_dealer
@@ -54,6 +55,7 @@ class _Slot:
     index: int
     proc: multiprocessing.Process
     conn: object
+    writer: SlotWriter
     functions: set = field(default_factory=set)
     queue: collections.deque = field(default_factory=collections.deque)  # items sent; head runs
     peak_seen: float = 0.0
@@ -115,7 +117,7 @@ class Worker:
                                 name=f"hep-slot-{index}")
         proc.start()
         child.close()
-        slot = _Slot(index, proc, parent)
+        slot = _Slot(index, proc, parent, SlotWriter(parent, f"hep-slot-writer-{index}"))
         self._poller.register(parent.fileno(), zmq.POLLIN)
         return slot
 
@@ -127,6 +129,7 @@ class Worker:
         if slot.proc.is_alive():
             slot.proc.kill()
         slot.proc.join(timeout=5)
+        slot.writer.close()
         slot.conn.close()
         fresh = self._start_slot(slot.index)
         self.slots[slot.index] = fresh
@@ -135,9 +138,9 @@ class Worker:
     def _send_to_slot(self, slot: _Slot, item: dict, args: bytes) -> None:
         fn_hash = item["fn"]
         if fn_hash not in slot.functions:
-            slot.conn.send_bytes(pickle.dumps(("fn", fn_hash, self.functions[fn_hash])))
+            slot.writer.send(pickle.dumps(("fn", fn_hash, self.functions[fn_hash])))
             slot.functions.add(fn_hash)
-        slot.conn.send_bytes(pickle.dumps(("task", item["id"], fn_hash, args)))
+        slot.writer.send(pickle.dumps(("task", item["id"], fn_hash, args)))
         slot.queue.append((item, args))
         slot.peak_seen = 0.0
 
@@ -336,16 +339,14 @@ class Worker:
 
     def _stop_slots(self) -> None:
         for slot in self.slots:
-            try:
-                slot.conn.send_bytes(pickle.dumps(("stop",)))
-            except OSError:
-                pass
+            slot.writer.send(pickle.dumps(("stop",)))
         deadline = time.monotonic() + 2.0
         for slot in self.slots:
             slot.proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if slot.proc.is_alive():
                 slot.proc.kill()
                 slot.proc.join(timeout=2)
+            slot.writer.close(timeout=0.5)
 
 
 def preload(modules) -> None:

@@ -52,3 +52,8 @@ class HoldsALock(Exception):
 
 def fail_unpicklable(message):
     raise HoldsALock(message)
+
+
+def random_bytes(data, size):
+    """Return ``size`` random (incompressible) bytes at once; ``data`` is only carried."""
+    return os.urandom(size) if len(data) >= 0 else b""
