@@ -312,6 +312,8 @@ class Manager:
                 continue
             if isinstance(msg, protocol.Results):
                 if worker is not None:
+                    if msg.running is not None:
+                        self.table.note_running(worker, msg.running)
                     self._file_results(worker, msg.items, payloads)
             elif isinstance(msg, protocol.Register):
                 self._register(peer, msg)

@@ -103,11 +103,13 @@ class Results:
 
     Each item holds ``id``, ``status`` (``ok``, ``error``, ``exhausted``,
     ``lost``), ``wall``, ``cpu``, ``peak_mb``, ``compressed``, ``slot``,
-    ``started``, ``error`` (text, for failures).
+    ``started``, ``error`` (text, for failures). ``running`` lists the
+    ids of the tasks the worker's slots run now (None: unchanged).
     """
 
     op: ClassVar[str] = "results"
     items: list
+    running: list | None = None
 
 
 @dataclass(frozen=True)

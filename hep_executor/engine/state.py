@@ -5,12 +5,14 @@ Nothing here touches a socket. :class:`TaskTable` holds every task from
 
     waiting --assign--> dispatched --finish--> done
        ^                    |
-       +----requeue---------+   (worker lost: kill count +1, or back off)
+       +----requeue---------+   (worker lost: kill count +1 if it was running)
                             |
                             +--> failed (kill count reached, or retries spent)
 
 A worker's free resources are its advertised ones less those of the
-tasks dispatched to it.
+tasks dispatched to it. A worker reports which of its tasks are running
+(:attr:`WorkerRecord.running`); when it dies only those count a kill,
+and the ones queued behind them go back to waiting without blame.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class WorkerRecord:
     used_cores: int = 0
     used_memory_mb: int = 0
     completed: int = 0
+    running: set = field(default_factory=set)  # task ids the worker last said were running
     affinity: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent keys
 
     @property
@@ -212,9 +215,10 @@ class TaskTable:
         if worker is None:
             return [], []
         requeued, failed = [], []
+        suspects = _suspects(worker) if counts_as_kill else set()
         for task in sorted(worker.tasks.values(), key=lambda t: t.id, reverse=True):
             task.worker = None
-            if counts_as_kill:
+            if task.id in suspects:
                 task.worker_kills += 1
             if task.worker_kills >= self.max_worker_kills:
                 task.state = TaskState.FAILED
@@ -226,6 +230,10 @@ class TaskTable:
                 requeued.append(task)
         worker.tasks.clear()
         return requeued, failed
+
+    def note_running(self, worker: WorkerRecord, ids) -> None:
+        """Record the tasks ``worker`` says are running now."""
+        worker.running = set(ids)
 
     def task_killed_worker(self, task_id: int) -> tuple[str, TaskRecord | None]:
         """A task's process died on a worker that lives on.
@@ -257,3 +265,15 @@ class TaskTable:
     def empty(self) -> bool:
         """No task waiting or dispatched."""
         return not self.tasks
+
+
+def _suspects(worker: WorkerRecord) -> set:
+    """Ids of the tasks that were running when ``worker`` died.
+
+    Those it last reported running; if it reported none of the tasks it
+    holds (it died before saying so), the oldest ``cores`` dispatched to it.
+    """
+    running = worker.running & worker.tasks.keys()
+    if running:
+        return running
+    return set(list(worker.tasks)[:worker.cores])

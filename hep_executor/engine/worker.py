@@ -101,6 +101,8 @@ class Worker:
         self.queue: collections.deque = collections.deque()  # (item, args) from the manager
         self.functions: dict[str, bytes] = {}
         self.outbox: list[tuple[dict, bytes]] = []
+        self._running_sent: list = []
+        self._discard: set = set()  # cancelled tasks already written to a slot: their results are dropped
         self.stopping: str | None = None
         self.exit_code = EXIT_OK
         self._ewma_wall = 1.0
@@ -165,12 +167,20 @@ class Worker:
                 self.stopping = msg.reason or "manager asked to stop"
 
     def _cancel(self, ids: set) -> None:
+        """Drop cancelled tasks: a queued one is forgotten, a running one stops its slot.
+
+        A cancelled task already written to a slot behind the running one is
+        left to run and its result dropped, so the running task is not disturbed.
+        """
         self.queue = collections.deque(e for e in self.queue if e[0]["id"] not in ids)
         for slot in list(self.slots):
-            if any(item["id"] in ids for item, _ in slot.queue):
-                keep = [e for e in slot.queue if e[0]["id"] not in ids]
+            if slot.queue and slot.queue[0][0]["id"] in ids:
+                keep = [e for e in list(slot.queue)[1:] if e[0]["id"] not in ids]
+                slot.queue.clear()
                 self._restart_slot(slot)
                 self.queue.extendleft(reversed(keep))
+            else:
+                self._discard.update(item["id"] for item, _ in slot.queue if item["id"] in ids)
 
     def _process_slot_results(self, ready: set) -> None:
         for slot in list(self.slots):
@@ -188,6 +198,9 @@ class Worker:
                  started, pid, index) = report
                 item, _ = slot.queue.popleft()
                 self._ewma_wall = 0.8 * self._ewma_wall + 0.2 * wall
+                if task_id in self._discard:
+                    self._discard.discard(task_id)
+                    continue
                 self.outbox.append(({"id": task_id, "status": status, "wall": wall, "cpu": cpu,
                                      "peak_mb": peak, "compressed": compressed, "error": error,
                                      "traceback": tb, "started": started,
@@ -196,17 +209,18 @@ class Worker:
 
     def _slot_died(self, slot: _Slot, status: str = "lost", note: str = "") -> None:
         """The slot's process ended under its running task: report it, requeue the rest."""
-        code = slot.proc.exitcode
+        slot.proc.join(timeout=5)  # the exit code is None until the process is reaped
         if slot.queue:
             item, _ = slot.queue.popleft()
-            reason = note or (f"the task's process ended with exit code {code} "
+            reason = note or (f"the task's process ended {describe_exit(slot.proc.exitcode)} "
                               "(crashed, called os._exit, or was killed)")
             self.outbox.append(({"id": item["id"], "status": status, "wall": 0.0, "cpu": 0.0,
                                  "peak_mb": slot.peak_seen, "compressed": False,
                                  "error": reason, "traceback": "", "started": 0.0,
                                  "slot": f"{self.worker_id}/{slot.index}",
                                  "host": socket.gethostname()}, b""))
-        rest = list(slot.queue)
+        rest = [e for e in slot.queue if e[0]["id"] not in self._discard]
+        self._discard.difference_update(e[0]["id"] for e in slot.queue)
         slot.queue.clear()
         self.queue.extendleft(reversed(rest))
         self._restart_slot(slot)
@@ -246,10 +260,15 @@ class Worker:
         return entry
 
     def _flush_results(self) -> None:
-        if self.outbox:
+        """Send finished tasks, and which tasks run now when that changed (the manager blames only those)."""
+        running = sorted(s.queue[0][0]["id"] for s in self.slots if s.queue)
+        changed = running != self._running_sent
+        if self.outbox or changed:
             items = [i for i, _ in self.outbox]
-            self.endpoint.send(protocol.Results(items), [p for _, p in self.outbox])
+            self.endpoint.send(protocol.Results(items, running if changed else None),
+                               [p for _, p in self.outbox])
             self.outbox = []
+            self._running_sent = running
             self._last_sent = time.monotonic()
 
     def _heartbeat_and_watch(self) -> None:
@@ -347,6 +366,18 @@ class Worker:
                 slot.proc.kill()
                 slot.proc.join(timeout=2)
             slot.writer.close(timeout=0.5)
+
+
+def describe_exit(code: int | None) -> str:
+    """``with exit code 17``, ``by signal SIGSEGV``, or ``with an unknown status`` for ``code``."""
+    if code is None:
+        return "with an unknown status"
+    if code < 0:
+        try:
+            return f"by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"by signal {-code}"
+    return f"with exit code {code}"
 
 
 def preload(modules) -> None:

@@ -65,6 +65,7 @@ def test_task_that_kills_its_worker_fails_after_three_kills():
         dead = [r for r in results.values() if r.id != survivor][0]
         assert isinstance(dead.error, WorkerLostError)
         assert "3 times" in str(dead.error)
+        assert "with exit code 17" in str(dead.error)
         assert results[survivor].value == 25
 
 

@@ -10,7 +10,9 @@ from tests.helpers import drain
 def test_short_tasks_with_big_arguments_and_results_complete():
     with Manager(local_workers=1) as m:
         assert m.wait_for_workers(1) == 1
-        drain([m.submit(tasks.square, i) for i in range(60)] and m)  # short tasks: the worker prefetches
+        for i in range(60):  # short tasks first: the worker then queues a second task on a busy slot
+            m.submit(tasks.square, i)
+        drain(m)
         ids = [m.submit(tasks.random_bytes, os.urandom(2**20), 2**20) for _ in range(20)]
         results = drain(m, timeout=30)  # a worker stuck writing to a slot writing back hangs here
         assert sorted(r.id for r in results) == ids

@@ -10,6 +10,7 @@ import zmq
 
 from hep_executor import Manager
 from hep_executor.engine import keys, protocol
+from hep_executor.errors import WorkerLostError
 from tests.helpers import drain, try_assert
 from tests.engine import tasks
 
@@ -27,6 +28,14 @@ def test_sigkill_worker_mid_run_replacement_joins_all_complete_none_twice():
         assert all(r.value == ids[r.id] ** 2 for r in results)
         pids = {w["pid"] for w in m.workers()}
         assert victim not in pids and len(pids) == 2, "no replacement joined"
+
+
+def test_slot_killed_by_a_signal_names_the_signal():
+    with Manager(local_workers=1, max_worker_kills=1) as m:
+        m.submit(tasks.segfault)
+        (r,) = drain(m, timeout=60)
+        assert isinstance(r.error, WorkerLostError)
+        assert "by signal SIGSEGV" in str(r.error)
 
 
 def test_silent_worker_is_removed_and_its_tasks_requeued():
