@@ -38,8 +38,8 @@ from hep_executor.engine.keys import KEY_ENV, load_key
 from hep_executor.engine.local import LocalProcesses
 from hep_executor.engine.spec import WorkerSpec
 from hep_executor.errors import (AuthenticationError, ConfigError, ManagerClosedError, ProtocolError,
-                     ResourceExhaustedError, TaskError, VersionMismatchError,
-                     WorkerLostError)
+                     ReplayError, ResourceExhaustedError, SessionMismatchError, TaskError,
+                     VersionMismatchError, WorkerLostError)
 from hep_executor.engine.serialization import apply_to_payloads, dumps_function, pickle_bytes
 from hep_executor.engine.results import TaskReport, TaskResult, failed
 from hep_executor.engine.state import TaskState, TaskTable, WorkerRecord
@@ -136,7 +136,8 @@ class Manager:
 
         self._ctx = zmq.Context()
         sock, self.port = bind_router(self._ctx, host, port)
-        self.endpoint = Endpoint(sock, self.key, routed=True)
+        self.session = protocol.new_session()  # fresh for every run: messages of other runs fail
+        self.endpoint = Endpoint(sock, self.key, routed=True, session=self.session)
         self.address = format_address(host, self.port)
         self.local_address = f"tcp://127.0.0.1:{self.port}" if host in ("0.0.0.0", "*", "") else self.address
         if address_file:
@@ -321,27 +322,33 @@ class Manager:
                 if worker is not None:
                     log.info("worker %s left: %s", worker.worker_id, msg.reason)
                     self._remove_worker(peer, counts_as_kill=False)
+            elif isinstance(msg, protocol.Hello):
+                self.endpoint.send(protocol.Session(self.session.hex()), peer=peer,
+                                   session=protocol.NO_SESSION)
             elif isinstance(msg, protocol.StatusQuery):
-                self.endpoint.send(protocol.StatusReply(self.status()), peer=peer)
+                self.endpoint.send(protocol.StatusReply(self.status()), peer=peer,
+                                   session=protocol.NO_SESSION)
         return count
 
     def _refuse_if_registering(self, peer: bytes, exc: Exception, frames: list) -> None:
+        """Answer a dropped message where the sender deserves a reason: another version, run or key."""
         if isinstance(exc, VersionMismatchError):
-            log.error("refused a worker: %s", exc)
-            self.endpoint.send(protocol.Refuse(str(exc)), peer=peer)
-            return
-        if isinstance(exc, AuthenticationError) and len(frames) >= 2:
+            log.error("refused a worker: %s", ascii(str(exc)[:300]))
+            self.endpoint.send(protocol.Refuse(str(exc)), peer=peer, session=protocol.NO_SESSION)
+        elif isinstance(exc, SessionMismatchError):
+            reason = (f"{exc}; this manager started a new run: start a new worker for it")
+            self.endpoint.send(protocol.Refuse(reason), peer=peer, session=exc.session)
+        elif isinstance(exc, AuthenticationError) and not isinstance(exc, ReplayError) and len(frames) >= 3:
             try:
-                msg = protocol.parse_header(bytes(frames[1]))
+                msg = protocol.parse_header(bytes(frames[2]))
             except VersionMismatchError:
                 msg = None
             except ProtocolError:
                 return
-            if msg is None or isinstance(msg, protocol.Register):
-                where = f"{msg.host} (pid {msg.pid})" if msg is not None else "a worker"
+            if msg is None or isinstance(msg, (protocol.Hello, protocol.Register)):
                 reason = ("authentication failed: the worker's key does not match this manager's "
                           "key; start it with the run's --key-file")
-                log.error("refused %s: %s", where, reason)
+                log.error("refused worker %s: %s", ascii(getattr(msg, "worker_id", "?"))[:40], reason)
                 self.endpoint.send_unsigned(protocol.Refuse(reason), peer)
 
     def _register(self, peer: bytes, msg: protocol.Register) -> None:

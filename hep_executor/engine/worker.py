@@ -165,6 +165,8 @@ class Worker:
                 self._cancel(set(msg.ids))
             elif isinstance(msg, protocol.Shutdown):
                 self.stopping = msg.reason or "manager asked to stop"
+            elif isinstance(msg, protocol.Refuse):
+                self._refused(msg.reason)
 
     def _cancel(self, ids: set) -> None:
         """Drop cancelled tasks: a queued one is forgotten, a running one stops its slot.
@@ -295,31 +297,24 @@ class Worker:
 
     # ------------------------------------------------------------ life
     def _register(self) -> bool:
-        reg = protocol.Register(protocol.PROTOCOL_VERSION, self.worker_id, socket.gethostname(),
-                                os.getpid(), self.cores, self.memory_mb, self.disk_mb)
-        self.endpoint.send(reg)
+        """Ask the run's session (Hello), register in it, wait for the Welcome."""
+        self.endpoint.send(protocol.Hello(protocol.PROTOCOL_VERSION, self.worker_id))
         deadline = time.monotonic() + self.manager_timeout
         while time.monotonic() < deadline and not self.stopping:
             if not self.endpoint.poll(0.2):
                 if self.parent_pid is not None and os.getppid() != self.parent_pid:
                     return False
                 continue
-            frames = self.endpoint.sock.recv_multipart()
-            try:
-                msg, _ = protocol.decode(frames, self.key)
-            except AuthenticationError:
-                try:  # a refusal is sent with an empty key when ours does not match
-                    msg, _ = protocol.decode(frames, b"")
-                except ProtocolError:
-                    continue
-                if not isinstance(msg, protocol.Refuse):
-                    continue
-            if isinstance(msg, protocol.Refuse):
-                log.error("manager %s refused this worker: %s", self.manager, msg.reason)
-                print(f"hep-executor worker: refused by {self.manager}: {msg.reason}", file=sys.stderr)
-                self.exit_code = EXIT_REFUSED
+            msg = self._registration_reply()
+            if isinstance(msg, protocol.Session):
+                self.endpoint.join(bytes.fromhex(msg.session))
+                self.endpoint.send(protocol.Register(
+                    protocol.PROTOCOL_VERSION, self.worker_id, socket.gethostname(), os.getpid(),
+                    self.cores, self.memory_mb, self.disk_mb))
+            elif isinstance(msg, protocol.Refuse):
+                self._refused(msg.reason)
                 return False
-            if isinstance(msg, protocol.Welcome):
+            elif isinstance(msg, protocol.Welcome):
                 self.heartbeat_interval = msg.heartbeat_interval
                 # the smaller wins: a worker started with a short --manager-timeout keeps it
                 self.manager_timeout = min(self.manager_timeout, msg.worker_timeout)
@@ -330,6 +325,26 @@ class Worker:
         self.exit_code = EXIT_MANAGER_LOST
         return False
 
+    def _registration_reply(self):
+        """The next message from the manager, or a refusal sent unsigned (our key is not its key)."""
+        got = self.endpoint.recv()
+        if got is None:
+            return None
+        _, msg, frames = got
+        if isinstance(msg, AuthenticationError):
+            try:
+                msg, _ = protocol.decode(frames, b"", self.endpoint.identity)
+            except ProtocolError:
+                return None
+            return msg if isinstance(msg, protocol.Refuse) else None
+        return None if isinstance(msg, Exception) else msg
+
+    def _refused(self, reason: str) -> None:
+        log.error("manager %s refused this worker: %s", self.manager, reason)
+        print(f"hep-executor worker: refused by {self.manager}: {reason}", file=sys.stderr)
+        self.exit_code = EXIT_REFUSED
+        self.stopping = "refused"
+
     def run(self) -> int:
         """Register and serve until told to stop; return the exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -337,7 +352,7 @@ class Worker:
         self.slots = [self._start_slot(i) for i in range(self.cores)]
         self._ctx = zmq.Context()
         sock = connect_dealer(self._ctx, self.manager, self.worker_id.encode())
-        self.endpoint = Endpoint(sock, self.key, routed=False)
+        self.endpoint = Endpoint(sock, self.key, routed=False, identity=self.worker_id.encode())
         self._poller.register(sock, zmq.POLLIN)
         try:
             if self._register():
