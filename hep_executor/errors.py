@@ -25,7 +25,8 @@ setting at fault and, where it helps, what to do about it::
     │   └── TaskCancelledError              cancelled by the caller
     ├── CoverageError                       output misses or doubles entry ranges
     ├── BatchError (RuntimeError)           a batch system refused or failed a job
-    └── ManagerClosedError (RuntimeError)   the manager was used after close()
+    ├── ManagerClosedError (RuntimeError)   the manager was used after close()
+    └── NoWorkersError (RuntimeError)       no worker left, and none will be started
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "HepExecutorError",
     "InputError",
     "ManagerClosedError",
+    "NoWorkersError",
     "NotRootFileError",
     "ProtocolError",
     "RemoteAccessError",
@@ -234,3 +236,7 @@ class SessionMismatchError(AuthenticationError):
     def __init__(self, message: str, session: bytes = b""):
         super().__init__(message)
         self.session = session
+
+
+class NoWorkersError(HepExecutorError, RuntimeError):
+    """Tasks wait, no worker is connected, and the manager will start no more (its restart cap)."""

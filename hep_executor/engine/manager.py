@@ -38,7 +38,7 @@ from hep_executor.engine.keys import KEY_ENV, load_key
 from hep_executor.engine.local import LocalProcesses
 from hep_executor.engine.spec import WorkerSpec
 from hep_executor.errors import (AuthenticationError, ConfigError, ManagerClosedError, ProtocolError,
-                     ReplayError, ResourceExhaustedError, SessionMismatchError, TaskError,
+                     NoWorkersError, ReplayError, ResourceExhaustedError, SessionMismatchError, TaskError,
                      VersionMismatchError, WorkerLostError)
 from hep_executor.engine.serialization import apply_to_payloads, dumps_function, pickle_bytes
 from hep_executor.engine.results import TaskReport, TaskResult, failed
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 _PREFETCH_SECONDS = 0.05  # queue about this much work per worker when tasks are short
 _MAX_PREFETCH = 64
-_LOOKAHEAD = 64  # waiting tasks examined past one that fits no worker now
+_LOOKAHEAD = 64  # waiting tasks examined for one whose affinity key a free worker holds
 
 
 class Manager:
@@ -99,6 +99,9 @@ class Manager:
     worker_slot_keys : int
         Affinity keys a local worker remembers per slot (the caller's warm
         cache size: the files a slot keeps open).
+    unfit_grace_s : float
+        A task larger than every connected worker fails after waiting this
+        long for a larger one to join (at once when all local workers are up).
     """
 
     def __init__(self, local_workers: int | None = None, *, host: str = "127.0.0.1",
@@ -108,7 +111,8 @@ class Manager:
                  heartbeat_interval: float = 5.0, heartbeat_timeout: float = 30.0,
                  max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
                  worker_env: dict | None = None, worker_preload: tuple = (),
-                 worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4):
+                 worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4,
+                 unfit_grace_s: float = 60.0):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
@@ -123,6 +127,7 @@ class Manager:
         self.heartbeat_timeout = heartbeat_timeout
         self.worker_timeout = worker_timeout
         self.restart_workers = restart_workers
+        self.unfit_grace_s = unfit_grace_s
         self.prefetch = prefetch
         self.table = TaskTable(max_worker_kills)
         self.stats: collections.Counter = collections.Counter()
@@ -133,6 +138,7 @@ class Manager:
         self._tags: dict[int, object] = {}
         self._last_housekeeping = 0.0
         self._closed = False
+        self._no_more_workers: str | None = None  # why no local worker will be started again
 
         self._ctx = zmq.Context()
         sock, self.port = bind_router(self._ctx, host, port)
@@ -220,11 +226,19 @@ class Manager:
                 self._look_after_workers()
             if self.table.empty() and not self._done:
                 return retrieved
+            if retrieved == [] and not self._done:
+                self._check_workers_left()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return retrieved
             if received == 0 and sent == 0:
                 self.endpoint.poll(min(remaining, 0.2))
+
+    def _check_workers_left(self) -> None:
+        if self._no_more_workers and not self.table.workers and self.table.n_waiting:
+            msg = (f"{self.table.n_waiting} tasks wait and no worker is left: {self._no_more_workers} "
+                   "(see the workers' log, or the tasks that end them)")
+            raise NoWorkersError(msg)
 
     def empty(self) -> bool:
         """Nothing waiting, running or finished-but-not-retrieved."""
@@ -232,7 +246,7 @@ class Manager:
 
     def hungry(self) -> bool:
         """Whether more tasks would keep the workers busier."""
-        return self.table.n_waiting < 2 * max(1, sum(w.cores for w in self.table.workers.values()))
+        return self.table.n_waiting < 2 * max(1, self.table.total_cores)
 
     def cancel(self, task_id: int) -> bool:
         """Cancel a waiting or running task; return whether it was known.
@@ -414,44 +428,47 @@ class Manager:
             return 0
         return min(_MAX_PREFETCH, int(_PREFETCH_SECONDS / max(wall, 1e-4)))
 
-    def _pick_worker(self, task, workers: list[WorkerRecord], prefetch: int) -> WorkerRecord | None:
-        best = None
-        for w in workers:
-            if w.fits(task) or (prefetch and w.could_ever_fit(task)
-                                and len(w.tasks) < w.cores * (1 + prefetch)):
-                if best is None or len(w.tasks) / w.cores < len(best.tasks) / best.cores:
-                    best = w
-        return best
-
     def _dispatch_waiting_tasks(self) -> int:
+        """Place waiting tasks on workers (affinity first), then send each worker its batch."""
         waiting = self.table.waiting
-        workers = list(self.table.workers.values())
-        if not waiting or not workers:
+        if not waiting or not self.table.workers:
             return 0
         batches: dict[bytes, list] = {}
-        self._dispatch_affine(waiting, workers, batches)
+        self._dispatch_affine(waiting, batches)
+        self._place_waiting(waiting, batches)
+        return self._send_batches(batches)
+
+    def _place_waiting(self, waiting, batches: dict) -> None:
+        """Give each waiting task the least loaded worker that takes it; set aside those none takes now.
+
+        A task set aside does not stop the ones behind it; the pass ends
+        when no worker has room left. Tasks of a shape that found no worker
+        in this pass are set aside without a search.
+        """
+        index = self.table.index
         skipped: list = []
+        unplaced: set = set()  # (cores, memory_mb, prefetch) that found no worker in this pass
         depth: dict[str, int] = {}  # prefetch depth per category, fixed for this pass
         most_prefetch = 0
-        while waiting and len(skipped) <= _LOOKAHEAD:
+        while waiting:
             task = waiting.popleft()
             if task.category not in depth:
                 depth[task.category] = self._prefetch_depth(task.category)
                 most_prefetch = max(most_prefetch, depth[task.category])
-            worker = self._pick_worker(task, workers, depth[task.category])
+            shape = (task.cores, task.memory_mb, depth[task.category])
+            worker = None if shape in unplaced else index.pick(task, depth[task.category])
             if worker is None:
-                if not any(w.could_ever_fit(task) for w in workers) and self._local_target \
-                        and len(workers) >= self._local_target:
-                    self._fail_unfit(task, workers)
-                    continue
-                skipped.append(task)
-                if not any(w.free_cores > 0 or len(w.tasks) < w.cores * (1 + most_prefetch)
-                           for w in workers):
+                unplaced.add(shape)
+                if not self._fail_if_too_big(task):
+                    skipped.append(task)
+                if not index.has_room(most_prefetch):
                     break  # every worker is full: nothing later in the queue can go either
                 continue
             self.table.assign(task, worker)
             batches.setdefault(worker.identity, []).append(task)
         waiting.extendleft(reversed(skipped))
+
+    def _send_batches(self, batches: dict) -> int:
         sent = 0
         for identity, tasks in batches.items():
             worker = self.table.workers[identity]
@@ -467,10 +484,26 @@ class Manager:
         self.stats["dispatched"] += sent
         return sent
 
-    def _dispatch_affine(self, waiting, workers: list[WorkerRecord], batches: dict) -> None:
+    def _fail_if_too_big(self, task) -> bool:
+        """Fail ``task`` if it has been larger than every worker for the grace period; return whether."""
+        if self.table.could_any_fit(task):
+            task.unfit_since = None
+            return False
+        now = time.monotonic()
+        if task.unfit_since is None:
+            task.unfit_since = now
+        local_only_all_up = self._local_target and len(self.table.workers) >= self._local_target
+        if now - task.unfit_since < self.unfit_grace_s and not local_only_all_up:
+            return False
+        self._fail_unfit(task)
+        return True
+
+    def _dispatch_affine(self, waiting, batches: dict) -> None:
         """Give each free worker the first waiting tasks (within the look-ahead) whose affinity key it holds."""
-        free = [w for w in workers if w.affinity and w.free_cores > 0]
-        if not free or not any(t.affinity is not None for t in itertools.islice(waiting, _LOOKAHEAD)):
+        if not any(t.affinity is not None for t in itertools.islice(waiting, _LOOKAHEAD)):
+            return
+        free = [w for w in self.table.workers.values() if w.affinity and w.free_cores > 0]
+        if not free:
             return
         head = [waiting.popleft() for _ in range(min(_LOOKAHEAD, len(waiting)))]
         taken: set[int] = set()
@@ -484,12 +517,13 @@ class Manager:
                         break
         waiting.extendleft(reversed([t for t in head if t.id not in taken]))
 
-    def _fail_unfit(self, task, workers) -> None:
+    def _fail_unfit(self, task) -> None:
         self.table.tasks.pop(task.id, None)
-        biggest = max(workers, key=lambda w: (w.memory_mb, w.cores))
+        cores, memory_mb = self.table.largest_worker()
         error = TaskError(
             f"task {task.id} ({task.category}) asks for {task.cores} cores and {task.memory_mb} MB, "
-            f"more than the largest worker offers ({biggest.cores} cores, {biggest.memory_mb} MB)")
+            f"more than the largest worker offers ({cores} cores, {memory_mb} MB) for "
+            f"{self.unfit_grace_s:g} s (Manager(unfit_grace_s=...)): ask for less, or start larger workers")
         result = failed(task.id, task.category, "error", error)
         result.tag = self._tags.pop(task.id, None)
         self._done.append(result)
@@ -524,7 +558,9 @@ class Manager:
             if self._local_restarts <= 10 * max(1, self._local_target):
                 self._local.submit(self._local_spec, len(dead))
             else:
-                log.error("local workers keep dying (%d restarts): not starting more", self._local_restarts)
+                self._no_more_workers = (f"local workers keep dying ({self._local_restarts} restarts): "
+                                         "not starting more")
+                log.error("%s", self._no_more_workers)
 
     def _remove_worker(self, identity: bytes, *, counts_as_kill: bool) -> None:
         requeued, lost = self.table.remove_worker(identity, counts_as_kill=counts_as_kill)

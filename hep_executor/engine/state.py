@@ -22,6 +22,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from hep_executor.engine.dispatch import FreeIndex
+
 __all__ = ["TaskRecord", "TaskState", "TaskTable", "WorkerRecord", "remember_key"]
 
 
@@ -51,6 +53,7 @@ class TaskRecord:
     attempts: int = 0
     worker_kills: int = 0
     dispatched_at: float = 0.0  # time.monotonic() of the last assign
+    unfit_since: float | None = None  # time.monotonic() when it was first seen larger than every worker
     affinity: str | None = None
 
     def wire(self) -> dict:
@@ -128,6 +131,9 @@ class TaskTable:
         self.tasks: dict[int, TaskRecord] = {}
         self.waiting: collections.deque[TaskRecord] = collections.deque()
         self.workers: dict[bytes, WorkerRecord] = {}
+        self.index = FreeIndex()
+        self.total_cores = 0
+        self._shapes: collections.Counter = collections.Counter()  # (cores, memory_mb) of workers
         self._next_id = 1
 
     # -- tasks
@@ -151,6 +157,7 @@ class TaskTable:
         worker.tasks[task.id] = task
         worker.used_cores += task.cores
         worker.used_memory_mb += task.memory_mb
+        self.index.touch(worker)
         if task.affinity is not None:
             remember_key(worker.affinity, task.affinity, self.affinity_keys * worker.cores)
 
@@ -159,6 +166,7 @@ class TaskTable:
         if worker is not None and worker.tasks.pop(task.id, None) is not None:
             worker.used_cores -= task.cores
             worker.used_memory_mb -= task.memory_mb
+            self.index.touch(worker)
         task.worker = None
         return worker
 
@@ -203,6 +211,17 @@ class TaskTable:
     # -- workers
     def add_worker(self, worker: WorkerRecord) -> None:
         self.workers[worker.identity] = worker
+        self._shapes[(worker.cores, worker.memory_mb)] += 1
+        self.total_cores += worker.cores
+        self.index.touch(worker)
+
+    def could_any_fit(self, task: TaskRecord) -> bool:
+        """Whether some registered worker could hold ``task`` when empty."""
+        return any(c >= task.cores and m >= task.memory_mb for c, m in self._shapes)
+
+    def largest_worker(self) -> tuple[int, int]:
+        """``(cores, memory_mb)`` of the worker with the most memory (then cores); (0, 0) if none."""
+        return max(self._shapes, key=lambda s: (s[1], s[0]), default=(0, 0))
 
     def remove_worker(self, identity: bytes, *, counts_as_kill: bool = True
                       ) -> tuple[list[TaskRecord], list[TaskRecord]]:
@@ -214,6 +233,11 @@ class TaskTable:
         worker = self.workers.pop(identity, None)
         if worker is None:
             return [], []
+        self.index.remove(worker)
+        self.total_cores -= worker.cores
+        self._shapes[(worker.cores, worker.memory_mb)] -= 1
+        if not self._shapes[(worker.cores, worker.memory_mb)]:
+            del self._shapes[(worker.cores, worker.memory_mb)]
         requeued, failed = [], []
         suspects = _suspects(worker) if counts_as_kill else set()
         for task in sorted(worker.tasks.values(), key=lambda t: t.id, reverse=True):
