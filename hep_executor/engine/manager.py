@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import hashlib
 import itertools
 import logging
 import os
@@ -35,12 +34,13 @@ import zmq
 
 from hep_executor.engine import protocol
 from hep_executor.engine.keys import KEY_ENV, load_key
+from hep_executor.engine.ledger import FunctionStore, ReportLog
 from hep_executor.engine.local import LocalProcesses
 from hep_executor.engine.spec import WorkerSpec
 from hep_executor.errors import (AuthenticationError, ConfigError, ManagerClosedError, ProtocolError,
                      NoWorkersError, ReplayError, ResourceExhaustedError, SessionMismatchError, TaskError,
                      VersionMismatchError, WorkerLostError)
-from hep_executor.engine.serialization import apply_to_payloads, dumps_function, pickle_bytes
+from hep_executor.engine.serialization import apply_to_payloads, pickle_bytes
 from hep_executor.engine.results import TaskReport, TaskResult, failed
 from hep_executor.engine.state import TaskState, TaskTable, WorkerRecord
 from hep_executor.engine.transport import Endpoint, bind_router, format_address
@@ -102,6 +102,9 @@ class Manager:
     unfit_grace_s : float
         A task larger than every connected worker fails after waiting this
         long for a larger one to join (at once when all local workers are up).
+    journal : str, optional
+        Append every task report to this file as a JSON line; the manager
+        itself keeps per-category totals only (:attr:`reports`).
     """
 
     def __init__(self, local_workers: int | None = None, *, host: str = "127.0.0.1",
@@ -112,7 +115,7 @@ class Manager:
                  max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
                  worker_env: dict | None = None, worker_preload: tuple = (),
                  worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4,
-                 unfit_grace_s: float = 60.0):
+                 unfit_grace_s: float = 60.0, journal: str | None = None):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
@@ -131,8 +134,8 @@ class Manager:
         self.prefetch = prefetch
         self.table = TaskTable(max_worker_kills)
         self.stats: collections.Counter = collections.Counter()
-        self._functions: dict[str, bytes] = {}
-        self._fn_by_id: dict[int, tuple[object, str]] = {}
+        self._functions = FunctionStore()
+        self.reports = ReportLog(journal)
         self._done: collections.deque[TaskResult] = collections.deque()
         self._wall_ewma: dict[str, float] = {}
         self._tags: dict[int, object] = {}
@@ -183,7 +186,7 @@ class Manager:
         worker's slots keep open are read again there.
         """
         self._check_open()
-        fn_hash = self._function_hash(fn)
+        fn_hash = self._functions.add(fn)
         args_bytes = pickle_bytes((args, kwargs or {}))
         task = self.table.add(fn_hash, args_bytes, cores=int(cores), memory_mb=int(memory_mb or 0),
                               category=category, retries=int(retries), affinity=affinity)
@@ -202,21 +205,24 @@ class Manager:
         return self.submit(apply_to_payloads, fn, payloads, cores=cores, memory_mb=memory_mb,
                            category=category, retries=retries, tag=tag)
 
-    def wait(self, timeout: float | None = None) -> list[TaskResult]:
+    def wait(self, timeout: float | None = None, max_results: int | None = None) -> list[TaskResult]:
         """Return finished tasks (see the module docstring for when it returns).
 
         Blocks up to ``timeout`` seconds (None: until something finishes or
         nothing is left). Returns an empty list when nothing is submitted.
+        At most ``max_results`` come back from one call (the rest wait for
+        the next), which bounds what a caller holds at once.
         """
         self._check_open()
         deadline = float("inf") if timeout is None else time.monotonic() + timeout
+        limit = float("inf") if max_results is None else max(1, int(max_results))
         retrieved: list[TaskResult] = []
         while True:
             if self.wait_retrieve_many:
                 received, sent = self._pass()
-                retrieved.extend(self._done)
-                self._done.clear()
-                if retrieved and received == 0 and sent == 0:
+                while self._done and len(retrieved) < limit:
+                    retrieved.append(self._done.popleft())
+                if len(retrieved) >= limit or (retrieved and received == 0 and sent == 0):
                     return retrieved
             else:  # as Work Queue's plain wait: one task, back to the caller before sending more
                 received = 0 if self._done else self._process_worker_messages()
@@ -259,6 +265,7 @@ class Manager:
             return False
         holder = task.worker if task.state is TaskState.DISPATCHED else None
         self.table.cancel(task_id)
+        self._functions.release(task.fn_hash)
         if holder is not None:
             self.endpoint.send(protocol.Cancel([task_id]), peer=holder)
         self._tags.pop(task_id, None)
@@ -291,6 +298,7 @@ class Manager:
         self._closed = True
         for worker in list(self.table.workers.values()):
             self.endpoint.send(protocol.Shutdown("manager closing"), peer=worker.identity)
+        self.reports.close()
         self._finalizer()
 
     def __enter__(self) -> Manager:
@@ -407,7 +415,13 @@ class Manager:
                     f"task {task.id} ({task.category}) went over its memory allocation on "
                     f"{report.host}: {item['error']}", peak_mb=item["peak_mb"], limit_mb=task.memory_mb)
             self.stats[status] += 1
-            self._done.append(result)
+            self._deliver(task, result)
+
+    def _deliver(self, task, result: TaskResult) -> None:
+        """``task`` ended: hand its result on, add its report to the totals, release its function."""
+        self._functions.release(task.fn_hash)
+        self.reports.record(result.report)
+        self._done.append(result)
 
     def _count_load(self) -> None:
         self.stats["deserialized"] += 1
@@ -419,7 +433,7 @@ class Manager:
         self.stats["lost"] += 1
         result = failed(task.id, task.category, "lost", error, attempts=task.attempts)
         result.tag = self._tags.pop(task.id, None)
-        self._done.append(result)
+        self._deliver(task, result)
 
     # ------------------------------------------------------------ dispatch
     def _prefetch_depth(self, category: str) -> int:
@@ -526,7 +540,7 @@ class Manager:
             f"{self.unfit_grace_s:g} s (Manager(unfit_grace_s=...)): ask for less, or start larger workers")
         result = failed(task.id, task.category, "error", error)
         result.tag = self._tags.pop(task.id, None)
-        self._done.append(result)
+        self._deliver(task, result)
 
     # ------------------------------------------------------------ workers
     def _look_after_workers(self) -> None:
@@ -568,16 +582,6 @@ class Manager:
             self.stats["requeued"] += len(requeued)
         for task in lost:
             self._fail_lost(task, "its worker was lost")
-
-    def _function_hash(self, fn) -> str:
-        known = self._fn_by_id.get(id(fn))
-        if known is not None and known[0] is fn:
-            return known[1]
-        data = dumps_function(fn)
-        fn_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
-        self._functions[fn_hash] = data
-        self._fn_by_id[id(fn)] = (fn, fn_hash)
-        return fn_hash
 
     def _check_open(self) -> None:
         if self._closed:
