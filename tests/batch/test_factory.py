@@ -24,7 +24,7 @@ from hep_executor.batch.factory import (
 )
 from tests.servers import wait_until
 
-manager_mod = pytest.importorskip("hep_executor.engine.manager")
+from hep_executor.engine import manager as manager_mod  # noqa: E402
 
 
 class CountingLocalBatch:
