@@ -12,8 +12,9 @@
 The manager binds a ROUTER socket (port 0: any free port), starts local
 workers unless ``local_workers=0``, and accepts remote workers that hold
 the same key. Its dispatch loop is one short sequence of named steps
-(:meth:`Manager._pass`): receive messages, dispatch waiting tasks to free
-worker slots, look after workers. In ``wait_retrieve_many`` mode (the
+(:meth:`Manager._pass`): receive messages (:mod:`hep_executor.engine.inbox`),
+dispatch waiting tasks to free worker slots (:mod:`hep_executor.engine.dispatch`),
+look after workers. In ``wait_retrieve_many`` mode (the
 default) :meth:`wait` repeats passes until one neither receives nor sends
 anything, so idle workers are fed before results go back to the caller.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import itertools
 import logging
 import os
 import time
@@ -37,24 +37,20 @@ from hep_executor.engine.keys import KEY_ENV, load_key
 from hep_executor.engine.ledger import FunctionStore, ReportLog
 from hep_executor.engine.local import LocalProcesses
 from hep_executor.engine.spec import WorkerSpec
-from hep_executor.errors import (AuthenticationError, ConfigError, ManagerClosedError, ProtocolError,
-                     NoWorkersError, ReplayError, ResourceExhaustedError, SessionMismatchError, TaskError,
-                     VersionMismatchError, WorkerLostError)
+from hep_executor.engine.dispatch import DispatchSteps
+from hep_executor.engine.inbox import MessageSteps
+from hep_executor.errors import ConfigError, ManagerClosedError, NoWorkersError
 from hep_executor.engine.serialization import apply_to_payloads, pickle_bytes
-from hep_executor.engine.results import TaskReport, TaskResult, failed
-from hep_executor.engine.state import TaskState, TaskTable, WorkerRecord
+from hep_executor.engine.results import TaskResult
+from hep_executor.engine.state import TaskState, TaskTable
 from hep_executor.engine.transport import Endpoint, bind_router, format_address
 
 __all__ = ["Manager"]
 
 log = logging.getLogger(__name__)
 
-_PREFETCH_SECONDS = 0.05  # queue about this much work per worker when tasks are short
-_MAX_PREFETCH = 64
-_LOOKAHEAD = 64  # waiting tasks examined for one whose affinity key a free worker holds
 
-
-class Manager:
+class Manager(MessageSteps, DispatchSteps):
     """Runs submitted Python calls on worker processes.
 
     Parameters
@@ -314,233 +310,6 @@ class Manager:
         sent = self._dispatch_waiting_tasks()
         self._look_after_workers()
         return received, sent
-
-    def _process_worker_messages(self, limit: int = 10_000) -> int:
-        count = 0
-        while count < limit:
-            got = self.endpoint.recv()
-            if got is None:
-                break
-            count += 1
-            peer, msg, payloads = got
-            if isinstance(msg, Exception):
-                self._refuse_if_registering(peer, msg, payloads)
-                continue
-            worker = self.table.workers.get(peer)
-            if worker is not None:
-                worker.last_seen = time.monotonic()
-            elif isinstance(msg, (protocol.Results, protocol.Heartbeat)):
-                # removed earlier (silent too long): its tasks went elsewhere; let it go
-                self.endpoint.send(protocol.Shutdown("this worker was removed from the run"), peer=peer)
-                continue
-            if isinstance(msg, protocol.Results):
-                if worker is not None:
-                    if msg.running is not None:
-                        self.table.note_running(worker, msg.running)
-                    self._file_results(worker, msg.items, payloads)
-            elif isinstance(msg, protocol.Register):
-                self._register(peer, msg)
-            elif isinstance(msg, protocol.Bye):
-                if worker is not None:
-                    log.info("worker %s left: %s", worker.worker_id, msg.reason)
-                    self._remove_worker(peer, counts_as_kill=False)
-            elif isinstance(msg, protocol.Hello):
-                self.endpoint.send(protocol.Session(self.session.hex()), peer=peer,
-                                   session=protocol.NO_SESSION)
-            elif isinstance(msg, protocol.StatusQuery):
-                self.endpoint.send(protocol.StatusReply(self.status()), peer=peer,
-                                   session=protocol.NO_SESSION)
-        return count
-
-    def _refuse_if_registering(self, peer: bytes, exc: Exception, frames: list) -> None:
-        """Answer a dropped message where the sender deserves a reason: another version, run or key."""
-        if isinstance(exc, VersionMismatchError):
-            log.error("refused a worker: %s", ascii(str(exc)[:300]))
-            self.endpoint.send(protocol.Refuse(str(exc)), peer=peer, session=protocol.NO_SESSION)
-        elif isinstance(exc, SessionMismatchError):
-            reason = (f"{exc}; this manager started a new run: start a new worker for it")
-            self.endpoint.send(protocol.Refuse(reason), peer=peer, session=exc.session)
-        elif isinstance(exc, AuthenticationError) and not isinstance(exc, ReplayError) and len(frames) >= 3:
-            try:
-                msg = protocol.parse_header(bytes(frames[2]))
-            except VersionMismatchError:
-                msg = None
-            except ProtocolError:
-                return
-            if msg is None or isinstance(msg, (protocol.Hello, protocol.Register)):
-                reason = ("authentication failed: the worker's key does not match this manager's "
-                          "key; start it with the run's --key-file")
-                log.error("refused worker %s: %s", ascii(getattr(msg, "worker_id", "?"))[:40], reason)
-                self.endpoint.send_unsigned(protocol.Refuse(reason), peer)
-
-    def _register(self, peer: bytes, msg: protocol.Register) -> None:
-        if peer in self.table.workers:
-            return
-        worker = WorkerRecord(peer, msg.worker_id, msg.host, msg.pid, msg.cores, msg.memory_mb, msg.disk_mb)
-        self.table.add_worker(worker)
-        self.endpoint.send(protocol.Welcome(self.heartbeat_interval, self.worker_timeout), peer=peer)
-        worker.last_sent = time.monotonic()
-        log.info("worker %s joined from %s: %d cores, %d MB", msg.worker_id, msg.host, msg.cores, msg.memory_mb)
-
-    def _file_results(self, worker: WorkerRecord, items: list, payloads: list) -> None:
-        for item, payload in zip(items, payloads):
-            task = worker.tasks.get(item["id"])
-            if task is None:
-                continue  # cancelled, or requeued elsewhere
-            status = item["status"]
-            report = TaskReport(task.id, task.category, status, item["wall"], item["cpu"],
-                                item["peak_mb"], task.cores, task.memory_mb, item.get("slot", ""),
-                                item.get("host", worker.host), item.get("started", 0.0),
-                                task.attempts, len(payload))
-            if status == "lost":
-                outcome, task = self.table.task_killed_worker(task.id)
-                log.warning("task %d (%s) ended its process on %s: %s", task.id, task.category,
-                            worker.worker_id, item["error"])
-                if outcome == "failed":
-                    self._fail_lost(task, item["error"])
-                continue
-            if status == "error" and self.table.retry(task.id):
-                self.stats["retried"] += 1
-                continue
-            self.table.finish(task.id, ok=status == "ok")
-            prev = self._wall_ewma.get(task.category, item["wall"])
-            self._wall_ewma[task.category] = 0.8 * prev + 0.2 * item["wall"]
-            result = TaskResult(task.id, report, payload, item["compressed"],
-                                tag=self._tags.pop(task.id, None), _on_load=self._count_load)
-            if status == "error":
-                result.error = TaskResult.remote_error(item, payload)
-                result.payload = b""
-            elif status == "exhausted":
-                result.error = ResourceExhaustedError(
-                    f"task {task.id} ({task.category}) went over its memory allocation on "
-                    f"{report.host}: {item['error']}", peak_mb=item["peak_mb"], limit_mb=task.memory_mb)
-            self.stats[status] += 1
-            self._deliver(task, result)
-
-    def _deliver(self, task, result: TaskResult) -> None:
-        """``task`` ended: hand its result on, add its report to the totals, release its function."""
-        self._functions.release(task.fn_hash)
-        self.reports.record(result.report)
-        self._done.append(result)
-
-    def _count_load(self) -> None:
-        self.stats["deserialized"] += 1
-
-    def _fail_lost(self, task, reason: str) -> None:
-        error = WorkerLostError(
-            f"task {task.id} ({task.category}) killed its worker {task.worker_kills} times "
-            f"(limit {self.table.max_worker_kills}); last: {reason}")
-        self.stats["lost"] += 1
-        result = failed(task.id, task.category, "lost", error, attempts=task.attempts)
-        result.tag = self._tags.pop(task.id, None)
-        self._deliver(task, result)
-
-    # ------------------------------------------------------------ dispatch
-    def _prefetch_depth(self, category: str) -> int:
-        wall = self._wall_ewma.get(category)
-        if not self.prefetch or wall is None or wall >= _PREFETCH_SECONDS:
-            return 0
-        return min(_MAX_PREFETCH, int(_PREFETCH_SECONDS / max(wall, 1e-4)))
-
-    def _dispatch_waiting_tasks(self) -> int:
-        """Place waiting tasks on workers (affinity first), then send each worker its batch."""
-        waiting = self.table.waiting
-        if not waiting or not self.table.workers:
-            return 0
-        batches: dict[bytes, list] = {}
-        self._dispatch_affine(waiting, batches)
-        self._place_waiting(waiting, batches)
-        return self._send_batches(batches)
-
-    def _place_waiting(self, waiting, batches: dict) -> None:
-        """Give each waiting task the least loaded worker that takes it; set aside those none takes now.
-
-        A task set aside does not stop the ones behind it; the pass ends
-        when no worker has room left. Tasks of a shape that found no worker
-        in this pass are set aside without a search.
-        """
-        index = self.table.index
-        skipped: list = []
-        unplaced: set = set()  # (cores, memory_mb, prefetch) that found no worker in this pass
-        depth: dict[str, int] = {}  # prefetch depth per category, fixed for this pass
-        most_prefetch = 0
-        while waiting:
-            task = waiting.popleft()
-            if task.category not in depth:
-                depth[task.category] = self._prefetch_depth(task.category)
-                most_prefetch = max(most_prefetch, depth[task.category])
-            shape = (task.cores, task.memory_mb, depth[task.category])
-            worker = None if shape in unplaced else index.pick(task, depth[task.category])
-            if worker is None:
-                unplaced.add(shape)
-                if not self._fail_if_too_big(task):
-                    skipped.append(task)
-                if not index.has_room(most_prefetch):
-                    break  # every worker is full: nothing later in the queue can go either
-                continue
-            self.table.assign(task, worker)
-            batches.setdefault(worker.identity, []).append(task)
-        waiting.extendleft(reversed(skipped))
-
-    def _send_batches(self, batches: dict) -> int:
-        sent = 0
-        for identity, tasks in batches.items():
-            worker = self.table.workers[identity]
-            new_fns = list(dict.fromkeys(t.fn_hash for t in tasks if t.fn_hash not in worker.functions))
-            payloads = [self._functions[h] for h in new_fns] + [t.args for t in tasks]
-            if not self.endpoint.send(protocol.Tasks([t.wire() for t in tasks], new_fns), payloads,
-                                      peer=identity):
-                self._remove_worker(identity, counts_as_kill=True)
-                continue
-            worker.functions.update(new_fns)
-            worker.last_sent = time.monotonic()
-            sent += len(tasks)
-        self.stats["dispatched"] += sent
-        return sent
-
-    def _fail_if_too_big(self, task) -> bool:
-        """Fail ``task`` if it has been larger than every worker for the grace period; return whether."""
-        if self.table.could_any_fit(task):
-            task.unfit_since = None
-            return False
-        now = time.monotonic()
-        if task.unfit_since is None:
-            task.unfit_since = now
-        local_only_all_up = self._local_target and len(self.table.workers) >= self._local_target
-        if now - task.unfit_since < self.unfit_grace_s and not local_only_all_up:
-            return False
-        self._fail_unfit(task)
-        return True
-
-    def _dispatch_affine(self, waiting, batches: dict) -> None:
-        """Give each free worker the first waiting tasks (within the look-ahead) whose affinity key it holds."""
-        if not any(t.affinity is not None for t in itertools.islice(waiting, _LOOKAHEAD)):
-            return
-        free = [w for w in self.table.workers.values() if w.affinity and w.free_cores > 0]
-        if not free:
-            return
-        head = [waiting.popleft() for _ in range(min(_LOOKAHEAD, len(waiting)))]
-        taken: set[int] = set()
-        for worker in free:
-            for task in head:
-                if task.id not in taken and task.affinity in worker.affinity and worker.fits(task):
-                    self.table.assign(task, worker)
-                    batches.setdefault(worker.identity, []).append(task)
-                    taken.add(task.id)
-                    if worker.free_cores <= 0:
-                        break
-        waiting.extendleft(reversed([t for t in head if t.id not in taken]))
-
-    def _fail_unfit(self, task) -> None:
-        self.table.tasks.pop(task.id, None)
-        cores, memory_mb = self.table.largest_worker()
-        error = TaskError(
-            f"task {task.id} ({task.category}) asks for {task.cores} cores and {task.memory_mb} MB, "
-            f"more than the largest worker offers ({cores} cores, {memory_mb} MB) for "
-            f"{self.unfit_grace_s:g} s (Manager(unfit_grace_s=...)): ask for less, or start larger workers")
-        result = failed(task.id, task.category, "error", error)
-        result.tag = self._tags.pop(task.id, None)
-        self._deliver(task, result)
 
     # ------------------------------------------------------------ workers
     def _look_after_workers(self) -> None:

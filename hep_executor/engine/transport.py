@@ -129,6 +129,11 @@ class Endpoint:
         self.session = session
         self._keys[session] = protocol.derive_key(self.key, session)
 
+    def forget(self, peer: bytes) -> None:
+        """Drop the sequence numbers of ``peer`` (a status client done with its question)."""
+        self._sent.pop(peer, None)
+        self._heard.pop(peer, None)
+
     def _key_for(self, session: bytes) -> bytes:
         key = self._keys.get(session)
         return key if key is not None else protocol.derive_key(self.key, session)

@@ -143,3 +143,20 @@ def test_results_payload_of_a_dropped_message_is_never_unpickled(tmp_path):
             assert not sentinel.exists()
         finally:
             a.close()
+
+
+def test_status_query_is_answered_outside_the_session_and_forgotten():
+    import threading
+
+    from hep_executor.engine.status_client import query_status
+
+    with Manager(local_workers=0) as m:
+        m.submit(tasks.square, 1)
+        answers = []
+        asker = threading.Thread(target=lambda: answers.append(query_status(m.address, m.key, timeout=10)))
+        asker.start()
+        while asker.is_alive():
+            _pump(m, 0.05)
+        asker.join()
+        assert answers[0]["tasks_waiting"] == 1 and answers[0]["workers"] == 0
+        assert m.endpoint._heard == {} and m.endpoint._sent == {}  # no state kept per status client
