@@ -83,8 +83,16 @@ class MessageSteps:
             if msg is None or isinstance(msg, (protocol.Hello, protocol.Register)):
                 reason = ("authentication failed: the worker's key does not match this manager's "
                           "key; start it with the run's --key-file")
-                log.error("refused worker %s: %s", ascii(getattr(msg, "worker_id", "?"))[:40], reason)
+                self._log_refusal(ascii(getattr(msg, "worker_id", "?"))[:40], reason)
                 self.endpoint.send_unsigned(protocol.Refuse(reason), peer)
+
+    def _log_refusal(self, who: str, reason: str) -> None:
+        """Log a refused worker, at most once a second (a flood of bad registrations is one line)."""
+        self.stats["refused"] += 1
+        now = time.monotonic()
+        if now - getattr(self, "_last_refusal_log", 0.0) >= 1.0:
+            self._last_refusal_log = now
+            log.error("refused worker %s: %s (%d refused so far)", who, reason, self.stats["refused"])
 
     def _register(self, peer: bytes, msg: protocol.Register) -> None:
         if peer in self.table.workers:

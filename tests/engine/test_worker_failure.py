@@ -131,3 +131,22 @@ def test_garbage_and_tampered_messages_are_dropped_and_the_run_goes_on():
             assert r.value == 16
         finally:
             peer.close()
+
+
+def test_a_flood_of_wrong_key_registrations_is_one_log_line(caplog):
+    import logging
+
+    with Manager(local_workers=0) as m:
+        peers = [RawPeer(m.address, b"w" * 32) for _ in range(50)]
+        try:
+            with caplog.at_level(logging.ERROR, logger="hep_executor.engine.inbox"):
+                for peer in peers:
+                    peer.send(protocol.Hello(protocol.PROTOCOL_VERSION, "x" * 10_000))
+                try_assert(lambda: m.wait_for_workers(1, timeout=0.1) == 0 and m.stats["refused"] == 50,
+                           timeout=20)
+            lines = [r for r in caplog.records if "refused worker" in r.getMessage()]
+            assert 1 <= len(lines) <= 2, len(lines)  # one a second at most
+            assert all(len(r.getMessage()) < 400 for r in lines)  # the sender's fields are cut short
+        finally:
+            for peer in peers:
+                peer.close()
