@@ -14,6 +14,8 @@ setting at fault and, where it helps, what to do about it::
     │   └── RemoteAccessError               XRootD server down, timeouts
     ├── ProtocolError                       malformed or incompatible message
     │   ├── AuthenticationError             a message failed the signature check
+    │   │   ├── ReplayError                 a message seen before, or out of order
+    │   │   └── SessionMismatchError        a message signed for another run
     │   └── VersionMismatchError            worker of another protocol version
     ├── TaskError                           a task did not produce a result
     │   ├── RemoteTaskError                 the task raised (carries the traceback text)
@@ -23,7 +25,8 @@ setting at fault and, where it helps, what to do about it::
     │   └── TaskCancelledError              cancelled by the caller
     ├── CoverageError                       output misses or doubles entry ranges
     ├── BatchError (RuntimeError)           a batch system refused or failed a job
-    └── ManagerClosedError (RuntimeError)   the manager was used after close()
+    ├── ManagerClosedError (RuntimeError)   the manager was used after close()
+    └── NoWorkersError (RuntimeError)       no worker left, and none will be started
 """
 
 from __future__ import annotations
@@ -39,11 +42,14 @@ __all__ = [
     "HepExecutorError",
     "InputError",
     "ManagerClosedError",
+    "NoWorkersError",
     "NotRootFileError",
     "ProtocolError",
     "RemoteAccessError",
     "RemoteTaskError",
+    "ReplayError",
     "ResourceExhaustedError",
+    "SessionMismatchError",
     "TaskCancelledError",
     "TaskError",
     "TreeNotFoundError",
@@ -210,3 +216,27 @@ class BatchError(HepExecutorError, RuntimeError):
 
 class ManagerClosedError(HepExecutorError, RuntimeError):
     """The manager was used after it was closed."""
+
+
+class ReplayError(AuthenticationError):
+    """A correctly signed message whose sequence number was seen before (replayed or reordered)."""
+
+
+class SessionMismatchError(AuthenticationError):
+    """A correctly signed message of another run (another session of the same key file).
+
+    Parameters
+    ----------
+    message : str
+        What was refused.
+    session : bytes
+        The session the message was signed for.
+    """
+
+    def __init__(self, message: str, session: bytes = b""):
+        super().__init__(message)
+        self.session = session
+
+
+class NoWorkersError(HepExecutorError, RuntimeError):
+    """Tasks wait, no worker is connected, and the manager will start no more (its restart cap)."""

@@ -93,7 +93,7 @@ class FactoryPolicy:
             return self.max_workers - active
         if active < self.min_workers:
             return self.min_workers - active
-        hungry = int(status.get("hungry", 0))
+        hungry = int(status.get("tasks_unplaced", 0))
         if hungry > 0:
             # jobs still pending will bring slots the manager does not count yet
             wanted = math.ceil(hungry / max(1, cores)) - pending

@@ -4,7 +4,7 @@ A slot process calls :func:`reset_peak` before a task and :func:`peak_mb`
 after it: on Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the
 kernel's peak-RSS mark, so the peak read afterwards is that task's alone,
 not the process lifetime's. Where the reset is not allowed, the peak is
-the process's so far (an upper bound), and :data:`PER_TASK_PEAK` says so.
+the process's so far (an upper bound).
 
 The worker watches each busy slot's resident memory with
 :func:`rss_mb` and stops a slot whose task goes over its allocation.
@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 
-__all__ = ["PER_TASK_PEAK", "peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal"]
+__all__ = ["peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal"]
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
 
@@ -30,12 +30,12 @@ def _can_reset() -> bool:
         return False
 
 
-PER_TASK_PEAK = sys.platform.startswith("linux") and _can_reset()
+_CAN_RESET = sys.platform.startswith("linux") and _can_reset()
 
 
 def reset_peak() -> None:
     """Reset this process's peak-RSS mark (Linux), so the next peak is the next task's."""
-    if PER_TASK_PEAK:
+    if _CAN_RESET:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
 

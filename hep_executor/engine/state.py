@@ -5,12 +5,14 @@ Nothing here touches a socket. :class:`TaskTable` holds every task from
 
     waiting --assign--> dispatched --finish--> done
        ^                    |
-       +----requeue---------+   (worker lost: kill count +1, or back off)
+       +----requeue---------+   (worker lost: kill count +1 if it was running)
                             |
                             +--> failed (kill count reached, or retries spent)
 
 A worker's free resources are its advertised ones less those of the
-tasks dispatched to it.
+tasks dispatched to it. A worker reports which of its tasks are running
+(:attr:`WorkerRecord.running`); when it dies only those count a kill,
+and the ones queued behind them go back to waiting without blame.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import collections
 import enum
 import time
 from dataclasses import dataclass, field
+
+from hep_executor.engine.dispatch import FreeIndex
 
 __all__ = ["TaskRecord", "TaskState", "TaskTable", "WorkerRecord", "remember_key"]
 
@@ -48,8 +52,8 @@ class TaskRecord:
     worker: bytes | None = None
     attempts: int = 0
     worker_kills: int = 0
-    submitted: float = field(default_factory=time.time)
-    dispatched: float = 0.0
+    dispatched_at: float = 0.0  # time.monotonic() of the last assign
+    unfit_since: float | None = None  # time.monotonic() when it was first seen larger than every worker
     affinity: str | None = None
 
     def wire(self) -> dict:
@@ -80,7 +84,6 @@ class WorkerRecord:
     cores: int
     memory_mb: int
     disk_mb: int
-    joined: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     last_sent: float = field(default_factory=time.monotonic)
     tasks: dict = field(default_factory=dict)  # task id -> TaskRecord
@@ -88,6 +91,7 @@ class WorkerRecord:
     used_cores: int = 0
     used_memory_mb: int = 0
     completed: int = 0
+    running: set = field(default_factory=set)  # task ids the worker last said were running
     affinity: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent keys
 
     @property
@@ -127,6 +131,9 @@ class TaskTable:
         self.tasks: dict[int, TaskRecord] = {}
         self.waiting: collections.deque[TaskRecord] = collections.deque()
         self.workers: dict[bytes, WorkerRecord] = {}
+        self.index = FreeIndex()
+        self.total_cores = 0
+        self._shapes: collections.Counter = collections.Counter()  # (cores, memory_mb) of workers
         self._next_id = 1
 
     # -- tasks
@@ -146,10 +153,11 @@ class TaskTable:
         task.state = TaskState.DISPATCHED
         task.worker = worker.identity
         task.attempts += 1
-        task.dispatched = time.time()
+        task.dispatched_at = time.monotonic()
         worker.tasks[task.id] = task
         worker.used_cores += task.cores
         worker.used_memory_mb += task.memory_mb
+        self.index.touch(worker)
         if task.affinity is not None:
             remember_key(worker.affinity, task.affinity, self.affinity_keys * worker.cores)
 
@@ -158,6 +166,7 @@ class TaskTable:
         if worker is not None and worker.tasks.pop(task.id, None) is not None:
             worker.used_cores -= task.cores
             worker.used_memory_mb -= task.memory_mb
+            self.index.touch(worker)
         task.worker = None
         return worker
 
@@ -202,6 +211,17 @@ class TaskTable:
     # -- workers
     def add_worker(self, worker: WorkerRecord) -> None:
         self.workers[worker.identity] = worker
+        self._shapes[(worker.cores, worker.memory_mb)] += 1
+        self.total_cores += worker.cores
+        self.index.touch(worker)
+
+    def could_any_fit(self, task: TaskRecord) -> bool:
+        """Whether some registered worker could hold ``task`` when empty."""
+        return any(c >= task.cores and m >= task.memory_mb for c, m in self._shapes)
+
+    def largest_worker(self) -> tuple[int, int]:
+        """``(cores, memory_mb)`` of the worker with the most memory (then cores); (0, 0) if none."""
+        return max(self._shapes, key=lambda s: (s[1], s[0]), default=(0, 0))
 
     def remove_worker(self, identity: bytes, *, counts_as_kill: bool = True
                       ) -> tuple[list[TaskRecord], list[TaskRecord]]:
@@ -213,10 +233,16 @@ class TaskTable:
         worker = self.workers.pop(identity, None)
         if worker is None:
             return [], []
+        self.index.remove(worker)
+        self.total_cores -= worker.cores
+        self._shapes[(worker.cores, worker.memory_mb)] -= 1
+        if not self._shapes[(worker.cores, worker.memory_mb)]:
+            del self._shapes[(worker.cores, worker.memory_mb)]
         requeued, failed = [], []
+        suspects = _suspects(worker) if counts_as_kill else set()
         for task in sorted(worker.tasks.values(), key=lambda t: t.id, reverse=True):
             task.worker = None
-            if counts_as_kill:
+            if task.id in suspects:
                 task.worker_kills += 1
             if task.worker_kills >= self.max_worker_kills:
                 task.state = TaskState.FAILED
@@ -228,6 +254,10 @@ class TaskTable:
                 requeued.append(task)
         worker.tasks.clear()
         return requeued, failed
+
+    def note_running(self, worker: WorkerRecord, ids) -> None:
+        """Record the tasks ``worker`` says are running now."""
+        worker.running = set(ids)
 
     def task_killed_worker(self, task_id: int) -> tuple[str, TaskRecord | None]:
         """A task's process died on a worker that lives on.
@@ -259,3 +289,15 @@ class TaskTable:
     def empty(self) -> bool:
         """No task waiting or dispatched."""
         return not self.tasks
+
+
+def _suspects(worker: WorkerRecord) -> set:
+    """Ids of the tasks that were running when ``worker`` died.
+
+    Those it last reported running; if it reported none of the tasks it
+    holds (it died before saying so), the oldest ``cores`` dispatched to it.
+    """
+    running = worker.running & worker.tasks.keys()
+    if running:
+        return running
+    return set(list(worker.tasks)[:worker.cores])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import zmq
 
 from hep_executor.engine import protocol
@@ -20,7 +22,8 @@ def query_status(address: str, key: bytes, timeout: float = 5.0) -> dict:
         No (valid) answer from ``address`` within ``timeout`` seconds.
     """
     ctx = zmq.Context.instance()
-    endpoint = Endpoint(connect_dealer(ctx, address), key, routed=False)
+    identity = uuid.uuid4().hex.encode()
+    endpoint = Endpoint(connect_dealer(ctx, address, identity), key, routed=False, identity=identity)
     try:
         endpoint.send(protocol.StatusQuery())
         if endpoint.poll(timeout):

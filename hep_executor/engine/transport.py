@@ -1,9 +1,10 @@
 """ZeroMQ sockets for manager and workers, with signed messages.
 
 :class:`Endpoint` wraps one socket (the manager's ROUTER or a worker's
-DEALER) and the run's key: it sends typed messages and receives them
-checked, dropping (and logging) any message that fails the signature
-check before it is parsed.
+DEALER), the key file's secret and the run's session: it sends typed
+messages with a sequence number per link, and receives them checked,
+dropping (and logging) any message that fails the signature, belongs to
+another run or repeats a sequence number, before it is parsed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import zmq
 
 from hep_executor.engine import protocol
-from hep_executor.errors import AuthenticationError, ConfigError, ProtocolError
+from hep_executor.errors import (AuthenticationError, ConfigError, ProtocolError, ReplayError,
+                                 SessionMismatchError)
 
 __all__ = ["Endpoint", "bind_router", "connect_dealer", "format_address"]
 
@@ -78,29 +80,74 @@ def connect_dealer(ctx: zmq.Context, address: str, identity: bytes | None = None
     return sock
 
 
+_NO_SESSION_OPS = frozenset({"hello", "session", "status_query", "status_reply", "refuse"})
+
+
 class Endpoint:
-    """One socket and the key that signs its messages.
+    """One socket, the key file's secret, and the session its messages belong to.
+
+    Every message sent carries the session id and the next sequence number
+    of its link (per peer on a ROUTER), signed with the session's key and
+    the worker's identity. A message received is dropped, and logged at
+    most once a second, before its header is parsed when its signature
+    fails, when it belongs to another run (:class:`SessionMismatchError`,
+    which the caller may answer), or when its sequence number is not past
+    the last one of its link (:class:`ReplayError`).
 
     Parameters
     ----------
     sock : zmq.Socket
         A ROUTER (``routed=True``) or DEALER socket.
     key : bytes
-        The run's secret.
+        The key file's secret (the session keys are derived from it).
     routed : bool
-        Whether frames carry a peer identity first (ROUTER).
+        Whether frames carry a peer identity first (ROUTER: the manager).
+    session : bytes, optional
+        The run's session id (the manager's; a worker learns it with :meth:`join`).
+    identity : bytes
+        A DEALER's own routing identity (signed into every message).
     """
 
-    def __init__(self, sock: zmq.Socket, key: bytes, routed: bool):
+    def __init__(self, sock: zmq.Socket, key: bytes, routed: bool, *, session: bytes | None = None,
+                 identity: bytes = b""):
         self.sock = sock
         self.key = key
         self.routed = routed
+        self.identity = identity
+        self.session = protocol.NO_SESSION
+        self._keys = {protocol.NO_SESSION: protocol.derive_key(key, protocol.NO_SESSION)}
+        self._sent: dict = {}   # peer (None on a DEALER) -> last sequence number sent
+        self._heard: dict = {}  # peer -> last sequence number accepted
         self.dropped = 0
+        self.replayed = 0
         self._last_drop_log = 0.0
+        if session is not None:
+            self.join(session)
 
-    def send(self, msg: Any, payloads=(), peer: bytes | None = None) -> bool:
-        """Send ``msg``; return False if the peer is gone (ROUTER)."""
-        frames = protocol.encode(msg, self.key, payloads)
+    def join(self, session: bytes) -> None:
+        """Speak in ``session`` from now on (a worker, once the manager named it)."""
+        self.session = session
+        self._keys[session] = protocol.derive_key(self.key, session)
+
+    def forget(self, peer: bytes) -> None:
+        """Drop the sequence numbers of ``peer`` (a status client done with its question)."""
+        self._sent.pop(peer, None)
+        self._heard.pop(peer, None)
+
+    def _key_for(self, session: bytes) -> bytes:
+        key = self._keys.get(session)
+        return key if key is not None else protocol.derive_key(self.key, session)
+
+    def send(self, msg: Any, payloads=(), peer: bytes | None = None, *,
+             session: bytes | None = None) -> bool:
+        """Send ``msg`` (in ``session``, default this endpoint's); return False if the peer is gone."""
+        session = self.session if session is None else session
+        seq = self._sent.get(peer, 0) + 1
+        self._sent[peer] = seq
+        direction = protocol.TO_WORKER if self.routed else protocol.TO_MANAGER
+        envelope = protocol.Envelope(session, seq, direction)
+        frames = protocol.encode(msg, self._key_for(session), payloads, envelope=envelope,
+                                 identity=peer if self.routed else self.identity)
         if self.routed:
             frames = [peer, *frames]
         try:
@@ -117,7 +164,8 @@ class Endpoint:
         Used to tell a worker whose key does not match why it is refused;
         such a worker can read the reason but nothing it would act on.
         """
-        frames = protocol.encode(msg, b"", ())
+        envelope = protocol.Envelope(protocol.NO_SESSION, 0, protocol.TO_WORKER)
+        frames = protocol.encode(msg, b"", (), envelope=envelope, identity=peer)
         try:
             self.sock.send_multipart([peer, *frames])
         except zmq.ZMQError:
@@ -127,7 +175,7 @@ class Endpoint:
         """Receive one message without blocking.
 
         Returns ``(peer, message, payloads)``, or None when nothing is
-        waiting. A message that fails its check is dropped and logged,
+        waiting. A message that fails its checks is dropped and logged,
         and comes back as ``(peer, exception, raw_frames)`` so that the
         caller may answer a refused registration.
         """
@@ -137,16 +185,55 @@ class Endpoint:
             return None
         peer = frames.pop(0) if self.routed else None
         try:
-            msg, payloads = protocol.decode(frames, self.key)
+            msg, payloads = self._open(peer, frames)
         except (AuthenticationError, ProtocolError) as exc:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._last_drop_log > 1.0:
-                self._last_drop_log = now
-                who = peer.hex()[:12] if peer else "manager"
-                log.warning("dropped a message from %s: %s (%d dropped so far)", who, exc, self.dropped)
+            self._note_drop(peer, exc)
             return peer, exc, frames
         return peer, msg, payloads
+
+    def _open(self, peer: bytes | None, frames: list) -> tuple[Any, list]:
+        """Check direction, session, signature and sequence number, then parse the header."""
+        envelope = protocol.peek_envelope(frames)
+        identity = peer if self.routed else self.identity
+        if envelope.direction != (protocol.TO_MANAGER if self.routed else protocol.TO_WORKER):
+            msg = "message signed for the other direction (reflected back?)"
+            raise AuthenticationError(msg)
+        if envelope.session not in self._keys:
+            self._refuse_other_session(frames, envelope, identity)
+        protocol.verify(frames, self._keys[envelope.session], identity)
+        header = bytes(frames[2])
+        if envelope.seq <= self._heard.get(peer, 0):
+            self.replayed += 1
+            if self.routed or b'"op":"refuse"' not in header[:20]:
+                msg = (f"sequence number {envelope.seq} is not past {self._heard.get(peer, 0)} "
+                       "on this link: a replayed or reordered message")
+                raise ReplayError(msg)
+        else:
+            self._heard[peer] = envelope.seq
+        msg = protocol.parse_header(header)
+        if envelope.session == protocol.NO_SESSION and msg.op not in _NO_SESSION_OPS:
+            msg = f"a {msg.op!r} message outside the run's session"
+            raise AuthenticationError(msg)
+        return msg, [bytes(f) for f in frames[3:]]
+
+    def _refuse_other_session(self, frames: list, envelope, identity: bytes) -> None:
+        try:
+            protocol.verify(frames, protocol.derive_key(self.key, envelope.session), identity)
+        except AuthenticationError:
+            msg = "message signature does not match the key (wrong key file?)"
+            raise AuthenticationError(msg) from None
+        msg = (f"message of another run (session {envelope.session.hex()[:12]}, this run is "
+               f"{self.session.hex()[:12]}): a worker of an earlier run of this key file")
+        raise SessionMismatchError(msg, envelope.session)
+
+    def _note_drop(self, peer: bytes | None, exc: Exception) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log > 1.0:
+            self._last_drop_log = now
+            who = peer.hex()[:12] if peer else "manager"
+            log.warning("dropped a message from %s: %s (%d dropped so far)", who,
+                        ascii(str(exc)[:300]), self.dropped)
 
     def poll(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds for a message; return whether one is waiting."""

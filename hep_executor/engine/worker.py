@@ -35,6 +35,7 @@ from hep_executor.engine import monitor
 from hep_executor.engine import protocol
 from hep_executor.errors import AuthenticationError, ConfigError, ProtocolError
 from hep_executor.engine.keys import load_key
+from hep_executor.engine.pipes import SlotWriter
 from hep_executor.engine.slot import slot_main
 from hep_executor.engine.state import remember_key
 from hep_executor.engine.transport import Endpoint, connect_dealer
@@ -54,6 +55,7 @@ class _Slot:
     index: int
     proc: multiprocessing.Process
     conn: object
+    writer: SlotWriter
     functions: set = field(default_factory=set)
     queue: collections.deque = field(default_factory=collections.deque)  # items sent; head runs
     peak_seen: float = 0.0
@@ -99,6 +101,8 @@ class Worker:
         self.queue: collections.deque = collections.deque()  # (item, args) from the manager
         self.functions: dict[str, bytes] = {}
         self.outbox: list[tuple[dict, bytes]] = []
+        self._running_sent: list = []
+        self._discard: set = set()  # cancelled tasks already written to a slot: their results are dropped
         self.stopping: str | None = None
         self.exit_code = EXIT_OK
         self._ewma_wall = 1.0
@@ -115,7 +119,7 @@ class Worker:
                                 name=f"hep-slot-{index}")
         proc.start()
         child.close()
-        slot = _Slot(index, proc, parent)
+        slot = _Slot(index, proc, parent, SlotWriter(parent, f"hep-slot-writer-{index}"))
         self._poller.register(parent.fileno(), zmq.POLLIN)
         return slot
 
@@ -127,6 +131,7 @@ class Worker:
         if slot.proc.is_alive():
             slot.proc.kill()
         slot.proc.join(timeout=5)
+        slot.writer.close()
         slot.conn.close()
         fresh = self._start_slot(slot.index)
         self.slots[slot.index] = fresh
@@ -135,9 +140,9 @@ class Worker:
     def _send_to_slot(self, slot: _Slot, item: dict, args: bytes) -> None:
         fn_hash = item["fn"]
         if fn_hash not in slot.functions:
-            slot.conn.send_bytes(pickle.dumps(("fn", fn_hash, self.functions[fn_hash])))
+            slot.writer.send(pickle.dumps(("fn", fn_hash, self.functions[fn_hash])))
             slot.functions.add(fn_hash)
-        slot.conn.send_bytes(pickle.dumps(("task", item["id"], fn_hash, args)))
+        slot.writer.send(pickle.dumps(("task", item["id"], fn_hash, args)))
         slot.queue.append((item, args))
         slot.peak_seen = 0.0
 
@@ -160,14 +165,24 @@ class Worker:
                 self._cancel(set(msg.ids))
             elif isinstance(msg, protocol.Shutdown):
                 self.stopping = msg.reason or "manager asked to stop"
+            elif isinstance(msg, protocol.Refuse):
+                self._refused(msg.reason)
 
     def _cancel(self, ids: set) -> None:
+        """Drop cancelled tasks: a queued one is forgotten, a running one stops its slot.
+
+        A cancelled task already written to a slot behind the running one is
+        left to run and its result dropped, so the running task is not disturbed.
+        """
         self.queue = collections.deque(e for e in self.queue if e[0]["id"] not in ids)
         for slot in list(self.slots):
-            if any(item["id"] in ids for item, _ in slot.queue):
-                keep = [e for e in slot.queue if e[0]["id"] not in ids]
+            if slot.queue and slot.queue[0][0]["id"] in ids:
+                keep = [e for e in list(slot.queue)[1:] if e[0]["id"] not in ids]
+                slot.queue.clear()
                 self._restart_slot(slot)
                 self.queue.extendleft(reversed(keep))
+            else:
+                self._discard.update(item["id"] for item, _ in slot.queue if item["id"] in ids)
 
     def _process_slot_results(self, ready: set) -> None:
         for slot in list(self.slots):
@@ -185,6 +200,9 @@ class Worker:
                  started, pid, index) = report
                 item, _ = slot.queue.popleft()
                 self._ewma_wall = 0.8 * self._ewma_wall + 0.2 * wall
+                if task_id in self._discard:
+                    self._discard.discard(task_id)
+                    continue
                 self.outbox.append(({"id": task_id, "status": status, "wall": wall, "cpu": cpu,
                                      "peak_mb": peak, "compressed": compressed, "error": error,
                                      "traceback": tb, "started": started,
@@ -193,17 +211,18 @@ class Worker:
 
     def _slot_died(self, slot: _Slot, status: str = "lost", note: str = "") -> None:
         """The slot's process ended under its running task: report it, requeue the rest."""
-        code = slot.proc.exitcode
+        slot.proc.join(timeout=5)  # the exit code is None until the process is reaped
         if slot.queue:
             item, _ = slot.queue.popleft()
-            reason = note or (f"the task's process ended with exit code {code} "
+            reason = note or (f"the task's process ended {describe_exit(slot.proc.exitcode)} "
                               "(crashed, called os._exit, or was killed)")
             self.outbox.append(({"id": item["id"], "status": status, "wall": 0.0, "cpu": 0.0,
                                  "peak_mb": slot.peak_seen, "compressed": False,
                                  "error": reason, "traceback": "", "started": 0.0,
                                  "slot": f"{self.worker_id}/{slot.index}",
                                  "host": socket.gethostname()}, b""))
-        rest = list(slot.queue)
+        rest = [e for e in slot.queue if e[0]["id"] not in self._discard]
+        self._discard.difference_update(e[0]["id"] for e in slot.queue)
         slot.queue.clear()
         self.queue.extendleft(reversed(rest))
         self._restart_slot(slot)
@@ -243,10 +262,15 @@ class Worker:
         return entry
 
     def _flush_results(self) -> None:
-        if self.outbox:
+        """Send finished tasks, and which tasks run now when that changed (the manager blames only those)."""
+        running = sorted(s.queue[0][0]["id"] for s in self.slots if s.queue)
+        changed = running != self._running_sent
+        if self.outbox or changed:
             items = [i for i, _ in self.outbox]
-            self.endpoint.send(protocol.Results(items), [p for _, p in self.outbox])
+            self.endpoint.send(protocol.Results(items, running if changed else None),
+                               [p for _, p in self.outbox])
             self.outbox = []
+            self._running_sent = running
             self._last_sent = time.monotonic()
 
     def _heartbeat_and_watch(self) -> None:
@@ -273,39 +297,53 @@ class Worker:
 
     # ------------------------------------------------------------ life
     def _register(self) -> bool:
-        reg = protocol.Register(protocol.PROTOCOL_VERSION, self.worker_id, socket.gethostname(),
-                                os.getpid(), self.cores, self.memory_mb, self.disk_mb)
-        self.endpoint.send(reg)
+        """Ask the run's session (Hello), register in it, wait for the Welcome."""
+        self.endpoint.send(protocol.Hello(protocol.PROTOCOL_VERSION, self.worker_id))
         deadline = time.monotonic() + self.manager_timeout
         while time.monotonic() < deadline and not self.stopping:
             if not self.endpoint.poll(0.2):
                 if self.parent_pid is not None and os.getppid() != self.parent_pid:
                     return False
                 continue
-            frames = self.endpoint.sock.recv_multipart()
-            try:
-                msg, _ = protocol.decode(frames, self.key)
-            except AuthenticationError:
-                try:  # a refusal is sent with an empty key when ours does not match
-                    msg, _ = protocol.decode(frames, b"")
-                except ProtocolError:
-                    continue
-                if not isinstance(msg, protocol.Refuse):
-                    continue
-            if isinstance(msg, protocol.Refuse):
-                log.error("manager %s refused this worker: %s", self.manager, msg.reason)
-                print(f"hep-executor worker: refused by {self.manager}: {msg.reason}", file=sys.stderr)
-                self.exit_code = EXIT_REFUSED
+            msg = self._registration_reply()
+            if isinstance(msg, protocol.Session):
+                self.endpoint.join(bytes.fromhex(msg.session))
+                self.endpoint.send(protocol.Register(
+                    protocol.PROTOCOL_VERSION, self.worker_id, socket.gethostname(), os.getpid(),
+                    self.cores, self.memory_mb, self.disk_mb))
+            elif isinstance(msg, protocol.Refuse):
+                self._refused(msg.reason)
                 return False
-            if isinstance(msg, protocol.Welcome):
+            elif isinstance(msg, protocol.Welcome):
                 self.heartbeat_interval = msg.heartbeat_interval
-                self.manager_timeout = msg.heartbeat_timeout
+                # the smaller wins: a worker started with a short --manager-timeout keeps it
+                self.manager_timeout = min(self.manager_timeout, msg.worker_timeout)
                 self._last_heard = time.monotonic()
                 return True
         log.error("no answer from manager %s within %.0f s (is the address right, and the key the same?)",
                   self.manager, self.manager_timeout)
         self.exit_code = EXIT_MANAGER_LOST
         return False
+
+    def _registration_reply(self):
+        """The next message from the manager, or a refusal sent unsigned (our key is not its key)."""
+        got = self.endpoint.recv()
+        if got is None:
+            return None
+        _, msg, frames = got
+        if isinstance(msg, AuthenticationError):
+            try:
+                msg, _ = protocol.decode(frames, b"", self.endpoint.identity)
+            except ProtocolError:
+                return None
+            return msg if isinstance(msg, protocol.Refuse) else None
+        return None if isinstance(msg, Exception) else msg
+
+    def _refused(self, reason: str) -> None:
+        log.error("manager %s refused this worker: %s", self.manager, reason)
+        print(f"hep-executor worker: refused by {self.manager}: {reason}", file=sys.stderr)
+        self.exit_code = EXIT_REFUSED
+        self.stopping = "refused"
 
     def run(self) -> int:
         """Register and serve until told to stop; return the exit code."""
@@ -314,7 +352,7 @@ class Worker:
         self.slots = [self._start_slot(i) for i in range(self.cores)]
         self._ctx = zmq.Context()
         sock = connect_dealer(self._ctx, self.manager, self.worker_id.encode())
-        self.endpoint = Endpoint(sock, self.key, routed=False)
+        self.endpoint = Endpoint(sock, self.key, routed=False, identity=self.worker_id.encode())
         self._poller.register(sock, zmq.POLLIN)
         try:
             if self._register():
@@ -335,16 +373,26 @@ class Worker:
 
     def _stop_slots(self) -> None:
         for slot in self.slots:
-            try:
-                slot.conn.send_bytes(pickle.dumps(("stop",)))
-            except OSError:
-                pass
+            slot.writer.send(pickle.dumps(("stop",)))
         deadline = time.monotonic() + 2.0
         for slot in self.slots:
             slot.proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if slot.proc.is_alive():
                 slot.proc.kill()
                 slot.proc.join(timeout=2)
+            slot.writer.close(timeout=0.5)
+
+
+def describe_exit(code: int | None) -> str:
+    """``with exit code 17``, ``by signal SIGSEGV``, or ``with an unknown status`` for ``code``."""
+    if code is None:
+        return "with an unknown status"
+    if code < 0:
+        try:
+            return f"by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"by signal {-code}"
+    return f"with exit code {code}"
 
 
 def preload(modules) -> None:

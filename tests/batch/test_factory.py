@@ -24,7 +24,7 @@ from hep_executor.batch.factory import (
 )
 from tests.servers import wait_until
 
-manager_mod = pytest.importorskip("hep_executor.engine.manager")
+from hep_executor.engine import manager as manager_mod  # noqa: E402
 
 
 class CountingLocalBatch:
@@ -121,14 +121,14 @@ def test_factory_with_no_manager_gives_up(tmp_path):
 
 
 @pytest.mark.parametrize(("status", "pending", "running", "idle", "change"), [
-    ({"hungry": 0, "tasks_waiting": 0}, 0, 0, False, 1),    # below min: grow to min
-    ({"hungry": 10, "tasks_waiting": 10}, 0, 1, False, 3),  # hungry: grow to max
-    ({"hungry": 10, "tasks_waiting": 10}, 3, 1, False, 0),  # at max
-    ({"hungry": 2, "tasks_waiting": 2}, 2, 1, False, 0),    # pending jobs will cover it
-    ({"hungry": 0, "tasks_waiting": 0}, 2, 2, False, -2),   # nothing queued: drop pending
-    ({"hungry": 0, "tasks_waiting": 0}, 0, 3, True, -2),    # idle: back to min
-    ({"hungry": 0, "tasks_waiting": 0}, 0, 3, False, 0),    # not idle long enough
-    ({"hungry": 0, "tasks_waiting": 0}, 0, 6, False, -2),   # above max
+    ({"tasks_unplaced": 0, "tasks_waiting": 0}, 0, 0, False, 1),    # below min: grow to min
+    ({"tasks_unplaced": 10, "tasks_waiting": 10}, 0, 1, False, 3),  # hungry: grow to max
+    ({"tasks_unplaced": 10, "tasks_waiting": 10}, 3, 1, False, 0),  # at max
+    ({"tasks_unplaced": 2, "tasks_waiting": 2}, 2, 1, False, 0),    # pending jobs will cover it
+    ({"tasks_unplaced": 0, "tasks_waiting": 0}, 2, 2, False, -2),   # nothing queued: drop pending
+    ({"tasks_unplaced": 0, "tasks_waiting": 0}, 0, 3, True, -2),    # idle: back to min
+    ({"tasks_unplaced": 0, "tasks_waiting": 0}, 0, 3, False, 0),    # not idle long enough
+    ({"tasks_unplaced": 0, "tasks_waiting": 0}, 0, 6, False, -2),   # above max
 ])
 def test_policy(status, pending, running, idle, change):
     policy = FactoryPolicy(min_workers=1, max_workers=4)
@@ -137,7 +137,7 @@ def test_policy(status, pending, running, idle, change):
 
 def test_policy_counts_cores_per_job():
     policy = FactoryPolicy(min_workers=0, max_workers=10)
-    assert policy.plan({"hungry": 9, "tasks_waiting": 9}, 0, 0, cores=4, idle=False) == 3
+    assert policy.plan({"tasks_unplaced": 9, "tasks_waiting": 9}, 0, 0, cores=4, idle=False) == 3
 
 
 @pytest.mark.parametrize(("low", "high"), [(-1, 2), (3, 2), (0, 0)])

@@ -38,3 +38,44 @@ def pid_of_worker():
 def pid_after(delay):
     time.sleep(delay)
     return os.getppid()
+
+
+class HoldsALock(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        import threading
+
+        self.lock = threading.Lock()
+
+
+def fail_unpicklable(message):
+    raise HoldsALock(message)
+
+
+def random_bytes(data, size):
+    """Return ``size`` random (incompressible) bytes at once; ``data`` is only carried."""
+    return os.urandom(size) if len(data) >= 0 else b""
+
+
+def mark_and_sleep(path, delay):
+    """Append a line to ``path`` (one per start of this task), then sleep."""
+    with open(path, "a") as fh:
+        fh.write("start\n")
+    time.sleep(delay)
+    return os.getpid()
+
+
+def kill_own_worker():
+    """End the worker process this task runs under (not only its slot)."""
+    import signal
+
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(10)
+
+
+def segfault():
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)

@@ -11,11 +11,14 @@ KEY = b"k" * 32
 
 
 @pytest.mark.parametrize("msg", [
+    protocol.Hello(protocol.PROTOCOL_VERSION, "w1"),
+    protocol.Session("ab" * 16),
     protocol.Register(protocol.PROTOCOL_VERSION, "w1", "host", 123, 4, 8000, 10000),
     protocol.Welcome(5.0, 60.0),
     protocol.Refuse("no"),
     protocol.Tasks([{"id": 1, "fn": "ab", "cores": 1, "memory_mb": 0, "category": "c"}], ["ab"]),
     protocol.Results([{"id": 1, "status": "ok"}]),
+    protocol.Results([], running=[3, 4]),
     protocol.Heartbeat(),
     protocol.Cancel([1, 2]),
     protocol.Shutdown("bye"),
@@ -45,7 +48,7 @@ def test_tampered_payload_rejected():
 
 def test_tampered_header_rejected():
     frames = protocol.encode(protocol.Cancel([1]), KEY)
-    frames[1] = frames[1].replace(b"1", b"2")
+    frames[2] = frames[2].replace(b"1", b"2")
     with pytest.raises(AuthenticationError):
         protocol.decode(frames, KEY)
 
@@ -69,7 +72,8 @@ def test_pickle_payload_never_unpickled_on_bad_signature():
 
 def _signed_raw(body: dict) -> list:
     header = json.dumps(body).encode()
-    return [protocol._sign(KEY, [header]), header]
+    envelope = protocol.Envelope(protocol.NO_SESSION, 1, protocol.TO_MANAGER).pack()
+    return [protocol._sign(KEY, b"", [envelope, header]), envelope, header]
 
 
 def test_unknown_op_rejected():
@@ -85,8 +89,36 @@ def test_unknown_field_rejected():
 def test_wrong_version_named():
     body = {"op": "register", "version": 99, "worker_id": "w", "host": "h", "pid": 1,
             "cores": 1, "memory_mb": 1, "disk_mb": 1}
-    with pytest.raises(VersionMismatchError, match="version 99.*speaks 1"):
+    with pytest.raises(VersionMismatchError, match=f"version 99.*speaks {protocol.PROTOCOL_VERSION}"):
         protocol.decode(_signed_raw(body), KEY)
+
+
+def test_signature_covers_the_identity_and_the_envelope():
+    envelope = protocol.Envelope(protocol.new_session(), 7, protocol.TO_MANAGER)
+    frames = protocol.encode(protocol.Heartbeat(), KEY, envelope=envelope, identity=b"worker-a")
+    assert protocol.decode(frames, KEY, b"worker-a")[0] == protocol.Heartbeat()
+    with pytest.raises(AuthenticationError):
+        protocol.decode(frames, KEY, b"worker-b")
+    moved = list(frames)
+    moved[1] = protocol.Envelope(envelope.session, 8, protocol.TO_MANAGER).pack()
+    with pytest.raises(AuthenticationError):
+        protocol.decode(moved, KEY, b"worker-a")
+
+
+def test_session_keys_differ_per_session_and_secret():
+    s1, s2 = protocol.new_session(), protocol.new_session()
+    assert s1 != s2
+    assert protocol.derive_key(KEY, s1) != protocol.derive_key(KEY, s2)
+    assert protocol.derive_key(KEY, s1) != protocol.derive_key(b"j" * 32, s1)
+    assert protocol.derive_key(KEY, s1) == protocol.derive_key(KEY, s1)
+    # RFC 5869, test case 3 (no salt, no info): the first 32 bytes of its OKM
+    okm = protocol._hkdf_sha256(bytes.fromhex("0b" * 22), b"", b"")
+    assert okm.hex() == "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+
+
+def test_oversized_header_is_refused_before_parsing():
+    with pytest.raises(ProtocolError, match="over the"):
+        protocol.parse_header(b"{" * (protocol.MAX_HEADER + 1))
 
 
 def test_key_file_round_trip(tmp_path):

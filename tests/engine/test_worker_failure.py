@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import psutil
-import zmq
-
 from hep_executor import Manager
 from hep_executor.engine import keys, protocol
+from hep_executor.errors import WorkerLostError
 from tests.helpers import drain, try_assert
 from tests.engine import tasks
+from tests.engine.rawpeer import RawPeer, answer
 
 
 def test_sigkill_worker_mid_run_replacement_joins_all_complete_none_twice():
@@ -27,6 +27,14 @@ def test_sigkill_worker_mid_run_replacement_joins_all_complete_none_twice():
         assert all(r.value == ids[r.id] ** 2 for r in results)
         pids = {w["pid"] for w in m.workers()}
         assert victim not in pids and len(pids) == 2, "no replacement joined"
+
+
+def test_slot_killed_by_a_signal_names_the_signal():
+    with Manager(local_workers=1, max_worker_kills=1) as m:
+        m.submit(tasks.segfault)
+        (r,) = drain(m, timeout=60)
+        assert isinstance(r.error, WorkerLostError)
+        assert "by signal SIGSEGV" in str(r.error)
 
 
 def test_silent_worker_is_removed_and_its_tasks_requeued():
@@ -93,43 +101,52 @@ def test_worker_with_wrong_key_is_refused_with_reason(tmp_path):
 
 def test_raw_socket_with_wrong_version_is_refused():
     with Manager(local_workers=0) as m:
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(m.address)
+        peer = RawPeer(m.address, m.key)
         try:
-            reg = protocol.Register(protocol.PROTOCOL_VERSION, "old", "h", 1, 1, 100, 100)
-            frames = protocol.encode(reg, m.key)
-            frames[1] = frames[1].replace(b'"version":1', b'"version":0')
-            frames[0] = protocol._sign(m.key, frames[1:])
-            sock.send_multipart(frames)
-            m.wait_for_workers(1, timeout=1)
-            assert sock.poll(5000)
-            msg, _ = protocol.decode(sock.recv_multipart(), m.key)
-            assert isinstance(msg, protocol.Refuse)
-            assert "version 0" in msg.reason and "speaks 1" in msg.reason
+            frames = peer.frames(protocol.Hello(protocol.PROTOCOL_VERSION, "old"))
+            frames[2] = frames[2].replace(f'"version":{protocol.PROTOCOL_VERSION}'.encode(), b'"version":0')
+            frames[0] = protocol._sign(protocol.derive_key(m.key, protocol.NO_SESSION), peer.identity,
+                                       frames[1:])
+            peer.send(frames)
+            msg = answer(m, peer)
+            assert isinstance(msg, protocol.Refuse), msg
+            assert "version 0" in msg.reason and f"speaks {protocol.PROTOCOL_VERSION}" in msg.reason
             assert m.workers() == []
         finally:
-            sock.close()
-            ctx.term()
+            peer.close()
 
 
-def test_garbage_and_tampered_messages_are_dropped_before_unpickling():
+def test_garbage_and_tampered_messages_are_dropped_and_the_run_goes_on():
     with Manager(local_workers=1) as m:
         assert m.wait_for_workers(1) == 1
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(m.address)
+        peer = RawPeer(m.address, m.key)
         try:
-            sock.send_multipart([b"garbage"])
-            frames = protocol.encode(protocol.Results([{"id": 1}]), m.key, [b"x"])
+            peer.send([b"garbage"])
+            frames = peer.frames(protocol.Results([{"id": 1}]), [b"x"])
             frames[-1] = b"\x80\x04evil"
-            sock.send_multipart(frames)
-            try_assert(lambda: (m.wait(timeout=0.1) is not None) and m.endpoint.dropped >= 2, timeout=5)
+            peer.send(frames)
+            try_assert(lambda: m.wait(timeout=0.1) == [] and m.endpoint.dropped == 2, timeout=5)
             m.submit(tasks.square, 4)
             (r,) = drain(m)
             assert r.value == 16
         finally:
-            sock.close()
-            ctx.term()
+            peer.close()
+
+
+def test_a_flood_of_wrong_key_registrations_is_one_log_line(caplog):
+    import logging
+
+    with Manager(local_workers=0) as m:
+        peers = [RawPeer(m.address, b"w" * 32) for _ in range(50)]
+        try:
+            with caplog.at_level(logging.ERROR, logger="hep_executor.engine.inbox"):
+                for peer in peers:
+                    peer.send(protocol.Hello(protocol.PROTOCOL_VERSION, "x" * 10_000))
+                try_assert(lambda: m.wait_for_workers(1, timeout=0.1) == 0 and m.stats["refused"] == 50,
+                           timeout=20)
+            lines = [r for r in caplog.records if "refused worker" in r.getMessage()]
+            assert 1 <= len(lines) <= 2, len(lines)  # one a second at most
+            assert all(len(r.getMessage()) < 400 for r in lines)  # the sender's fields are cut short
+        finally:
+            for peer in peers:
+                peer.close()
