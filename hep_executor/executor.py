@@ -14,6 +14,8 @@ not apply here are named once in a warning.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import warnings
@@ -22,6 +24,8 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
+from hep_executor.analysis.coffea_work import (RunnerMetadata, RunnerWork, fetch_metadata, recognise, tolerance,
+                                               work_chunk)
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
 from hep_executor.analysis.sources import ChunkSource, Segment, build_source, segments_of_workitems
@@ -49,6 +53,7 @@ class WorkerPool:
         self.manager = None
         self.owned = False
         self.warned = False
+        self.clusters: dict[str, list] = {}  # file -> cluster starts, read by preprocessing
 
     def get(self, executor: HepExecutor):
         if executor.manager is not None:
@@ -196,12 +201,25 @@ class HepExecutor(ExecutorBase):
         return self._process(manager, items, function, accumulator)
 
     def _preprocess(self, manager, items, function, accumulator):
-        """Read file metadata with coffea's function; an error is raised naming its file."""
+        """Read file metadata (on the slots' warm files when Runner's closure is recognised).
+
+        An error ``skipbadfiles`` does not cover is raised, naming its file and cause.
+        """
         from coffea.processor import accumulate
 
+        spec = recognise(function)
+        fn, tolerate, retries = function, None, 0
+        if isinstance(spec, RunnerMetadata):
+            fn, tolerate, retries = functools.partial(fetch_metadata, spec), tolerance(spec), spec.retries
         with _progress(self, len(items)) as advance:
-            values, _ = gather(manager, function, [((item,), item.filename) for item in items],
-                               progress=lambda result: advance())
+            values, skipped = gather(manager, fn, [((item,), item.filename) for item in items],
+                                     tolerate=tolerate, retries=retries, progress=lambda result: advance())
+        for i, error in sorted(skipped.items()):
+            warnings.warn(f"Skipping bad file {items[i].filename}: {error}", stacklevel=3)
+        for value in values.values():
+            for meta in value or ():
+                if (meta.metadata or {}).get("clusters"):
+                    self.pool.clusters[meta.filename] = list(meta.metadata["clusters"])
         return accumulate([values[i] for i in sorted(values)], accumulator), 0
 
     def make_source(self, manager, items) -> ChunkSource:
@@ -209,27 +227,44 @@ class HepExecutor(ExecutorBase):
         common = dict(resources_mode=self.resources_mode, memory_mb=self.memory, cores=self.cores or 1,
                       split_on_exhaustion=self.split_on_exhaustion)
         if self.dynamic:
-            return build_source(manager, segments_of_workitems(items), dynamic_chunksize=self.dynamic_chunksize,
+            segments = [dataclasses.replace(seg, clusters=tuple(self.pool.clusters[seg.template.filename]))
+                        if seg.template.filename in self.pool.clusters else seg
+                        for seg in segments_of_workitems(items)]
+            return build_source(manager, segments, dynamic_chunksize=self.dynamic_chunksize,
                                 initial_chunksize=max(len(i) for i in items), **common)
         return build_source(manager, [Segment(i, i.entrystart, i.entrystop) for i in items],
                             chunksize=2**62, spread=False, **common)
 
     def _process(self, manager, items, function, accumulator):
+        """Run the chunks (Runner's work on warm files when recognised) and merge on the workers.
+
+        Returns ``(output, 0)`` or ``(partial output, error)``; an error with no
+        output at all is raised (Runner would hide it behind "No chunks returned results").
+        """
         from coffea.processor import accumulate
 
+        spec = recognise(function)
+        fn, tolerate, retries = function, None, 0
+        if isinstance(spec, RunnerWork):
+            fn, tolerate, retries = functools.partial(work_chunk, spec), tolerance(spec), spec.retries
         source = self.make_source(manager, items)
         with _progress(self, sum(len(i) for i in items)) as advance:
             def on_result(result, item):
                 if result.ok:
                     advance(len(item))
 
-            pipeline = ReducePipeline(manager, function, fan_in=self.fan_in, on_result=on_result)
+            pipeline = ReducePipeline(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
+                                      tolerate=tolerate)
             outcome = pipeline.run(source)
         self._write_logs(outcome)
+        error = _first_error(outcome, tolerate)
         out = outcome.output
+        if error is not None and out is None:
+            error.partial_output = None
+            raise error
         if accumulator is not None and out is not None:
             out = accumulate([out], accumulator)
-        return out, (outcome.error or 0)
+        return out, (error or 0)
 
     def _write_logs(self, outcome) -> None:
         if self.transactions_log or self.tasks_accum_log:
@@ -244,6 +279,17 @@ class HepExecutor(ExecutorBase):
             with open(self.stats_log, "a") as fh:
                 fh.write(json.dumps({"processed": outcome.processed, "merges": outcome.merges,
                                      "failures": len(outcome.failures), "wall_s": outcome.wall}) + "\n")
+
+
+def _first_error(outcome, tolerate) -> BaseException | None:
+    """The first failure ``tolerate`` does not cover; the covered ones are warned about, as coffea does."""
+    error = None
+    for item, exc in outcome.failures:
+        if tolerate is not None and tolerate(exc):
+            warnings.warn(f"Skipping bad file after retries: {exc}", stacklevel=4)
+        elif error is None:
+            error = exc
+    return error
 
 
 class _progress:
