@@ -39,8 +39,11 @@ _IGNORED = {
     "gpus": None, "filepath": None, "environment_file": None, "extra_input_files": (),
     "x509_proxy": None, "fast_terminate_workers": None, "print_stdout": False,
     "chunks_accum_in_mem": None, "wrapper": None, "ssl": None, "custom_init": None,
-    "bar_format": None,
+    "bar_format": None, "disk": None, "manager_name": None, "master_name": None,
 }
+# resource_monitor values that say what this executor does anyway: measure each task and stop one over
+# its allocation (a value that turns monitoring off is named in the warning)
+_MONITOR_ON = (True, None, "measure", "watchdog")
 
 
 class WorkerPool:
@@ -63,8 +66,13 @@ class WorkerPool:
 
             from hep_executor.analysis.chunk_tasks import WORKER_SETUP
 
+            key = None
+            if executor.password_file:
+                from hep_executor.engine.keys import read_password_file
+
+                key = read_password_file(executor.password_file)
             self.manager = Manager(local_workers=executor.workers, host=executor.host, **WORKER_SETUP,
-                                   port=executor.port, key_file=executor.password_file or executor.key_file,
+                                   port=executor.port, key=key, key_file=executor.key_file,
                                    address_file=executor.address_file)
             self.owned = True
         return self.manager
@@ -87,15 +95,24 @@ class HepExecutor(ExecutorBase):
         Use an existing :class:`~hep_executor.manager.Manager` instead.
     host, port : str, int or [low, high]
         Where the manager listens (port 0: any free port).
-    key_file, password_file : str, optional
-        Shared key for remote workers (``password_file`` is the 0.7 name).
+    key_file : str, optional
+        Shared key for remote workers (a hex key file, ``hep-executor keygen``).
+    password_file : str, optional
+        A Work Queue password file (any bytes, hashed into the key) or a hex key file;
+        it wins over ``key_file``.
     address_file : str, optional
         Write the manager's address here for submit scripts.
     treereduction, chunks_per_accum : int
         Fan-in of the merge tree on workers (default 20).
-    cores, memory, disk : int, optional
-        Per-task resources (memory, disk in MB); with ``resources_mode="fixed"``
+    cores, memory : int, optional
+        Per-task resources (memory in MB); with ``resources_mode="fixed"``
         they are used as given, otherwise as the first allocation.
+    disk, manager_name, master_name : optional
+        Accepted for WorkQueueExecutor scripts; they have no effect and are
+        named in a warning when set (task disk is not limited; there is no catalog).
+    resource_monitor : bool or str
+        Tasks are always measured and stopped over their memory allocation; a
+        value that would turn that off is named in the warning.
     resources_mode : str
         ``auto`` (default), ``max-seen`` or ``fixed``.
     split_on_exhaustion : bool
@@ -106,7 +123,8 @@ class HepExecutor(ExecutorBase):
     dynamic_chunksize : dict, optional
         Targets per task, ``{"wall_time": s, "memory": MB}`` (either alone works).
     retries : int
-        Read by coffea's Runner, which retries inside the task function.
+        Times a chunk or preprocessing task that raised runs again (by the Manager,
+        on any worker) before its error counts or ``skipbadfiles`` skips it.
     verbose : bool
         Log each task at INFO level.
     debug_log, transactions_log, stats_log, tasks_accum_log : str, optional
@@ -170,8 +188,12 @@ class HepExecutor(ExecutorBase):
 
     def ignored_fields(self) -> list[str]:
         """Names of set fields that have no effect with this executor."""
-        return [name for name, unused in _IGNORED.items()
-                if getattr(self, name) not in (unused, None, (), [], 0, False)]
+        ignored = [name for name, unused in _IGNORED.items()
+                   if getattr(self, name) not in (unused, None, (), [], 0, False)]
+        if self.resource_monitor not in _MONITOR_ON:
+            ignored.append(f"resource_monitor={self.resource_monitor!r} (tasks are always measured and "
+                           "stopped over their memory allocation)")
+        return ignored
 
     def _warn_once(self) -> None:
         if self.pool.warned:
@@ -256,7 +278,9 @@ class HepExecutor(ExecutorBase):
             pipeline = ReducePipeline(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
                                       tolerate=tolerate)
             outcome = pipeline.run(source)
-        self._write_logs(outcome)
+        self.write_logs([r.as_dict() for r in outcome.reports],
+                        {"processed": outcome.processed, "merges": outcome.merges,
+                         "failures": len(outcome.failures), "wall_s": outcome.wall})
         error = _first_error(outcome, tolerate)
         out = outcome.output
         if error is not None and out is None:
@@ -266,19 +290,18 @@ class HepExecutor(ExecutorBase):
             out = accumulate([out], accumulator)
         return out, (error or 0)
 
-    def _write_logs(self, outcome) -> None:
-        if self.transactions_log or self.tasks_accum_log:
-            for path, kind in ((self.transactions_log, None), (self.tasks_accum_log, "accumulate")):
-                if not path:
-                    continue
-                with open(path, "a") as fh:
-                    for report in outcome.reports:
-                        if kind is None or report.category == kind:
-                            fh.write(json.dumps(report.as_dict()) + "\n")
+    def write_logs(self, tasks: list[dict], stats: dict) -> None:
+        """Append the run's task reports and statistics to the ``*_log`` files that are set."""
+        for path, kind in ((self.transactions_log, None), (self.tasks_accum_log, "accumulate")):
+            if not path:
+                continue
+            with open(path, "a") as fh:
+                for task in tasks:
+                    if kind is None or task["category"] == kind:
+                        fh.write(json.dumps(task) + "\n")
         if self.stats_log:
             with open(self.stats_log, "a") as fh:
-                fh.write(json.dumps({"processed": outcome.processed, "merges": outcome.merges,
-                                     "failures": len(outcome.failures), "wall_s": outcome.wall}) + "\n")
+                fh.write(json.dumps(stats) + "\n")
 
 
 def _first_error(outcome, tolerate) -> BaseException | None:
