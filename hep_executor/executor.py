@@ -270,7 +270,7 @@ class HepExecutor(ExecutorBase):
         if isinstance(spec, RunnerWork):
             fn, tolerate, retries = functools.partial(work_chunk, spec), tolerance(spec), spec.retries
         source = self.make_source(manager, items)
-        with _progress(self, sum(len(i) for i in items)) as advance:
+        with _progress(self, sum(len(i) for i in items), unit="event") as advance:
             def on_result(result, item):
                 if result.ok:
                     advance(len(item))
@@ -316,24 +316,32 @@ def _first_error(outcome, tolerate) -> BaseException | None:
 
 
 class _progress:
-    """A rich progress bar when the executor's ``status`` is on."""
+    """A rich progress bar when the executor's ``status`` is on: units done, tasks done, rate."""
 
-    def __init__(self, executor: HepExecutor, total: int):
-        self.executor, self.total = executor, total
+    def __init__(self, executor: HepExecutor, total: int, unit: str = "file"):
+        self.executor, self.total, self.unit = executor, total, unit
         self.bar = None
+        self.tasks = 0
 
     def __enter__(self):
         if self.executor.status:
-            from rich.progress import Progress
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(transient=False)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn(f"{self.unit}s"), TextColumn("{task.fields[info]}"),
+                                TimeElapsedColumn(), transient=False)
             self.bar.start()
-            self.task = self.bar.add_task(self.executor.desc, total=self.total)
+            self.task = self.bar.add_task(self.executor.desc, total=self.total, info="")
         return self.advance
 
     def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
+        if self.bar is None:
+            return
+        self.tasks += 1
+        self.bar.advance(self.task, n)
+        task = self.bar.tasks[0]
+        rate = task.completed / task.elapsed if task.elapsed else 0.0
+        self.bar.update(self.task, info=f"| {self.tasks} tasks | {rate:,.0f} {self.unit}s/s")
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

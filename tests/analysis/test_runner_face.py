@@ -136,3 +136,32 @@ def test_metadata_cache_filled_and_used(samples, manager):
     assert _PREPROCESSED == [6]  # the second run read no file's metadata
     assert_same(first, _iterative(samples))
     assert_same(second, first)
+
+
+def _entries(item) -> dict:
+    return {"entries": {item.dataset: len(item)}}
+
+
+def test_unrecognised_function_runs_as_given(samples, manager):
+    from coffea.processor.executor import WorkItem
+
+    items = [WorkItem("ttbar", samples["ttbar"][0], "Events", start, start + 1000, b"")
+             for start in range(0, 3000, 1000)]
+    ex = HepExecutor(manager=manager, status=False, dynamic=False, function_name="custom")
+    out, error = ex(items, functools.partial(_entries), None)
+    assert error == 0
+    assert out == {"entries": {"ttbar": 3000}}
+
+
+def test_allocator_waits_briefly_without_workers():
+    import time
+
+    from hep_executor import Manager
+    from hep_executor.analysis.sources import make_allocator
+
+    with Manager(local_workers=0) as empty:
+        t0 = time.monotonic()
+        allocator = make_allocator("auto", empty)  # no worker will come: it must not block for long
+        waited = time.monotonic() - t0
+    assert waited < 10.0
+    assert allocator.allocate("process:x").memory_mb == 2000
