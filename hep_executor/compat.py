@@ -51,6 +51,7 @@ def _own_path(exe, fileset, treename, processor_instance, runner_args: dict, chu
     from hep_executor.analysis.runner import run
 
     dynamic = exe.dynamic
+    exe._warn_once()
     result = run(fileset, processor_instance, treename, manager=exe.pool.get(exe),
                  schema=runner_args.get("schema", NanoAODSchema),
                  chunksize=None if dynamic else chunksize, initial_chunksize=chunksize,
@@ -59,7 +60,10 @@ def _own_path(exe, fileset, treename, processor_instance, runner_args: dict, chu
                  align_clusters=bool(runner_args.get("align_clusters", False)),
                  timeout=float(runner_args.get("xrootdtimeout") or 60),
                  resources_mode=exe.resources_mode, memory_mb=exe.memory,
-                 split_on_exhaustion=exe.split_on_exhaustion)
+                 split_on_exhaustion=exe.split_on_exhaustion, retries=exe.retries)
+    totals = result.report["totals"]
+    exe.write_logs(result.report["tasks"], {"processed": totals["chunks"], "merges": totals["merges"],
+                                            "failures": 0, "wall_s": totals["wall_s"], **totals})
     if runner_args.get("savemetrics"):
         return result.output, dict(result.report["totals"])
     return result.output

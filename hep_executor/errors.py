@@ -21,8 +21,7 @@ setting at fault and, where it helps, what to do about it::
     │   ├── RemoteTaskError                 the task raised (carries the traceback text)
     │   ├── ChunkError                      the processor raised on a chunk (names file and range)
     │   ├── WorkerLostError                 the task killed its worker too often
-    │   ├── ResourceExhaustedError (MemoryError)   over its memory allocation
-    │   └── TaskCancelledError              cancelled by the caller
+    │   └── ResourceExhaustedError (MemoryError)   over its memory allocation
     ├── CoverageError                       output misses or doubles entry ranges
     ├── BatchError (RuntimeError)           a batch system refused or failed a job
     ├── ManagerClosedError (RuntimeError)   the manager was used after close()
@@ -50,7 +49,6 @@ __all__ = [
     "ReplayError",
     "ResourceExhaustedError",
     "SessionMismatchError",
-    "TaskCancelledError",
     "TaskError",
     "TreeNotFoundError",
     "TruncatedFileError",
@@ -200,10 +198,6 @@ class ResourceExhaustedError(TaskError, MemoryError):
 
     def __reduce__(self):
         return (type(self), (self.args[0] if self.args else "", self.peak_mb, self.limit_mb))
-
-
-class TaskCancelledError(TaskError):
-    """The task was cancelled by the caller."""
 
 
 class CoverageError(HepExecutorError):

@@ -14,6 +14,8 @@ not apply here are named once in a warning.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import warnings
@@ -22,6 +24,8 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
+from hep_executor.analysis.coffea_work import (RunnerMetadata, RunnerWork, fetch_metadata, recognise, tolerance,
+                                               work_chunk)
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
 from hep_executor.analysis.sources import ChunkSource, Segment, build_source, segments_of_workitems
@@ -35,8 +39,11 @@ _IGNORED = {
     "gpus": None, "filepath": None, "environment_file": None, "extra_input_files": (),
     "x509_proxy": None, "fast_terminate_workers": None, "print_stdout": False,
     "chunks_accum_in_mem": None, "wrapper": None, "ssl": None, "custom_init": None,
-    "bar_format": None,
+    "bar_format": None, "disk": None, "manager_name": None, "master_name": None,
 }
+# resource_monitor values that say what this executor does anyway: measure each task and stop one over
+# its allocation (a value that turns monitoring off is named in the warning)
+_MONITOR_ON = (True, None, "measure", "watchdog")
 
 
 class WorkerPool:
@@ -49,6 +56,7 @@ class WorkerPool:
         self.manager = None
         self.owned = False
         self.warned = False
+        self.clusters: dict[str, list] = {}  # file -> cluster starts, read by preprocessing
 
     def get(self, executor: HepExecutor):
         if executor.manager is not None:
@@ -58,8 +66,13 @@ class WorkerPool:
 
             from hep_executor.analysis.chunk_tasks import WORKER_SETUP
 
+            key = None
+            if executor.password_file:
+                from hep_executor.engine.keys import read_password_file
+
+                key = read_password_file(executor.password_file)
             self.manager = Manager(local_workers=executor.workers, host=executor.host, **WORKER_SETUP,
-                                   port=executor.port, key_file=executor.password_file or executor.key_file,
+                                   port=executor.port, key=key, key_file=executor.key_file,
                                    address_file=executor.address_file)
             self.owned = True
         return self.manager
@@ -82,15 +95,24 @@ class HepExecutor(ExecutorBase):
         Use an existing :class:`~hep_executor.engine.manager.Manager` instead.
     host, port : str, int or [low, high]
         Where the manager listens (port 0: any free port).
-    key_file, password_file : str, optional
-        Shared key for remote workers (``password_file`` is the 0.7 name).
+    key_file : str, optional
+        Shared key for remote workers (a hex key file, ``hep-executor keygen``).
+    password_file : str, optional
+        A Work Queue password file (any bytes, hashed into the key) or a hex key file;
+        it wins over ``key_file``.
     address_file : str, optional
         Write the manager's address here for submit scripts.
     treereduction, chunks_per_accum : int
         Fan-in of the merge tree on workers (default 20).
-    cores, memory, disk : int, optional
-        Per-task resources (memory, disk in MB); with ``resources_mode="fixed"``
+    cores, memory : int, optional
+        Per-task resources (memory in MB); with ``resources_mode="fixed"``
         they are used as given, otherwise as the first allocation.
+    disk, manager_name, master_name : optional
+        Accepted for WorkQueueExecutor scripts; they have no effect and are
+        named in a warning when set (task disk is not limited; there is no catalog).
+    resource_monitor : bool or str
+        Tasks are always measured and stopped over their memory allocation; a
+        value that would turn that off is named in the warning.
     resources_mode : str
         ``auto`` (default), ``max-seen`` or ``fixed``.
     split_on_exhaustion : bool
@@ -101,7 +123,8 @@ class HepExecutor(ExecutorBase):
     dynamic_chunksize : dict, optional
         Targets per task, ``{"wall_time": s, "memory": MB}`` (either alone works).
     retries : int
-        Read by coffea's Runner, which retries inside the task function.
+        Times a chunk or preprocessing task that raised runs again (by the Manager,
+        on any worker) before its error counts or ``skipbadfiles`` skips it.
     verbose : bool
         Log each task at INFO level.
     debug_log, transactions_log, stats_log, tasks_accum_log : str, optional
@@ -165,8 +188,12 @@ class HepExecutor(ExecutorBase):
 
     def ignored_fields(self) -> list[str]:
         """Names of set fields that have no effect with this executor."""
-        return [name for name, unused in _IGNORED.items()
-                if getattr(self, name) not in (unused, None, (), [], 0, False)]
+        ignored = [name for name, unused in _IGNORED.items()
+                   if getattr(self, name) not in (unused, None, (), [], 0, False)]
+        if self.resource_monitor not in _MONITOR_ON:
+            ignored.append(f"resource_monitor={self.resource_monitor!r} (tasks are always measured and "
+                           "stopped over their memory allocation)")
+        return ignored
 
     def _warn_once(self) -> None:
         if self.pool.warned:
@@ -196,12 +223,25 @@ class HepExecutor(ExecutorBase):
         return self._process(manager, items, function, accumulator)
 
     def _preprocess(self, manager, items, function, accumulator):
-        """Read file metadata with coffea's function; an error is raised naming its file."""
+        """Read file metadata (on the slots' warm files when Runner's closure is recognised).
+
+        An error ``skipbadfiles`` does not cover is raised, naming its file and cause.
+        """
         from coffea.processor import accumulate
 
+        spec = recognise(function)
+        fn, tolerate, retries = function, None, 0
+        if isinstance(spec, RunnerMetadata):
+            fn, tolerate, retries = functools.partial(fetch_metadata, spec), tolerance(spec), spec.retries
         with _progress(self, len(items)) as advance:
-            values, _ = gather(manager, function, [((item,), item.filename) for item in items],
-                               progress=lambda result: advance())
+            values, skipped = gather(manager, fn, [((item,), item.filename) for item in items],
+                                     tolerate=tolerate, retries=retries, progress=lambda result: advance())
+        for i, error in sorted(skipped.items()):
+            warnings.warn(f"Skipping bad file {items[i].filename}: {error}", stacklevel=3)
+        for value in values.values():
+            for meta in value or ():
+                if (meta.metadata or {}).get("clusters"):
+                    self.pool.clusters[meta.filename] = list(meta.metadata["clusters"])
         return accumulate([values[i] for i in sorted(values)], accumulator), 0
 
     def make_source(self, manager, items) -> ChunkSource:
@@ -209,62 +249,99 @@ class HepExecutor(ExecutorBase):
         common = dict(resources_mode=self.resources_mode, memory_mb=self.memory, cores=self.cores or 1,
                       split_on_exhaustion=self.split_on_exhaustion)
         if self.dynamic:
-            return build_source(manager, segments_of_workitems(items), dynamic_chunksize=self.dynamic_chunksize,
+            segments = [dataclasses.replace(seg, clusters=tuple(self.pool.clusters[seg.template.filename]))
+                        if seg.template.filename in self.pool.clusters else seg
+                        for seg in segments_of_workitems(items)]
+            return build_source(manager, segments, dynamic_chunksize=self.dynamic_chunksize,
                                 initial_chunksize=max(len(i) for i in items), **common)
         return build_source(manager, [Segment(i, i.entrystart, i.entrystop) for i in items],
                             chunksize=2**62, spread=False, **common)
 
     def _process(self, manager, items, function, accumulator):
+        """Run the chunks (Runner's work on warm files when recognised) and merge on the workers.
+
+        Returns ``(output, 0)`` or ``(partial output, error)``; an error with no
+        output at all is raised (Runner would hide it behind "No chunks returned results").
+        """
         from coffea.processor import accumulate
 
+        spec = recognise(function)
+        fn, tolerate, retries = function, None, 0
+        if isinstance(spec, RunnerWork):
+            fn, tolerate, retries = functools.partial(work_chunk, spec), tolerance(spec), spec.retries
         source = self.make_source(manager, items)
-        with _progress(self, sum(len(i) for i in items)) as advance:
+        with _progress(self, sum(len(i) for i in items), unit="event") as advance:
             def on_result(result, item):
                 if result.ok:
                     advance(len(item))
 
-            pipeline = ReducePipeline(manager, function, fan_in=self.fan_in, on_result=on_result)
+            pipeline = ReducePipeline(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
+                                      tolerate=tolerate)
             outcome = pipeline.run(source)
-        self._write_logs(outcome)
+        self.write_logs([r.as_dict() for r in outcome.reports],
+                        {"processed": outcome.processed, "merges": outcome.merges,
+                         "failures": len(outcome.failures), "wall_s": outcome.wall})
+        error = _first_error(outcome, tolerate)
         out = outcome.output
+        if error is not None and out is None:
+            error.partial_output = None
+            raise error
         if accumulator is not None and out is not None:
             out = accumulate([out], accumulator)
-        return out, (outcome.error or 0)
+        return out, (error or 0)
 
-    def _write_logs(self, outcome) -> None:
-        if self.transactions_log or self.tasks_accum_log:
-            for path, kind in ((self.transactions_log, None), (self.tasks_accum_log, "accumulate")):
-                if not path:
-                    continue
-                with open(path, "a") as fh:
-                    for report in outcome.reports:
-                        if kind is None or report.category == kind:
-                            fh.write(json.dumps(report.as_dict()) + "\n")
+    def write_logs(self, tasks: list[dict], stats: dict) -> None:
+        """Append the run's task reports and statistics to the ``*_log`` files that are set."""
+        for path, kind in ((self.transactions_log, None), (self.tasks_accum_log, "accumulate")):
+            if not path:
+                continue
+            with open(path, "a") as fh:
+                for task in tasks:
+                    if kind is None or task["category"] == kind:
+                        fh.write(json.dumps(task) + "\n")
         if self.stats_log:
             with open(self.stats_log, "a") as fh:
-                fh.write(json.dumps({"processed": outcome.processed, "merges": outcome.merges,
-                                     "failures": len(outcome.failures), "wall_s": outcome.wall}) + "\n")
+                fh.write(json.dumps(stats) + "\n")
+
+
+def _first_error(outcome, tolerate) -> BaseException | None:
+    """The first failure ``tolerate`` does not cover; the covered ones are warned about, as coffea does."""
+    error = None
+    for item, exc in outcome.failures:
+        if tolerate is not None and tolerate(exc):
+            warnings.warn(f"Skipping bad file after retries: {exc}", stacklevel=4)
+        elif error is None:
+            error = exc
+    return error
 
 
 class _progress:
-    """A rich progress bar when the executor's ``status`` is on."""
+    """A rich progress bar when the executor's ``status`` is on: units done, tasks done, rate."""
 
-    def __init__(self, executor: HepExecutor, total: int):
-        self.executor, self.total = executor, total
+    def __init__(self, executor: HepExecutor, total: int, unit: str = "file"):
+        self.executor, self.total, self.unit = executor, total, unit
         self.bar = None
+        self.tasks = 0
 
     def __enter__(self):
         if self.executor.status:
-            from rich.progress import Progress
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(transient=False)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn(f"{self.unit}s"), TextColumn("{task.fields[info]}"),
+                                TimeElapsedColumn(), transient=False)
             self.bar.start()
-            self.task = self.bar.add_task(self.executor.desc, total=self.total)
+            self.task = self.bar.add_task(self.executor.desc, total=self.total, info="")
         return self.advance
 
     def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
+        if self.bar is None:
+            return
+        self.tasks += 1
+        self.bar.advance(self.task, n)
+        task = self.bar.tasks[0]
+        rate = task.completed / task.elapsed if task.elapsed else 0.0
+        self.bar.update(self.task, info=f"| {self.tasks} tasks | {rate:,.0f} {self.unit}s/s")
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

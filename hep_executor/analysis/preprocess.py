@@ -20,9 +20,11 @@ log = logging.getLogger(__name__)
 
 def gather(manager, fn: Callable, calls: list[tuple[tuple, str]], *,
            tolerate: Callable[[BaseException], bool] | None = None,
-           progress: Callable | None = None) -> tuple[dict[int, Any], dict[int, BaseException]]:
+           progress: Callable | None = None, retries: int = 0
+           ) -> tuple[dict[int, Any], dict[int, BaseException]]:
     """Run ``fn(*args)`` for each ``(args, affinity)`` of ``calls`` as ``preprocess`` tasks.
 
+    A task that raised is run again up to ``retries`` times before its error counts.
     Returns ``(values, tolerated)``: the value of each call that succeeded and
     the error of each that ``tolerate`` accepted, both by the call's index.
     ``progress(result)`` is called after each task.
@@ -33,7 +35,7 @@ def gather(manager, fn: Callable, calls: list[tuple[tuple, str]], *,
         The first error ``tolerate`` does not accept, after the other
         preprocessing tasks were cancelled.
     """
-    index = {manager.submit(fn, *args, category="preprocess", affinity=key): i
+    index = {manager.submit(fn, *args, category="preprocess", affinity=key, retries=retries): i
              for i, (args, key) in enumerate(calls)}
     values: dict[int, Any] = {}
     tolerated: dict[int, BaseException] = {}

@@ -324,18 +324,20 @@ class ChunkSource:
 
 
 def make_allocator(mode: str, manager, *, memory_mb: int | None = None, cores: int = 1,
-                   first_mb: int = 2000):
+                   first_mb: int = 2000, worker_wait_s: float = 5.0):
     """An :class:`~hep_executor.planning.allocation.Allocator` capped by the largest worker of ``manager``.
 
     ``mode`` is ``auto``, ``max-seen`` or ``fixed`` (which needs ``memory_mb``).
     Before any peak is seen a task gets ``memory_mb``, else ``first_mb``
     (2000 MB, the usual memory per core of a grid slot); one that runs out
-    climbs the allocation ladder toward the largest worker.
+    climbs the allocation ladder toward the largest worker. With no worker
+    registered yet it waits at most ``worker_wait_s`` for one (the first
+    chunks could not run before anyway), then caps at the first allocation.
     """
     from hep_executor.planning.allocation import Allocator, Resources
 
     if not manager.workers():
-        manager.wait_for_workers(1, timeout=60)
+        manager.wait_for_workers(1, timeout=worker_wait_s)
     largest = max((w["memory_mb"] for w in manager.workers()), default=memory_mb or first_mb)
     cap = Resources(cores=cores, memory_mb=int(largest))
     if mode == "fixed":

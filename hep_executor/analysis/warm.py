@@ -73,21 +73,22 @@ def _with_metadata(schema, metadata: dict):
     return clone
 
 
-def _base_form(mapping, tree, metadata: dict) -> dict:
+def _base_form(mapping, tree, metadata: dict, iteritems_options: dict | None = None) -> dict:
     """The tree's base form as ``NanoEventsFactory.from_root`` builds it."""
-    form = mapping._extract_base_form(tree)
+    form = mapping._extract_base_form(tree, iteritems_options=iteritems_options or {})
     form["typenames"] = tree.typenames()
     form["parameters"]["metadata"] = metadata
     return form
 
 
-def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_start: int, entry_stop: int):
+def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_start: int, entry_stop: int,
+                access_log: list | None = None, iteritems_options: dict | None = None):
     """NanoEvents (virtual) of ``[entry_start, entry_stop)`` of an open file's tree.
 
     The same events as ``NanoEventsFactory.from_root(directory, treepath=treename,
-    schemaclass=..., metadata=..., mode="virtual", entry_start=..., entry_stop=...)``,
-    with the schema taken from this slot's cache when it has seen the
-    file (by UUID) before.
+    schemaclass=..., metadata=..., mode="virtual", entry_start=..., entry_stop=...,
+    access_log=..., iteritems_options=...)``, with the schema taken from this
+    slot's cache when it has seen the file (by UUID) before.
     """
     from coffea.nanoevents import NanoEventsFactory
     from coffea.nanoevents.mapping import TrivialUprootOpener, UprootSourceMapping
@@ -98,22 +99,23 @@ def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_sta
     entry_start = max(0, int(entry_start))
     entry_stop = min(int(tree.num_entries), int(entry_stop))
     mapping = UprootSourceMapping(TrivialUprootOpener({uuid: tree.file.file_path}, {}), entry_start, entry_stop,
-                                  cache={}, file_handle=directory, use_ak_forth=True, virtual=True)
+                                  cache={}, access_log=access_log, file_handle=directory, use_ak_forth=True,
+                                  virtual=True)
     mapping.preload_column_source(uuid, tree.object_path, tree)
     partition_key = (uuid, tree.object_path, f"{entry_start}-{entry_stop}")
-    key = (uuid, tree.object_path, _schema_key(schemaclass))
+    key = (uuid, tree.object_path, _schema_key(schemaclass), repr(sorted((iteritems_options or {}).items())))
     cached = _schemas.get(key)
     schema = _with_metadata(cached, metadata) if cached is not None else None
     if schema is None:
         _stats["schema_misses"] += 1
-        built = schemaclass(_base_form(mapping, tree, {}))
+        built = schemaclass(_base_form(mapping, tree, {}, iteritems_options))
         _schemas[key] = built
         while len(_schemas) > MAX_SCHEMAS:
             _schemas.popitem(last=False)
         schema = _with_metadata(built, metadata)
         if schema is None:  # a schema layout this module does not know: build it with the metadata
             _schemas.pop(key, None)
-            schema = schemaclass(_base_form(mapping, tree, metadata))
+            schema = schemaclass(_base_form(mapping, tree, metadata, iteritems_options))
     else:
         _stats["schema_hits"] += 1
         _schemas.move_to_end(key)

@@ -83,7 +83,7 @@ def run_config(config: RunConfig, *, show_progress: bool = True, console: Consol
                          dynamic_chunksize=config.chunking.targets, maxchunks=config.chunking.maxchunks,
                          fan_in=config.chunking.fan_in, skipbadfiles=config.skipbadfiles,
                          align_clusters=config.chunking.align_clusters, timeout=config.timeout,
-                         memory_mb=memory or 0, progress=progress)
+                         memory_mb=memory or 0, resources_mode=config.resources.mode, progress=progress)
             bar.update(chunks, total=bar.tasks[chunks].completed)
     finally:
         manager.close()

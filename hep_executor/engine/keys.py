@@ -1,11 +1,13 @@
 """The run's shared secret: made, written, read, and found for a process.
 
 A key file holds the secret as hex (``hep-executor keygen``). Local
-workers get it through ``HEP_EXECUTOR_KEY`` instead.
+workers get it through ``HEP_EXECUTOR_KEY`` instead. A Work Queue
+password file (any bytes) becomes a key through :func:`read_password_file`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from hep_executor.errors import ConfigError
 
-__all__ = ["KEY_ENV", "generate_key", "load_key", "read_key_file", "write_key_file"]
+__all__ = ["KEY_ENV", "generate_key", "load_key", "read_key_file", "read_password_file", "write_key_file"]
 
 #: environment variable that hands the key to local workers
 KEY_ENV = "HEP_EXECUTOR_KEY"
@@ -51,6 +53,32 @@ def read_key_file(path: str | os.PathLike) -> bytes:
                "make one with 'hep-executor keygen PATH'")
         raise ConfigError(msg)
     return key
+
+
+def read_password_file(path: str | os.PathLike) -> bytes:
+    """The key of a password file: a hex key as :func:`read_key_file` reads it, else the
+    SHA-256 of the file's bytes (a Work Queue password file holds any bytes).
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read or is empty.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        msg = f"cannot read password file {str(path)!r}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    try:
+        key = bytes.fromhex(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) >= 16:
+        return key
+    if not data.strip():
+        msg = f"password file {str(path)!r} is empty"
+        raise ConfigError(msg)
+    return hashlib.sha256(data).digest()
 
 
 def load_key(key: bytes | None = None, key_file: str | os.PathLike | None = None, *,
