@@ -59,7 +59,7 @@ def save_report(report: dict, path: str | Path) -> str:
 
 
 def plot_eft(h, wc_point: dict, path: str | Path, *, dataset: str | None = None,
-             title: str = "") -> str | None:
+             lumi: float | None = None, title: str = "") -> str | None:
     """Plot ``h`` at the SM point and at ``wc_point`` (mplhep style); return the PNG path.
 
     ``h`` needs a ``coefficient`` axis (see ``processors.eft``); it is

@@ -20,7 +20,7 @@ def _with_out(config, out: Path):
 
 
 def _events(out: Path) -> int:
-    return json.loads((out / "report.json").read_text())["totals"]["events"]
+    return json.loads((out / "latest" / "report.json").read_text())["totals"]["events"]
 
 
 def test_xrootd_config(tmp_path, monkeypatch):
