@@ -17,7 +17,8 @@ from rich.console import Console
 from hep_executor.analysis.chunk_tasks import PRELOAD, WORKER_SETUP
 from hep_executor.analysis.runner import run
 from hep_executor.cli.config import RunConfig, load_config
-from hep_executor.cli.outputs import plot_eft, save_histograms, save_report
+from hep_executor.cli.eft_plot import plot_eft
+from hep_executor.cli.outputs import save_histograms, save_report
 from hep_executor.cli.progress import RunProgress
 from hep_executor.cli.rundir import DEFAULT_BASE, failure_report, link_latest, new_run_dir, run_log, write_json
 from hep_executor.cli.summary import print_summary
