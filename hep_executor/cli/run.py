@@ -158,7 +158,9 @@ def _write_outputs(config: RunConfig, run_dir: Path, result, tracker: RunProgres
         paths["eft plot"] = png
     from hep_executor.cli.plots import write_plots
 
-    paths.update(write_plots(report, run_dir))
+    notes: dict[str, str] = {}
+    paths.update(write_plots(report, run_dir, notes))
+    paths.update({f"no {name}.png": why for name, why in notes.items()})
     paths["run.log"] = str(run_dir / "run.log")
     return paths
 

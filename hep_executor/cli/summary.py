@@ -46,7 +46,7 @@ def print_summary(console: Console, result, paths: dict[str, str], *,
     table = Table(title="hep-executor run", caption="worker s: process tasks' time summed over worker slots")
     for name, justify in [("dataset", "left"), ("events", "right"),
                           *[(f"selected {c}", "right") for c in categories],
-                          ("worker s", "right"), ("events/s/slot", "right")]:
+                          ("worker s", "right"), ("ev/s/slot", "right")]:
         table.add_column(name, justify=justify)
     sum_time = 0.0
     for ds, n, row, seconds in _rows(report, per_dataset):
