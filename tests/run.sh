@@ -8,15 +8,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 debs="xrootd-server xrootd-client slurmctld slurmd slurm-client munge"
+browser="chromium"  # the dashboard test's headless browser (its screenshot goes to the run folder)
 remote=1
 args=()
 for a in "$@"; do
     if [ "$a" = "--no-remote" ]; then remote=0; else args+=("$a"); fi
 done
 if [ "$remote" = 0 ]; then
-    echo "--no-remote: skipping the XRootD and Slurm server tests; no Debian packages installed"
+    echo "--no-remote: skipping the XRootD and Slurm server tests (their Debian packages are not installed)"
     export HEP_EXECUTOR_NO_REMOTE=1
-else
+    debs=""
+fi
+if [ "$remote" = 1 ] || [ "$(id -u)" = 0 ]; then
+    debs="$debs $browser"
     missing=""
     for d in $debs; do dpkg -s "$d" >/dev/null 2>&1 || missing="$missing $d"; done
     if [ -n "$missing" ]; then
@@ -27,7 +31,8 @@ else
         else
             why="not root"; command -v apt-get >/dev/null || why="no apt-get"
             echo "not installing Debian packages ($why):$missing; the tests that need them will skip"
-            [ "$(id -u)" = 0 ] || echo "  (Slurm tests need root in any case; the XRootD ones run as any user)"
+            [ "$(id -u)" = 0 ] || echo "  (Slurm tests need root in any case; the XRootD ones run as any user;"
+            [ "$(id -u)" = 0 ] || echo "   without chromium the dashboard test checks the page over HTTP only)"
         fi
     fi
 fi

@@ -1,4 +1,4 @@
-"""The ``hep-executor`` command: run, worker, keygen, submit-workers, factory, make-samples, report."""
+"""The ``hep-executor`` command: run, status, worker, keygen, submit-workers, factory, make-samples, report."""
 
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hep_executor.cli.run import run_main
 
     return run_main(args)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hep_executor.cli.dashboard import status_main
+
+    return status_main(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -97,9 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="local workers (overrides the config)")
     p.add_argument("--chunksize", type=int, help="fixed chunk size (turns dynamic sizing off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve a live status page on 127.0.0.1 (URL printed; 'hep-executor status URL')")
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                    help="more log output; tracebacks on errors")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="print the numbers of a running 'hep-executor run --dashboard'")
+    p.add_argument("address", help="the dashboard's HOST:PORT or URL")
+    p.add_argument("--watch", action="store_true", help="print again every 2 s until interrupted")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("worker", help="run a worker that joins a manager")
     from hep_executor.engine.worker import add_arguments

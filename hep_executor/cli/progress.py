@@ -14,6 +14,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -40,6 +41,10 @@ class RunProgress:
     last_size: dict[str, int] = field(default_factory=dict)
     failed: int = 0
     preprocess_tasks: list[dict] = field(default_factory=list)
+    recent: list[dict] = field(default_factory=list)
+    retries: int = 0
+    manager: Any = None
+    on_update: Callable[[dict], None] | None = None
     t0: float = field(default_factory=time.time)
 
     def __enter__(self) -> RunProgress:
@@ -61,6 +66,8 @@ class RunProgress:
             self._preprocessed(result)
         else:
             self._processed(result, item)
+        if self.on_update is not None:
+            self.on_update(self.snapshot())
 
     def _preprocessed(self, result) -> None:
         self.bar.advance(self.files_bar)
@@ -78,6 +85,11 @@ class RunProgress:
 
     def _processed(self, result, item) -> None:
         self.dataset_of[item.filename] = item.dataset
+        report = result.report
+        self.retries += max(0, int(getattr(report, "attempts", 1)) - 1)
+        self.recent = [*self.recent[-19:], {"task_id": report.task_id, "dataset": item.dataset,
+                                            "events": item.events, "peak_mb": float(report.peak_mb),
+                                            "memory_mb": int(report.memory_mb), "status": report.status}]
         if not result.ok:
             self.failed += 1
             return
@@ -108,6 +120,29 @@ class RunProgress:
         exact = len(self.entries) == self.n_files and all(
             self.done.get(n, 0) >= e for n, e in self.entries.items())
         self.bar.update(self.chunks_bar, total=total, description="chunks" if exact else "chunks (est.)")
+
+    def snapshot(self, state: str = "running") -> dict:
+        """What the dashboard shows: progress with totals, rate, ETA, workers, chunk sizes, tasks."""
+        elapsed = time.time() - self.t0
+        events_done, events_total = sum(self.done.values()), sum(self.entries.values()) or None
+        rate = events_done / elapsed if elapsed > 0 else 0.0
+        eta = (events_total - events_done) / rate if rate > 0 and events_total else None
+        complete = len(self.entries) == self.n_files
+        workers = []
+        if self.manager is not None:
+            for i, w in enumerate(self.manager.workers(), 1):
+                workers.append({"name": f"worker {i}", "host": w.get("host", ""), "busy": w.get("running", 0),
+                                "cores": w.get("cores", 0), "memory_mb": w.get("memory_mb"),
+                                "completed": w.get("completed", 0)})
+        return {"state": state, "elapsed_s": elapsed, "events_per_s": rate, "eta_s": eta,
+                "files": {"done": len(self.preprocess_tasks), "total": self.n_files},
+                "chunks": {"done": sum(self.chunks_done.values()), "total": self.estimated_chunks() or None,
+                           "estimated": not (complete and events_total and events_done >= events_total)},
+                "events": {"done": events_done, "total": events_total, "estimated": not complete},
+                "failed": self.failed, "retries": self.retries, "workers": workers,
+                "chunk_sizes": {ds: {"last": n, "chunks": self.chunks_done.get(ds, 0)}
+                                for ds, n in sorted(self.last_size.items())},
+                "recent_tasks": list(self.recent)}
 
     def state(self) -> dict:
         """The partial state for a report: files, chunks and events done."""

@@ -61,7 +61,7 @@ def _start_manager(config: RunConfig, run_dir: Path):
 
 def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: str | None = None,
                show_progress: bool = True, console: Console | None = None,
-               search_path: list[str] | None = None):
+               search_path: list[str] | None = None, dashboard: bool = False):
     """Run the analysis ``config`` describes in a new run folder; return the RunResult.
 
     Parameters
@@ -76,6 +76,9 @@ def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: st
     console : rich Console, optional
     search_path : list of str, optional
         Extra folders to look for the processor module in (``--path``).
+    dashboard : bool
+        Serve a live status page on 127.0.0.1 (its URL printed and written to
+        ``dashboard.url`` in the run folder) while the run goes on.
 
     Raises
     ------
@@ -93,15 +96,33 @@ def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: st
         log.info("run folder %s", run_dir)
         tracker = RunProgress(n_files=0, chunksize=config.chunking.chunksize,
                               maxchunks=config.chunking.maxchunks, console=console, show=show_progress)
+        board = _start_dashboard(run_dir, tracker, console) if dashboard else None
         try:
             result, module = _execute(config, run_dir, tracker, search_path)
         except BaseException as exc:
             _write_failure(config, run_dir, exc, tracker)
+            if board is not None:
+                board.publish(tracker.snapshot("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"))
+                board.close()
             raise
         paths = _write_outputs(config, run_dir, result, tracker)
+        if board is not None:
+            board.publish(tracker.snapshot("done"))
+            board.close()
         log.info("run done: %s", run_dir)
     print_summary(console, result, paths, summarize=getattr(module, "summarize", None))
     return result
+
+
+def _start_dashboard(run_dir: Path, tracker: RunProgress, console: Console):
+    from hep_executor.cli.dashboard import Dashboard
+
+    board = Dashboard()
+    tracker.on_update = board.publish
+    board.publish(tracker.snapshot())
+    (run_dir / "dashboard.url").write_text(board.url + "\n")
+    console.print(f"dashboard: {board.url}", highlight=False, soft_wrap=True)
+    return board
 
 
 def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, search_path):
@@ -111,6 +132,7 @@ def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, search_path
     processor_instance, module = config.processor.build(dirs)
     tracker.n_files = sum(len(v["files"] if isinstance(v, dict) else v) for v in fileset.values())
     manager, batch, jobs = _start_manager(config, run_dir)
+    tracker.manager = manager
     try:
         with tracker:
             result = run(fileset, processor_instance, config.treename, manager=manager,
@@ -218,5 +240,5 @@ def run_main(args: argparse.Namespace) -> int:
     config, name = _config_from_args(args)
     config.schema_class()  # a bad --schema fails before a run folder is made
     run_config(config, name=name, show_progress=not args.no_progress, console=Console(),
-               search_path=args.path)
+               search_path=args.path, dashboard=args.dashboard)
     return 0
