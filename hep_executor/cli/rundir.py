@@ -42,8 +42,14 @@ def new_run_dir(base: str | Path, name: str) -> Path:
 
 
 def link_latest(run_dir: Path) -> Path:
-    """Point ``<base>/latest`` at ``run_dir`` (replaced atomically); return the link."""
+    """Point ``<base>/latest`` at ``run_dir`` (replaced atomically); return the link.
+
+    A ``latest`` that is not a link (the user's own folder or file) is left alone.
+    """
     link = run_dir.parent / "latest"
+    if link.exists() and not link.is_symlink():
+        logging.getLogger(__name__).warning("%s is not a link: not pointing it at %s", link, run_dir.name)
+        return link
     tmp = run_dir.parent / f".latest-{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
@@ -65,9 +71,9 @@ def run_log(path: Path) -> Iterator[Path]:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(_ours_or_info)
     old_level = root.level
-    for h in root.handlers:
-        if h.level == logging.NOTSET:
-            h.setLevel(old_level)
+    opened = [h for h in root.handlers if h.level == logging.NOTSET]
+    for h in opened:  # they saw what the root's level let through: keep it so
+        h.setLevel(old_level)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
@@ -75,6 +81,8 @@ def run_log(path: Path) -> Iterator[Path]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for h in opened:
+            h.setLevel(logging.NOTSET)
         handler.close()
 
 

@@ -128,3 +128,37 @@ def test_chunk_total_estimated_from_entries():
         assert p.estimated_chunks() == 4  # 3 + 1
         p.maxchunks = 2
         assert p.estimated_chunks() == 3  # A capped at 2
+
+
+def test_run_folders_never_reused_and_latest_moves(tmp_path):
+    from hep_executor.cli.rundir import link_latest, new_run_dir
+
+    first = new_run_dir(tmp_path, "demo")
+    second = new_run_dir(tmp_path, "demo")  # the same second: a suffix, not the same folder
+    assert first != second and first.is_dir() and second.is_dir()
+    assert link_latest(first).resolve() == first
+    assert link_latest(second).resolve() == second
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, second.name, "latest"])
+
+
+def test_run_log_is_debug_and_console_level_unchanged(tmp_path):
+    import logging
+
+    from hep_executor.cli.rundir import run_log
+
+    root = logging.getLogger()
+    console = logging.StreamHandler()
+    root.addHandler(console)
+    old = root.level
+    try:
+        root.setLevel(logging.WARNING)
+        with run_log(tmp_path / "run.log"):
+            logging.getLogger("hep_executor.test").debug("a debug line of ours")
+            logging.getLogger("matplotlib.font_manager").debug("font noise")
+            assert console.level == logging.WARNING
+        assert root.level == logging.WARNING and console.level == logging.NOTSET
+    finally:
+        root.removeHandler(console)
+        root.setLevel(old)
+    text = (tmp_path / "run.log").read_text()
+    assert "a debug line of ours" in text and "font noise" not in text
