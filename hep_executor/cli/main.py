@@ -75,16 +75,8 @@ def _version() -> str:
         f"{hep_executor.__version__} (installed metadata: {installed})"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``hep-executor``."""
-    parser = argparse.ArgumentParser(
-        prog="hep-executor",
-        description="A self-tuning Coffea executor: ROOT analysis on ZeroMQ workers.")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output; tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_run_parser(sub) -> None:
+    """The options of ``hep-executor run``."""
     p = sub.add_parser("run", help="run an analysis: a YAML config, or --fileset and --processor "
                                    "(neither: the built-in demo)")
     p.add_argument("config", nargs="?", help="YAML run config (default: the built-in demo)")
@@ -108,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                    help="more log output; tracebacks on errors")
     p.set_defaults(func=_cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``hep-executor``."""
+    parser = argparse.ArgumentParser(
+        prog="hep-executor",
+        description="A self-tuning Coffea executor: ROOT analysis on ZeroMQ workers.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output; tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_run_parser(sub)
 
     p = sub.add_parser("status", help="print the numbers of a running 'hep-executor run --dashboard'")
     p.add_argument("address", help="the dashboard's HOST:PORT or URL")
