@@ -1,8 +1,9 @@
-"""The ``hep-executor`` command line: run, worker, keygen, submit-workers, factory, report.
+"""The ``hep-executor`` command line: run, status, worker, keygen, submit-workers, factory, report.
 
 Also holds what only the command line needs: YAML configs mapped onto
-dataclasses, the run's outputs (coffea file, ROOT histograms, report)
-and plots. The top layer: may import every other layer.
+dataclasses, the processor lookup, run folders, the run's outputs (coffea
+file, ROOT histograms, report), plots and the live dashboard. The top
+layer: may import every other layer.
 """
 
 from __future__ import annotations

@@ -4,13 +4,13 @@ An unknown key anywhere is an error that names it (with its dotted path);
 relative paths in a config are taken from the config file's folder, and
 ``${VAR}`` in a string value is replaced by that environment variable
 (an unset one is an error naming it).
-``configs/demo.yaml`` is the embedded default of ``hep-executor run``.
+``hep_executor/cli/demo.yaml`` (linked as ``configs/demo.yaml``) is the
+embedded default of ``hep-executor run``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -22,8 +22,12 @@ import yaml
 
 from hep_executor.errors import ConfigError
 
-__all__ = ["ChunkingConfig", "OutputConfig", "ProcessorConfig", "ResourcesConfig", "RunConfig",
-           "WorkersConfig", "default_config_path", "load_config"]
+DEMO_FILESET = "demo"
+SCHEMA_ALIASES = {"NanoAOD": "NanoAODSchema", "Base": "BaseSchema", "PFNano": "PFNanoAODSchema"}
+
+__all__ = ["DEMO_FILESET", "SCHEMA_ALIASES", "ChunkingConfig", "OutputConfig", "ProcessorConfig",
+           "ResourcesConfig", "RunConfig", "WorkersConfig", "default_config_path", "load_config",
+           "resolve_fileset"]
 
 
 @dataclass(frozen=True)
@@ -33,18 +37,14 @@ class ProcessorConfig:
     cls: str = "processors.topeft_like:TopEFTLikeProcessor"
     options: dict = field(default_factory=dict)
 
-    def build(self):
-        """Import the class and make an instance."""
-        module_name, _, name = self.cls.partition(":")
-        if not name:
-            msg = f"processor.class must be 'module:Class', got {self.cls!r}"
-            raise ConfigError(msg)
-        try:
-            module = importlib.import_module(module_name)
-            return getattr(module, name)(**self.options)
-        except (ImportError, AttributeError) as exc:
-            msg = f"cannot load processor.class {self.cls!r}: {exc}"
-            raise ConfigError(msg) from exc
+    def build(self, dirs: list[Path] | None = None):
+        """Import the class (looked for in ``dirs`` first) and make an instance.
+
+        Returns ``(instance, module)``; see :func:`hep_executor.cli.usercode.load_processor`.
+        """
+        from hep_executor.cli.usercode import load_processor
+
+        return load_processor(self.cls, dict(self.options), list(dirs or []))
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,15 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where results go and what to plot."""
+    """Where results go and what to plot.
 
-    dir: str = "out/run"
+    ``dir`` is the folder that holds one new sub-folder per run (default:
+    ``hep-executor-runs`` in the working directory); ``lumi`` (fb^-1) is
+    written on the plots.
+    """
+
+    dir: str | None = None
+    lumi: float | None = None
     plot_hist: str | None = None
     plot_dataset: str | None = None
     wc_point: dict = field(default_factory=dict)
@@ -123,7 +129,7 @@ class OutputConfig:
 class RunConfig:
     """A whole run."""
 
-    fileset: Any = "../sample_data/fileset.json"
+    fileset: Any = DEMO_FILESET
     treename: str = "Events"
     schema: str = "NanoAODSchema"
     skipbadfiles: bool = False
@@ -141,32 +147,84 @@ class RunConfig:
             return str(path)
         return str((Path(self.base_dir) / path).resolve())
 
+    def fileset_path(self) -> str | None:
+        """The fileset JSON file's absolute path (None: inline or the demo samples)."""
+        if isinstance(self.fileset, dict) or self.fileset == DEMO_FILESET:
+            return None
+        return self.resolve(self.fileset)
+
     def load_fileset(self) -> dict:
-        """The fileset: inline, or a JSON file of ``{dataset: [files]}``."""
+        """The fileset dict, relative file paths made absolute against its JSON's folder.
+
+        ``fileset`` is inline, a JSON file in one of coffea's forms
+        (``{ds: [files]}``, ``{ds: {"files": {url: tree}, "metadata": ...}}``,
+        ``{ds: {"files": [...], "treename": ...}}``), or ``demo`` (the seeded
+        demo samples, written to the user's cache on first use).
+        """
         if isinstance(self.fileset, dict):
-            raw, base = self.fileset, self.base_dir
-        else:
-            path = Path(self.resolve(self.fileset))
-            if not path.exists():
-                msg = (f"fileset file {str(path)!r} not found; for the demo samples run "
-                       "'hep-executor make-samples'")
-                raise ConfigError(msg)
-            raw, base = json.loads(path.read_text()), str(path.parent)
-        return {ds: [f if "://" in f or Path(f).is_absolute() else str((Path(base) / f).resolve())
-                     for f in (files if isinstance(files, list) else [files])]
-                for ds, files in raw.items()}
+            return resolve_fileset(self.fileset, self.base_dir)
+        if self.fileset == DEMO_FILESET:
+            from hep_executor.cli.demo_data import demo_fileset
+
+            return demo_fileset()
+        path = Path(self.resolve(self.fileset))
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            msg = f"fileset file {str(path)!r} not found"
+            raise ConfigError(msg) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            msg = f"fileset file {str(path)!r} cannot be read as JSON: {exc}"
+            raise ConfigError(msg) from None
+        return resolve_fileset(raw, str(path.parent), where=str(path))
 
     def schema_class(self):
         from coffea.nanoevents import schemas
 
+        name = SCHEMA_ALIASES.get(self.schema, self.schema)
         try:
-            return getattr(schemas, self.schema)
+            return getattr(schemas, name)
         except AttributeError:
-            msg = f"schema {self.schema!r} is not a coffea.nanoevents schema"
+            msg = (f"schema {self.schema!r} is not a coffea.nanoevents schema; "
+                   f"use one of {', '.join(SCHEMA_ALIASES)} or a class name of coffea.nanoevents.schemas")
             raise ConfigError(msg) from None
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _absolute(path: str, base: str) -> str:
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str((Path(base) / path).resolve())
+
+
+def resolve_fileset(raw: Any, base: str, where: str = "the fileset") -> dict:
+    """``raw`` (a coffea fileset) with relative file paths made absolute against ``base``.
+
+    Keeps coffea's forms as they are (lists, ``{file: tree}`` maps,
+    ``treename``, ``metadata``); their validation is the runner's.
+    """
+    if not isinstance(raw, dict):
+        msg = f"{where} must map dataset names to files, not {type(raw).__name__}"
+        raise ConfigError(msg)
+    out = {}
+    for dataset, spec in raw.items():
+        if isinstance(spec, str):
+            spec = [spec]
+        if isinstance(spec, list):
+            out[dataset] = [_absolute(str(f), base) for f in spec]
+            continue
+        if isinstance(spec, dict) and isinstance(spec.get("files"), (list, str, dict)):
+            files = spec["files"]
+            if isinstance(files, dict):
+                files = {_absolute(str(f), base): tree for f, tree in files.items()}
+            else:
+                files = [_absolute(str(f), base) for f in ([files] if isinstance(files, str) else files)]
+            out[dataset] = {**spec, "files": files}
+            continue
+        out[dataset] = spec  # left to the runner's validation, which names the dataset
+    return out
 
 
 _SECTIONS = {"processor": ProcessorConfig, "workers": WorkersConfig, "chunking": ChunkingConfig,
@@ -233,5 +291,5 @@ def load_config(path: str | Path | None = None) -> RunConfig:
 
 
 def default_config_path() -> Path:
-    """``configs/demo.yaml`` beside the package."""
-    return Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    """The embedded demo config (``configs/demo.yaml`` links to it)."""
+    return Path(__file__).resolve().parent / "demo.yaml"

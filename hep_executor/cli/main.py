@@ -1,10 +1,11 @@
-"""The ``hep-executor`` command: run, worker, keygen, submit-workers, factory, make-samples, report."""
+"""The ``hep-executor`` command: run, status, worker, keygen, submit-workers, factory, make-samples, report."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import traceback
 
 from hep_executor.errors import HepExecutorError
 
@@ -37,6 +38,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_main(args)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hep_executor.cli.dashboard import status_main
+
+    return status_main(args)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from hep_executor.cli.plots import report_main
 
@@ -55,21 +62,62 @@ def _cmd_factory(args: argparse.Namespace) -> int:
     return factory_main(args)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import hep_executor
+
+    try:
+        installed = version("hep_executor")
+    except PackageNotFoundError:
+        installed = None
+    return installed if installed == hep_executor.__version__ or installed is None else \
+        f"{hep_executor.__version__} (installed metadata: {installed})"
+
+
+def _add_run_parser(sub) -> None:
+    """The options of ``hep-executor run``."""
+    p = sub.add_parser("run", help="run an analysis: a YAML config, or --fileset and --processor "
+                                   "(neither: the built-in demo)")
+    p.add_argument("config", nargs="?", help="YAML run config (default: the built-in demo)")
+    p.add_argument("--fileset", metavar="FILE.json",
+                   help="coffea fileset JSON: {ds: [files]} or {ds: {files: {url: tree}, metadata: ...}}")
+    p.add_argument("--processor", metavar="module:Class",
+                   help="processor class; the module is looked for beside the config or fileset, "
+                        "in the working directory, on --path, then among installed packages")
+    p.add_argument("--path", action="append", default=[], metavar="DIR",
+                   help="another folder to look for the processor module in (repeatable)")
+    p.add_argument("--treename", help="tree to read where the fileset names none (default: Events)")
+    p.add_argument("--schema", help="NanoEvents schema: NanoAOD (default), Base, PFNano, or a class name")
+    p.add_argument("--out", metavar="DIR",
+                   help="folder for the run folders (default: ./hep-executor-runs); each run "
+                        "writes to a new DIR/<name>-<time>/, with DIR/latest linking to it")
+    p.add_argument("--workers", type=int, help="local workers (overrides the config)")
+    p.add_argument("--chunksize", type=int, help="fixed chunk size (turns dynamic sizing off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve a live status page on 127.0.0.1 (URL printed; 'hep-executor status URL')")
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                   help="more log output; tracebacks on errors")
+    p.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``hep-executor``."""
     parser = argparse.ArgumentParser(
         prog="hep-executor",
         description="A self-tuning Coffea executor: ROOT analysis on ZeroMQ workers.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output; tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run an analysis from a YAML config (default: the built-in demo)")
-    p.add_argument("config", nargs="?", help="YAML run config (default: configs/demo.yaml)")
-    p.add_argument("--out", help="output folder (default: from the config)")
-    p.add_argument("--workers", type=int, help="local workers (overrides the config)")
-    p.add_argument("--chunksize", type=int, help="fixed chunk size (turns dynamic sizing off)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_run)
+    _add_run_parser(sub)
+
+    p = sub.add_parser("status", help="print the numbers of a running 'hep-executor run --dashboard'")
+    p.add_argument("address", help="the dashboard's HOST:PORT or URL")
+    p.add_argument("--watch", action="store_true", help="print again every 2 s until interrupted")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("worker", help="run a worker that joins a manager")
     from hep_executor.engine.worker import add_arguments
@@ -119,11 +167,21 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except HepExecutorError as exc:
-        print(f"hep-executor {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"hep-executor {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, exc, f"error: {exc}", 2)
+    except KeyboardInterrupt as exc:
+        return _fail(args, exc, "interrupted", 130)
+    except Exception as exc:  # a bug or the user's code: one line, the traceback with -v
+        return _fail(args, exc, f"error: {type(exc).__name__}: {exc}", 1)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, line: str, code: int) -> int:
+    """Print one line about ``exc`` (and its traceback with -v); return the exit code."""
+    if args.verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    hint = "" if args.verbose or code != 1 else " (-v for the traceback)"
+    first = line.splitlines()[0] if line else line
+    print(f"hep-executor {args.command}: {first}{hint}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ logger = logging.getLogger(__name__)
 
 KIND_COLORS = {"process": "tab:blue", "accumulate": "tab:orange", "preprocess": "tab:green"}
 OTHER_COLOR = "tab:gray"
+KIND_LABELS = {"process": "process (a chunk)", "accumulate": "merge", "preprocess": "preprocess (file metadata)"}
 RESOURCE_LABELS = {"wall_time": "wall time [s]", "memory": "peak memory [MB]"}
 TASK_FIELDS = {"wall_time": "wall", "memory": "peak_mb"}
 HINT = "give the report.json that 'hep-executor run' wrote (in its output folder)"
 
 
-def write_plots(report: dict, out_dir: str | Path) -> dict[str, str]:
+def write_plots(report: dict, out_dir: str | Path, notes: dict[str, str] | None = None) -> dict[str, str]:
     """Write the PNGs of a run report.
 
     Parameters
@@ -40,6 +41,9 @@ def write_plots(report: dict, out_dir: str | Path) -> dict[str, str]:
         or the ``RUN.json`` the CLI writes).
     out_dir : str or Path
         Folder for the PNGs; created when missing.
+    notes : dict, optional
+        Filled with ``{name: why}`` for each plot not written (e.g. the task
+        model when every task had the same size: nothing to fit).
 
     Returns
     -------
@@ -59,8 +63,11 @@ def write_plots(report: dict, out_dir: str | Path) -> dict[str, str]:
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 logger.warning("%s.png not written: the report's data for it is malformed (%r)", name, exc)
                 continue
-            if fig is None:
-                logger.info("%s.png not written: the report has no data for it", name)
+            if fig is None or isinstance(fig, str):
+                why = fig or "the report has no data for it"
+                logger.info("%s.png not written: %s", name, why)
+                if notes is not None:
+                    notes[name] = why
                 continue
             path = out / f"{name}.png"
             fig.savefig(path, dpi=90)
@@ -145,6 +152,11 @@ def _task_model(report: dict, colors: dict[str, str]):
     by_cat: dict[str, list[dict]] = defaultdict(list)
     for t in tasks:
         by_cat[t["category"]].append(t)
+    varied = {c for c, group in by_cat.items() if len({t["events"] for t in group}) > 1}
+    if not varied:
+        sizes = sorted({t["events"] for t in tasks})
+        return (f"every process task of a category had one size ({', '.join(f'{s:,}' for s in sizes[:4])} "
+                "events): no spread to fit a time or memory model to")
     x_max = 1.1 * max(max(t["events"] for t in tasks), 1)
     fig, axes = _figure(ncols=2, figsize=(13, 5.5))
     for ax, resource in zip(axes, ("wall_time", "memory"), strict=True):
@@ -158,7 +170,7 @@ def _task_model(report: dict, colors: dict[str, str]):
             if bad:
                 ax.scatter([t["events"] for t in bad], [t[field] for t in bad], marker="x", s=40,
                            color=color, label=f"{category} (failed)")
-            fit = (sizing.get(category) or {}).get(resource)
+            fit = (sizing.get(category) or {}).get(resource) if category in varied else None
             if fit:
                 a, b = fit["intercept"], fit["slope"]
                 ax.plot([0, x_max], [a, a + b * x_max], "--", color=color, linewidth=1)
@@ -170,7 +182,9 @@ def _task_model(report: dict, colors: dict[str, str]):
         ax.set_xlabel("events per task")
         ax.set_ylabel(RESOURCE_LABELS[resource])
         ax.legend(fontsize="x-small")
-    axes[0].set_title("Process tasks and fitted model (dashed)", loc="left")
+    fixed = sorted(set(by_cat) - varied)
+    axes[0].set_title("Process tasks and fitted model (dashed)"
+                      + (f"; no fit for {', '.join(fixed)}: one size" if fixed else ""), loc="left")
     return fig
 
 
@@ -206,6 +220,24 @@ def _allocation(report: dict, colors: dict[str, str]):
     return fig
 
 
+def slot_names(tasks: list[dict]) -> dict[str, str]:
+    """Readable names of worker slots: ``worker 1 / slot 0 (host)``, workers numbered by first task."""
+    first: dict[str, float] = {}
+    hosts: dict[str, str] = {}
+    for t in tasks:
+        worker = str(t["slot"]).rpartition("/")[0] or str(t["slot"])
+        first[worker] = min(first.get(worker, t["started"]), t["started"])
+        hosts.setdefault(worker, str(t.get("host") or ""))
+    number = {w: i for i, w in enumerate(sorted(first, key=first.get), 1)}
+    names = {}
+    for t in tasks:
+        worker, _, slot = str(t["slot"]).rpartition("/")
+        worker = worker or str(t["slot"])
+        host = f" ({hosts[worker]})" if hosts[worker] else ""
+        names[t["slot"]] = f"worker {number[worker]} / slot {slot or 0}{host}"
+    return names
+
+
 def _timeline(report: dict, colors: dict[str, str]):  # noqa: ARG001 (colored by kind)
     tasks = [t for t in report.get("tasks", []) if t.get("slot") and t.get("started") is not None]
     if not tasks:
@@ -213,25 +245,26 @@ def _timeline(report: dict, colors: dict[str, str]):  # noqa: ARG001 (colored by
     from matplotlib.patches import Patch
 
     t0 = min(t["started"] for t in tasks)
-    slots = sorted({t["slot"] for t in tasks})
-    fig, ax = _figure(figsize=(11, max(3.0, 1.2 + 0.45 * len(slots))))
+    names = slot_names(tasks)
+    slots = sorted(set(names.values()), key=lambda n: [int(x) if x.isdigit() else x for x in n.split()])
+    fig, ax = _figure(figsize=(11, max(3.0, 1.4 + 0.5 * len(slots))))
+    span = max(t["started"] + float(t.get("wall", 0)) for t in tasks) - t0
     kinds_seen: set[str] = set()
     for t in tasks:
         kind = t.get("kind") or str(t.get("category", "")).split(":")[0]
         kinds_seen.add(kind)
-        bad = t.get("status") != "ok"
-        ax.barh(slots.index(t["slot"]), max(float(t.get("wall", 0)), 1e-6), left=t["started"] - t0,
+        bad = t.get("status") != "ok"  # a short merge stays visible: at least 0.5% of the span
+        ax.barh(slots.index(names[t["slot"]]), max(float(t.get("wall", 0)), 0.005 * span), left=t["started"] - t0,
                 height=0.7, color=KIND_COLORS.get(kind, OTHER_COLOR),
                 edgecolor="tab:red" if bad else "black", linewidth=1.5 if bad else 0.3,
                 hatch="///" if bad else None)
-    handles = [Patch(color=KIND_COLORS.get(k, OTHER_COLOR), label=k) for k in sorted(kinds_seen)]
+    handles = [Patch(color=KIND_COLORS.get(k, OTHER_COLOR), label=KIND_LABELS.get(k, k)) for k in sorted(kinds_seen)]
     if any(t.get("status") != "ok" for t in tasks):
         handles.append(Patch(facecolor="white", edgecolor="tab:red", hatch="///", label="failed"))
     ax.set_yticks(range(len(slots)), slots, fontsize="small")
-    ax.set_ylim(-0.6, len(slots) - 0.4)
-    ax.set_xlabel("time since first task start [s]")
-    ax.set_ylabel("worker slot")
-    ax.set_title("Worker timeline")
+    ax.set_ylim(len(slots) - 0.4, -0.6)  # worker 1 on top
+    ax.set_xlabel("time since the first task started [s]")
+    ax.set_title(f"Worker timeline: {len(tasks)} tasks on {len(slots)} slots")
     ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
