@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # WorkQueueExecutor fields that have no meaning here: (name, value that means "unused")
 _IGNORED = {
-    "gpus": None, "filepath": None, "environment_file": None, "extra_input_files": (),
+    "gpus": None, "filepath": None, "environment_file": None,
     "x509_proxy": None, "fast_terminate_workers": None, "print_stdout": False,
     "chunks_accum_in_mem": None, "wrapper": None, "ssl": None, "custom_init": None,
     "bar_format": None,
@@ -102,6 +102,10 @@ class HepExecutor(ExecutorBase):
         Targets per task, ``{"wall_time": s, "memory": MB}`` (either alone works).
     retries : int
         Read by coffea's Runner, which retries inside the task function.
+    extra_input_files : list of str
+        Files or folders (helper modules, corrections) shipped once to each
+        worker, on its ``sys.path`` and in its working directory; the
+        processor's module travels by value when it is not installed.
     verbose : bool
         Log each task at INFO level.
     debug_log, transactions_log, stats_log, tasks_accum_log : str, optional
@@ -217,7 +221,10 @@ class HepExecutor(ExecutorBase):
     def _process(self, manager, items, function, accumulator):
         from coffea.processor import accumulate
 
+        from hep_executor.analysis.usercode import prepare_task_function
+
         source = self.make_source(manager, items)
+        function, self.pool.shipment = prepare_task_function(function, files=list(self.extra_input_files or ()))
         with _progress(self, sum(len(i) for i in items)) as advance:
             def on_result(result, item):
                 if result.ok:

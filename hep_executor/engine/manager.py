@@ -35,6 +35,7 @@ import zmq
 
 from hep_executor.engine import protocol
 from hep_executor.engine.keys import KEY_ENV, load_key
+from hep_executor.engine.files import ShippedFiles, with_files
 from hep_executor.engine.local import LocalProcesses
 from hep_executor.engine.spec import WorkerSpec
 from hep_executor.errors import (AuthenticationError, ConfigError, ManagerClosedError, ProtocolError,
@@ -99,6 +100,10 @@ class Manager:
     worker_slot_keys : int
         Affinity keys a local worker remembers per slot (the caller's warm
         cache size: the files a slot keeps open).
+    files : list of str, optional
+        Files (or folders) every task function carries to its workers: they
+        arrive once per worker in its sandbox, which is on ``sys.path``
+        (see :mod:`hep_executor.engine.files`).
     """
 
     def __init__(self, local_workers: int | None = None, *, host: str = "127.0.0.1",
@@ -108,7 +113,8 @@ class Manager:
                  heartbeat_interval: float = 5.0, heartbeat_timeout: float = 30.0,
                  max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
                  worker_env: dict | None = None, worker_preload: tuple = (),
-                 worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4):
+                 worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4,
+                 files: list | None = None):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
@@ -127,6 +133,7 @@ class Manager:
         self.table = TaskTable(max_worker_kills)
         self.stats: collections.Counter = collections.Counter()
         self._functions: dict[str, bytes] = {}
+        self._files = ShippedFiles(files) if files else None
         self._fn_by_id: dict[int, tuple[object, str]] = {}
         self._done: collections.deque[TaskResult] = collections.deque()
         self._wall_ewma: dict[str, float] = {}
@@ -448,6 +455,7 @@ class Manager:
                 self._remove_worker(identity, counts_as_kill=True)
                 continue
             worker.functions.update(new_fns)
+            self.stats["function_bytes_sent"] += sum(len(self._functions[h]) for h in new_fns)
             worker.last_sent = time.monotonic()
             sent += len(tasks)
         self.stats["dispatched"] += sent
@@ -523,7 +531,7 @@ class Manager:
         known = self._fn_by_id.get(id(fn))
         if known is not None and known[0] is fn:
             return known[1]
-        data = dumps_function(fn)
+        data = dumps_function(with_files(fn, self._files))
         fn_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
         self._functions[fn_hash] = data
         self._fn_by_id[id(fn)] = (fn, fn_hash)
