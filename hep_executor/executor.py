@@ -233,6 +233,8 @@ class HepExecutor(ExecutorBase):
             pipeline = ReducePipeline(manager, function, fan_in=self.fan_in, on_result=on_result)
             outcome = pipeline.run(source)
         self._write_logs(outcome)
+        if outcome.fatal is not None or (outcome.output is None and outcome.error is not None):
+            raise outcome.fatal or outcome.error  # coffea would hide it behind "No chunks returned results"
         out = outcome.output
         if accumulator is not None and out is not None:
             out = accumulate([out], accumulator)

@@ -7,7 +7,8 @@ cannot import it runs it anyway, and the files named by ``files=`` /
 ``extra_input_files`` ride inside the function (once per worker). For
 coffea's Runner, whose function holds the processor as lz4-compressed
 cloudpickle bytes made before the executor is called, the processor is
-taken out and pickled again after its module is registered.
+taken out and put back as the instance, so it is pickled with the
+function, after its module is registered, and unpickled once per slot.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def prepare_task_function(fn: Callable, processor: Any = None, files=None) -> tu
 
 
 def _processor_by_value(fn: Callable, processor: Any, shipment: Shipment) -> Callable:
-    """Register the processor's module; re-pickle coffea's compressed processor after it."""
+    """Register the processor's module; put coffea's compressed processor back as the instance."""
     if processor is not None:
         shipment.modules_by_value += register_by_value(processor)
         return fn
@@ -78,13 +79,13 @@ def _processor_by_value(fn: Callable, processor: Any, shipment: Shipment) -> Cal
         return fn
     held = inner.keywords["processor_instance"]
     instance = cloudpickle.loads(lz4.frame.decompress(held)) if isinstance(held, bytes) else held
-    names = register_by_value(instance)
-    shipment.modules_by_value += names
-    if not names or not isinstance(held, bytes):
+    shipment.modules_by_value += register_by_value(instance)
+    if not isinstance(held, bytes):
         return fn
-    fresh = lz4.frame.compress(cloudpickle.dumps(instance), compression_level=1)
+    # the instance itself, not bytes unpickled in every task: it travels once per worker
+    # inside the function, and a module missing there fails loading the function, by name
     return _replace_partial(fn, inner, functools.partial(inner.func, *inner.args,
-                                                         **{**inner.keywords, "processor_instance": fresh}))
+                                                         **{**inner.keywords, "processor_instance": instance}))
 
 
 def _find_keyword_holder(fn, keyword: str):

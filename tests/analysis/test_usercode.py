@@ -18,8 +18,10 @@ import pytest
 from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 
-from hep_executor import HepExecutor, Manager, run
+from hep_executor import HepExecutor, Manager, run, run_uproot_job
+from hep_executor.analysis.pipeline import FAIL_FAST_AFTER
 from hep_executor.engine.files import SANDBOX_ENV
+from hep_executor.errors import CodeUnavailableError
 from tests.analysis import usercode_sources
 from tests.analysis.test_analysis import assert_same
 
@@ -31,6 +33,7 @@ def _write_user_code(folder: Path) -> Path:
     code.mkdir()
     (code / "userproc.py").write_text(usercode_sources.PROCESSOR)
     (code / "usercuts.py").write_text(usercode_sources.HELPER)
+    (code / "userholding.py").write_text(usercode_sources.HOLDING)
     return code
 
 
@@ -64,7 +67,7 @@ def user_code(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(code))
     monkeypatch.chdir(rundir)
     yield code, rundir
-    for name in ("userproc", "usercuts"):
+    for name in ("userproc", "usercuts", "userholding"):
         sys.modules.pop(name, None)
 
 
@@ -105,7 +108,8 @@ def test_remote_worker_runs_code_it_never_saw(samples, user_code, remote_worker)
     assert_same(result.output, _reference(samples))
     shipped = result.report["shipped"]
     assert shipped["modules_by_value"] == ["userproc"]
-    assert shipped["files"] == ["scale.txt", "usercuts.py"] and shipped["file_bytes"] == 3 + 14
+    assert shipped["files"] == ["scale.txt", "usercuts.py"]
+    assert shipped["file_bytes"] == 3 + len(usercode_sources.HELPER)
     assert 0 < shipped["function_bytes_sent"] < 10 * shipped["function_bytes"]
     folders = [p for p in (sandbox / ".hep-files").iterdir() if p.is_dir()]
     assert len(folders) == 1, folders  # written once, though two slots unpickled the function
@@ -123,3 +127,45 @@ def test_runner_extra_input_files_on_a_remote_worker(samples, user_code, remote_
     assert_same(out, _reference(samples))
     assert ex.pool.shipment.modules_by_value == ["userproc"]
     assert (sandbox / "usercuts.py").is_symlink()
+
+
+def _assert_names_the_module(error, manager, before):
+    assert isinstance(error, CodeUnavailableError), repr(error)
+    assert error.module == "usercuts"
+    message = str(error)
+    assert "No module named 'usercuts'" in message and "extra_input_files" in message
+    failed = manager.stats["error"] - before
+    assert 1 <= failed <= 2 * FAIL_FAST_AFTER + 4, failed  # of 60 chunks planned
+
+
+def test_run_stops_after_first_tasks_when_workers_cannot_import(samples, user_code, remote_worker):
+    manager, _ = remote_worker
+    from userholding import HoldingProcessor
+
+    before = manager.stats["error"]
+    with pytest.raises(CodeUnavailableError) as info:
+        run(samples, HoldingProcessor(), manager=manager, chunksize=300)
+    _assert_names_the_module(info.value, manager, before)
+
+
+def test_run_uproot_job_stops_and_names_the_module(samples, user_code, remote_worker):
+    manager, _ = remote_worker
+    from userholding import HoldingProcessor
+
+    before = manager.stats["error"]
+    with pytest.raises(CodeUnavailableError) as info:
+        run_uproot_job(samples, "Events", HoldingProcessor(), executor=HepExecutor,
+                       executor_args={"manager": manager, "schema": NanoAODSchema}, chunksize=300)
+    _assert_names_the_module(info.value, manager, before)
+
+
+def test_runner_raises_our_error_not_no_chunks_returned(samples, user_code, remote_worker):
+    manager, _ = remote_worker
+    from userholding import HoldingProcessor
+
+    before = manager.stats["error"]
+    runner = processor.Runner(executor=HepExecutor(manager=manager, status=False, dynamic=False),
+                              schema=NanoAODSchema, chunksize=300)
+    with pytest.raises(CodeUnavailableError) as info:
+        runner(samples, treename="Events", processor_instance=HoldingProcessor())
+    _assert_names_the_module(info.value, manager, before)

@@ -1,7 +1,8 @@
 """Source text of user modules the user-code tests write to folders no worker path holds.
 
 ``PROCESSOR`` defines ``UserPtProcessor``; at run time it imports the
-helper module ``usercuts`` (``HELPER``) and reads ``scale.txt`` from the
+helper module ``usercuts`` (``HELPER``); ``HOLDING``'s processor keeps a
+``usercuts`` object, so unpickling it needs that module and reads ``scale.txt`` from the
 working directory, so a worker that lacks the caller's ``sys.path`` or
 working directory fails. ``SCRIPT`` runs it through :func:`hep_executor.run`
 and coffea's IterativeExecutor and pickles both outputs.
@@ -32,7 +33,31 @@ class UserPtProcessor(processor.ProcessorABC):
         return accumulator
 '''
 
-HELPER = "PT_MIN = 10.0\n"
+HELPER = """
+PT_MIN = 10.0
+
+
+class Cuts:
+    pt_min = PT_MIN
+"""
+
+#: a processor holding an object of the helper module: unpickling it needs ``usercuts``
+HOLDING = '''
+from coffea import processor
+
+import usercuts
+
+
+class HoldingProcessor(processor.ProcessorABC):
+    def __init__(self):
+        self.cuts = usercuts.Cuts()
+
+    def process(self, events):
+        return {"events": {events.metadata["dataset"]: len(events)}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+'''
 
 SCRIPT = '''
 import json
