@@ -1,4 +1,4 @@
-"""The ``hep-executor`` command: run, worker, keygen, submit-workers, factory, make-samples, report."""
+"""The ``hep-executor`` command: run, worker, keygen, pack-env, submit-workers, factory, make-samples, report."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return submit_main(args)
 
 
+def _cmd_pack_env(args: argparse.Namespace) -> int:
+    from hep_executor.batch.env import pack_main
+
+    return pack_main(args)
+
+
 def _cmd_factory(args: argparse.Namespace) -> int:
     from hep_executor.batch.factory import factory_main
 
@@ -94,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         from hep_executor.batch.factory import add_factory_arguments, add_submit_arguments
     except ImportError:
         add_submit_arguments = add_factory_arguments = None
+    from hep_executor.batch.env import add_pack_arguments
+
+    p = sub.add_parser("pack-env", help="pack this environment into a relocatable archive for workers")
+    add_pack_arguments(p)
+    p.set_defaults(func=_cmd_pack_env)
     if add_submit_arguments is not None:
         p = sub.add_parser("submit-workers", help="submit worker jobs to a batch system")
         add_submit_arguments(p)
