@@ -21,7 +21,8 @@ setting at fault and, where it helps, what to do about it::
     │   ├── RemoteTaskError                 the task raised (carries the traceback text)
     │   ├── ChunkError                      the processor raised on a chunk (names file and range)
     │   ├── WorkerLostError                 the task killed its worker too often
-    │   └── ResourceExhaustedError (MemoryError)   over its memory allocation
+    │   ├── ResourceExhaustedError (MemoryError)   over its memory allocation
+    │   └── CodeUnavailableError (ImportError)   the worker cannot import the task's code
     ├── CoverageError                       output misses or doubles entry ranges
     ├── BatchError (RuntimeError)           a batch system refused or failed a job
     ├── ManagerClosedError (RuntimeError)   the manager was used after close()
@@ -34,6 +35,7 @@ __all__ = [
     "AuthenticationError",
     "BatchError",
     "ChunkError",
+    "CodeUnavailableError",
     "ConfigError",
     "CoverageError",
     "EmptyInputError",
@@ -234,3 +236,25 @@ class SessionMismatchError(AuthenticationError):
 
 class NoWorkersError(HepExecutorError, RuntimeError):
     """Tasks wait, no worker is connected, and the manager will start no more (its restart cap)."""
+
+
+class CodeUnavailableError(TaskError, ImportError):
+    """A task's function or arguments could not be unpickled on its worker: a module is missing there.
+
+    Parameters
+    ----------
+    message : str
+        What could not be loaded, naming the module and what to do.
+    module : str
+        The module the worker could not import.
+    """
+
+    def __init__(self, message: str, module: str = ""):
+        super().__init__(message)
+        self.module = module
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else ""
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.module))

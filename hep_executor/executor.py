@@ -24,8 +24,8 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
-from hep_executor.analysis.coffea_work import (RunnerMetadata, RunnerWork, fetch_metadata, recognise, tolerance,
-                                               work_chunk)
+from hep_executor.analysis.coffea_work import (RunnerMetadata, RunnerWork, fetch_metadata, processor_of,
+                                               recognise, tolerance, work_chunk)
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
 from hep_executor.analysis.sources import ChunkSource, Segment, build_source, segments_of_workitems
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # WorkQueueExecutor fields that have no meaning here: (name, value that means "unused")
 _IGNORED = {
-    "gpus": None, "filepath": None, "environment_file": None, "extra_input_files": (),
+    "gpus": None, "filepath": None, "environment_file": None,
     "x509_proxy": None, "fast_terminate_workers": None, "print_stdout": False,
     "chunks_accum_in_mem": None, "wrapper": None, "ssl": None, "custom_init": None,
     "bar_format": None, "disk": None, "manager_name": None, "master_name": None,
@@ -125,6 +125,10 @@ class HepExecutor(ExecutorBase):
     retries : int
         Times a chunk or preprocessing task that raised runs again (by the Manager,
         on any worker) before its error counts or ``skipbadfiles`` skips it.
+    extra_input_files : list of str
+        Files or folders (helper modules, corrections) shipped once to each
+        worker, on its ``sys.path`` and in its working directory; the
+        processor's module travels by value when it is not installed.
     verbose : bool
         Log each task at INFO level.
     debug_log, transactions_log, stats_log, tasks_accum_log : str, optional
@@ -265,10 +269,15 @@ class HepExecutor(ExecutorBase):
         """
         from coffea.processor import accumulate
 
+        from hep_executor.analysis.usercode import prepare_task_function
+
         spec = recognise(function)
-        fn, tolerate, retries = function, None, 0
+        fn, tolerate, retries, processor = function, None, 0, None
         if isinstance(spec, RunnerWork):
+            spec = dataclasses.replace(spec, processor_instance=processor_of(spec))
             fn, tolerate, retries = functools.partial(work_chunk, spec), tolerance(spec), spec.retries
+            processor = spec.processor_instance
+        fn, self.pool.shipment = prepare_task_function(fn, processor, files=list(self.extra_input_files or ()))
         source = self.make_source(manager, items)
         with _progress(self, sum(len(i) for i in items), unit="event") as advance:
             def on_result(result, item):
@@ -281,6 +290,8 @@ class HepExecutor(ExecutorBase):
         self.write_logs([r.as_dict() for r in outcome.reports],
                         {"processed": outcome.processed, "merges": outcome.merges,
                          "failures": len(outcome.failures), "wall_s": outcome.wall})
+        if outcome.fatal is not None:
+            raise outcome.fatal  # the same error ended a category's first tasks: stop, naming it
         error = _first_error(outcome, tolerate)
         out = outcome.output
         if error is not None and out is None:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from hep_executor.analysis.warm import warm_events, warm_files
 from hep_executor.errors import ChunkError, InputError
 
-__all__ = ["RunnerMetadata", "RunnerWork", "fetch_metadata", "io_options", "recognise", "tolerance",
+__all__ = ["RunnerMetadata", "RunnerWork", "fetch_metadata", "io_options", "processor_of", "recognise", "tolerance",
            "work_chunk"]
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,11 @@ def _warm_options(spec: RunnerWork, item) -> dict | None:
     if not (isinstance(spec.schema, type) and issubclass(spec.schema, schemas.BaseSchema)):
         return None
     return io_options(spec.xrootdtimeout, spec.uproot_options)
+
+
+def processor_of(spec: RunnerWork) -> Any:
+    """The processor instance of Runner's work closure (unpickled if Runner compressed it)."""
+    return _processor(spec.processor_instance)
 
 
 def _processor(instance: Any) -> Any:

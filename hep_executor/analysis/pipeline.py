@@ -8,11 +8,18 @@ hands finished results to the :class:`~hep_executor.planning.reduction.TreeReduc
 and submits each group it returns as an ``accumulate`` task over the
 results' serialized bytes. The manager never deserializes a partial
 result: only the last merge comes back as an object.
+
+It fails fast: when the first tasks of a category (three by default) all
+end with one and the same error (a module the workers cannot import, a
+processor bug that hits every chunk), the tasks still running are
+cancelled and the run ends with that error, instead of running every
+chunk to the same failure.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -21,8 +28,14 @@ from hep_executor.analysis.chunk_tasks import merge_outputs
 from hep_executor.planning.reduction import TreeReducer
 from hep_executor.engine.results import TaskReport, TaskResult
 from hep_executor.engine.serialization import loads
+from hep_executor.errors import RemoteAccessError, ResourceExhaustedError, WorkerLostError
 
-__all__ = ["ItemSource", "PipelineOutcome", "ReducePipeline", "worker_cores"]
+__all__ = ["FAIL_FAST_AFTER", "FailFast", "ItemSource", "PipelineOutcome", "ReducePipeline", "worker_cores"]
+
+#: a run stops when this many first tasks of a category end with the same error
+FAIL_FAST_AFTER = 3
+#: errors that say nothing about the next task (they close the first-tasks watch of a category)
+_TRANSIENT = (RemoteAccessError, ResourceExhaustedError, WorkerLostError)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +68,7 @@ class PipelineOutcome:
     processed: int = 0
     deserialized: int = 0
     wall: float = 0.0
+    fatal: BaseException | None = None  # the error that stopped the run early (fail fast)
 
     @property
     def error(self) -> BaseException | None:
@@ -101,14 +115,19 @@ class ReducePipeline:
         Called with each process :class:`TaskResult` (progress, reports).
     merge_memory_mb : int
         Memory allocation of merge tasks (0: no limit).
+    fail_fast : int
+        Stop the run, cancelling what runs, when the first this many tasks of
+        a category end with the same error (0: never).
     """
 
     def __init__(self, manager, process_fn: Callable, *, fan_in: int = 20,
                  merge_fn: Callable = merge_outputs, window: int | None = None,
                  stop_on_error: bool = True, on_result: Callable | None = None,
                  merge_memory_mb: int = 0, retries: int = 0,
-                 tolerate: Callable[[BaseException], bool] | None = None):
+                 tolerate: Callable[[BaseException], bool] | None = None,
+                 fail_fast: int = FAIL_FAST_AFTER):
         self.manager = manager
+        self.fail_fast = fail_fast
         self.process_fn = process_fn
         self.merge_fn = merge_fn
         self.reducer = TreeReducer(fan_in)
@@ -129,7 +148,10 @@ class ReducePipeline:
     def run(self, source: ItemSource) -> PipelineOutcome:
         """Process every item of ``source``; return the merged output and reports."""
         state = _RunState(source, loads_before=self.manager.stats["deserialized"])
+        watch = FailFast(self.fail_fast)
         while True:
+            if state.outcome.fatal is not None:
+                return self._abort(state)
             self._feed(state)
             self._submit_merges(state)
             if state.merge_broken and not state.in_flight and not state.merges:
@@ -137,7 +159,7 @@ class ReducePipeline:
             if self.reducer.inputs_closed and not state.in_flight and not state.merges and self.reducer.done:
                 return self._finish(state)
             for result in self.manager.wait(timeout=1.0):
-                self._route(state, result)
+                self._route(state, result, watch)
 
     def _feed(self, state: _RunState) -> None:
         """Keep the window of process tasks full; close the reducer's inputs when all are in."""
@@ -159,9 +181,12 @@ class ReducePipeline:
                 category="accumulate", memory_mb=self.merge_memory_mb, retries=1)
             state.merges[tid] = group
 
-    def _route(self, state: _RunState, result: TaskResult) -> None:
+    def _route(self, state: _RunState, result: TaskResult, watch: FailFast) -> None:
         if result.id in state.in_flight:
-            self._file_processed(state, state.in_flight.pop(result.id), result)
+            item = state.in_flight.pop(result.id)
+            self._file_processed(state, item, result)
+            if state.outcome.fatal is None and watch.stops(result, item, self.tolerate):
+                state.outcome.fatal = result.error
         elif result.id in state.merges:
             self._file_merged(state, state.merges.pop(result.id), result)
 
@@ -197,6 +222,18 @@ class ReducePipeline:
             outcome.failures.append((("merge", group), result.error))
             state.stopped = state.merge_broken = True
 
+    def _abort(self, state: _RunState) -> PipelineOutcome:
+        """Fail fast: cancel every task still running; the outcome carries the error."""
+        error = state.outcome.fatal
+        log.error("stopping the run: the first %d tasks of category %r all failed with %s: %s",
+                  self.fail_fast, getattr(state.outcome.reports[-1], "category", "?"),
+                  type(error).__name__, error)
+        for tid in [*state.in_flight, *state.merges]:
+            self.manager.cancel(tid)
+        state.in_flight.clear()
+        state.merges.clear()
+        return state.close(self.manager)
+
     def _salvage(self, state: _RunState) -> PipelineOutcome:
         """A merge failed: keep what was done by merging the pending results here."""
         state.outcome.output = merge_outputs([_load_payload(self.manager, p)
@@ -214,6 +251,43 @@ class ReducePipeline:
     def _keep(self, result: TaskResult) -> None:
         self._payloads[result.id] = (result.payload, result.compressed)
         self._last = result
+
+
+class FailFast:
+    """Watches the first tasks of each category: the same error ``n`` times in a row from the start stops the run.
+
+    A success, a transient error (a lost worker, memory, a remote read) or
+    an error the run tolerates ends the watch of that category.
+    """
+
+    def __init__(self, n: int = FAIL_FAST_AFTER):
+        self.n = n
+        self.first: dict[str, tuple[str, int]] = {}  # category -> (error signature, count)
+        self.closed: set[str] = set()
+
+    def stops(self, result: TaskResult, item: Any, tolerate: Callable | None = None) -> bool:
+        """File one finished process task; return whether the run must stop."""
+        category, error = result.report.category, result.error
+        if self.n <= 0 or category in self.closed:
+            return False
+        if error is None or isinstance(error, _TRANSIENT) or (tolerate is not None and tolerate(error)):
+            self.closed.add(category)
+            return False
+        signature = _signature(error, getattr(item, "filename", ""))
+        seen, count = self.first.get(category, (signature, 0))
+        if seen != signature:
+            self.closed.add(category)
+            return False
+        self.first[category] = (signature, count + 1)
+        return count + 1 >= self.n
+
+
+def _signature(error: BaseException, filename: str) -> str:
+    """An error's type and first line, with the chunk's file and all numbers taken out."""
+    text = str(error).split("\n", 1)[0]
+    if filename:
+        text = text.replace(filename, "FILE")
+    return f"{type(error).__name__}: {re.sub(r'[0-9]+', 'N', text)}"
 
 
 def worker_cores(manager) -> int:

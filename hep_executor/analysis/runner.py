@@ -19,6 +19,7 @@ from hep_executor.analysis.chunk_tasks import WORKER_SETUP, ChunkSpec, preproces
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
 from hep_executor.analysis.sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
+from hep_executor.analysis.usercode import Shipment, prepare_task_function
 from hep_executor.errors import ConfigError, CoverageError, EmptyInputError, InputError
 from hep_executor.planning.chunking import Coverage, CoverageReport
 
@@ -122,6 +123,7 @@ class _Job:
     task_events: dict[int, int] = field(default_factory=dict)
     t0: float = field(default_factory=time.time)
     t_pre: float = 0.0
+    shipment: Shipment = field(default_factory=Shipment)
 
 
 def run(fileset: dict, processor_instance: Any, treename: str | None = "Events", *,
@@ -132,7 +134,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         handler: str = "auto",
         resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
         split_on_exhaustion: bool = True, warm: bool = True,
-        retries: int = 0,
+        retries: int = 0, files: list | None = None,
         progress: Callable | None = None) -> RunResult:
     """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
 
@@ -170,6 +172,10 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         tasks (default); False opens each file anew for every task.
     retries : int
         Times a failed chunk is tried again before its error counts.
+    files : list of str, optional
+        Files or folders (helper modules, corrections) shipped once to each
+        worker, on its ``sys.path`` and in its working directory. The
+        processor's own module travels by value when it is not installed.
     progress : callable, optional
         ``progress(stage, result=TaskResult, item=...)`` after each task.
 
@@ -193,7 +199,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                    initial_chunksize=initial_chunksize, maxchunks=maxchunks, fan_in=fan_in,
                    align_clusters=align_clusters, resources_mode=resources_mode, memory_mb=memory_mb,
                    allocator=allocator, split_on_exhaustion=split_on_exhaustion, warm=warm,
-                   retries=retries)
+                   retries=retries, files=files)
     job = _Job(manager, processor_instance, options, {"timeout": timeout, "handler": handler},
                (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress)
     try:
@@ -224,6 +230,7 @@ def _process(job: _Job, source: ChunkSource):
     """Run the chunks and merge them on the workers; return the pipeline's outcome."""
     fn = functools.partial(process_chunk, processor_instance=job.processor, schema=job.options["schema"],
                            io_options=job.io_options, warm=job.options["warm"])
+    fn, job.shipment = prepare_task_function(fn, job.processor, job.options["files"])
 
     def on_result(result, item):
         job.task_events[result.id] = item.events
@@ -243,6 +250,8 @@ def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
     wrapped = outcome.output or {}
     report = _report(job.manager, job.files, job.skipped, outcome, source, source.sizer, source.allocator,
                      t_pre=job.t_pre, t_total=time.time() - job.t0, task_events=job.task_events)
+    report["shipped"] = {**job.shipment.as_dict(),
+                         "function_bytes_sent": job.manager.stats["function_bytes_sent"]}
     error = next((e for _, e in outcome.failures if job.tolerate is None or not job.tolerate(e)), None)
     if error is not None:
         error.partial_output = wrapped.get("out")

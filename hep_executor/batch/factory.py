@@ -273,6 +273,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cores", type=int, default=1, help="cores per worker (default 1)")
     parser.add_argument("--memory", type=int, default=2000, help="memory per worker, MB (default 2000)")
     parser.add_argument("--disk", type=int, default=4000, help="disk per worker, MB (default 4000)")
+    parser.add_argument("--env", help="archive from hep-executor pack-env: each node unpacks it once "
+                                      "into local scratch and runs the worker from there")
     parser.add_argument("--walltime", help="job wall-time limit, HH:MM:SS")
     parser.add_argument("--python", help="Python interpreter on the worker nodes (default: this one)")
     parser.add_argument("--log-dir", default="hep-executor-logs",
@@ -301,6 +303,10 @@ def _spec_from_args(args: argparse.Namespace) -> WorkerSpec:
             raise ConfigError(msg)
     key_file = os.path.abspath(args.key_file) if args.key_file else None
     extra = {"python": args.python} if args.python else {}
+    if getattr(args, "env", None):
+        from hep_executor.batch.env import write_runner
+
+        extra = {"python": str(write_runner(args.env))}
     return WorkerSpec(manager=manager, key_file=key_file, cores=args.cores, memory_mb=args.memory,
                       disk_mb=args.disk, walltime=args.walltime, **extra)
 

@@ -1,4 +1,5 @@
-"""The ``hep-executor`` command: run, status, worker, keygen, submit-workers, factory, make-samples, report."""
+"""The ``hep-executor`` command: run, status, worker, keygen, pack-env, submit-workers, factory, make-samples,
+report."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from hep_executor.batch.factory import submit_main
 
     return submit_main(args)
+
+
+def _cmd_pack_env(args: argparse.Namespace) -> int:
+    from hep_executor.batch.env import pack_main
+
+    return pack_main(args)
 
 
 def _cmd_factory(args: argparse.Namespace) -> int:
@@ -142,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         from hep_executor.batch.factory import add_factory_arguments, add_submit_arguments
     except ImportError:
         add_submit_arguments = add_factory_arguments = None
+    from hep_executor.batch.env import add_pack_arguments
+
+    p = sub.add_parser("pack-env", help="pack this environment into a relocatable archive for workers")
+    add_pack_arguments(p)
+    p.set_defaults(func=_cmd_pack_env)
     if add_submit_arguments is not None:
         p = sub.add_parser("submit-workers", help="submit worker jobs to a batch system")
         add_submit_arguments(p)

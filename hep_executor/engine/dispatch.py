@@ -164,6 +164,7 @@ class DispatchSteps:
                 self._remove_worker(identity, counts_as_kill=True)
                 continue
             worker.functions.update(new_fns)
+            self.stats["function_bytes_sent"] += sum(len(self._functions[h]) for h in new_fns)
             worker.last_sent = time.monotonic()
             sent += len(tasks)
         self.stats["dispatched"] += sent

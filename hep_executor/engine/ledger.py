@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from hep_executor.engine.files import with_files
 from hep_executor.engine.serialization import dumps_function
 
 __all__ = ["CategorySummary", "FunctionStore", "ReportLog"]
@@ -24,7 +25,8 @@ __all__ = ["CategorySummary", "FunctionStore", "ReportLog"]
 class FunctionStore:
     """Pickled functions by content hash, kept while tasks refer to them."""
 
-    def __init__(self):
+    def __init__(self, files=None):
+        self._files = files  # a ShippedFiles every function carries, or None
         self._data: dict[str, bytes] = {}
         self._refs: collections.Counter = collections.Counter()
         self._by_id: dict[int, tuple[object, str]] = {}  # id(fn) -> (fn, hash): pickle each once
@@ -36,7 +38,7 @@ class FunctionStore:
         if known is not None and known[0] is fn and known[1] in self._data:
             fn_hash = known[1]
         else:
-            data = dumps_function(fn)
+            data = dumps_function(with_files(fn, self._files))
             fn_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
             self._data[fn_hash] = data
             self._by_id[id(fn)] = (fn, fn_hash)

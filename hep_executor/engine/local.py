@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import sysconfig
+import tempfile
 
+from hep_executor.engine.files import SANDBOX_ENV
 from hep_executor.engine.spec import WorkerSpec
 
-__all__ = ["LocalProcesses"]
+__all__ = ["LocalProcesses", "caller_pythonpath"]
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +40,27 @@ class LocalProcesses:
     def __init__(self, env: dict | None = None, quiet: bool = True):
         self.env = env or {}
         self.quiet = quiet
+        # shipped files land here, not in the caller's working directory (the workers' own)
+        self.sandbox: str | None = None
         self.procs: dict[str, subprocess.Popen] = {}
 
     def submit(self, spec: WorkerSpec, count: int = 1) -> list[str]:
-        """Start ``count`` workers; return their pids as job ids."""
-        env = {**os.environ, **self.env}
-        # the package must be importable by the child even when run from a source tree
-        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        """Start ``count`` workers; return their pids as job ids.
+
+        Workers run in this process's working directory, with its
+        environment and with its ``sys.path`` (as ``PYTHONPATH``), so that
+        whatever the caller can import (a processor next to its run
+        script, a folder added to ``sys.path``) every slot can import.
+        """
+        if self.sandbox is None:
+            self.sandbox = tempfile.mkdtemp(prefix="hep-sandbox-")
+        env = {**os.environ, SANDBOX_ENV: self.sandbox, **self.env}
+        env["PYTHONPATH"] = caller_pythonpath(env.get("PYTHONPATH"))
         ids = []
         for _ in range(count):
             proc = subprocess.Popen(spec.command(), env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL if self.quiet else None,
-                                    start_new_session=False)
+                                    cwd=os.getcwd(), start_new_session=False)
             self.procs[str(proc.pid)] = proc
             ids.append(str(proc.pid))
         return ids
@@ -85,5 +98,37 @@ class LocalProcesses:
         self.procs.pop(job_id, None)
 
     def close(self) -> None:
-        """Stop every worker still running."""
+        """Stop every worker still running; remove their sandbox."""
         self.cancel(list(self.procs))
+        if self.sandbox is not None:
+            shutil.rmtree(self.sandbox, ignore_errors=True)
+
+
+def caller_pythonpath(existing: str | None = None) -> str:
+    """``PYTHONPATH`` for a child that imports what this process imports.
+
+    This package's own root comes first (a source tree need not be
+    installed), then this process's ``sys.path`` in order, with the
+    interpreter's own folders (standard library, site-packages) left out
+    since the child finds them itself, then ``existing``.
+    """
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    own = {os.path.realpath(p) for p in sysconfig.get_paths().values()}
+    own.update(os.path.realpath(p) for p in _site_dirs())
+    parts = [here]
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.getcwd())
+        if os.path.realpath(path) not in own and os.path.isdir(path) and path not in parts:
+            parts.append(path)
+    parts.extend(p for p in (existing or "").split(os.pathsep) if p and p not in parts)
+    return os.pathsep.join(parts)
+
+
+def _site_dirs() -> list[str]:
+    import site
+
+    dirs = list(getattr(site, "getsitepackages", lambda: [])())
+    user = getattr(site, "getusersitepackages", lambda: "")()
+    dirs.extend([user] if user else [])
+    dirs.extend(p for p in sys.path if p.endswith(("lib-dynload", ".zip")))
+    return dirs

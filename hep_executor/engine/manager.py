@@ -34,6 +34,7 @@ import zmq
 
 from hep_executor.engine import protocol
 from hep_executor.engine.keys import KEY_ENV, load_key
+from hep_executor.engine.files import ShippedFiles
 from hep_executor.engine.ledger import FunctionStore, ReportLog
 from hep_executor.engine.local import LocalProcesses
 from hep_executor.engine.spec import WorkerSpec
@@ -101,6 +102,10 @@ class Manager(MessageSteps, DispatchSteps):
     journal : str, optional
         Append every task report to this file as a JSON line; the manager
         itself keeps per-category totals only (:attr:`reports`).
+    files : list of str, optional
+        Files (or folders) every task function carries to its workers: they
+        arrive once per worker in its sandbox, which is on ``sys.path``
+        (see :mod:`hep_executor.engine.files`).
     """
 
     def __init__(self, local_workers: int | None = None, *, host: str = "127.0.0.1",
@@ -111,7 +116,7 @@ class Manager(MessageSteps, DispatchSteps):
                  max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
                  worker_env: dict | None = None, worker_preload: tuple = (),
                  worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4,
-                 unfit_grace_s: float = 60.0, journal: str | None = None):
+                 unfit_grace_s: float = 60.0, journal: str | None = None, files: list | None = None):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
@@ -130,7 +135,7 @@ class Manager(MessageSteps, DispatchSteps):
         self.prefetch = prefetch
         self.table = TaskTable(max_worker_kills)
         self.stats: collections.Counter = collections.Counter()
-        self._functions = FunctionStore()
+        self._functions = FunctionStore(ShippedFiles(files) if files else None)
         self.reports = ReportLog(journal)
         self._done: collections.deque[TaskResult] = collections.deque()
         self._wall_ewma: dict[str, float] = {}

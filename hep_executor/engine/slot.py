@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import time
 import traceback
 
@@ -20,12 +21,32 @@ import cloudpickle
 
 from hep_executor.engine import monitor
 from hep_executor.engine.serialization import dumps
+from hep_executor.errors import CodeUnavailableError
 
 __all__ = ["slot_main"]
 
 def _run(fn, args_bytes: bytes):
-    args, kwargs = pickle.loads(args_bytes)
+    args, kwargs = _unpickle(pickle.loads, args_bytes, "arguments")
     return fn(*args, **kwargs)
+
+
+def _unpickle(load, data: bytes, what: str):
+    """``load(data)``; a module missing here becomes :class:`CodeUnavailableError` naming it."""
+    try:
+        return load(data)
+    except (ImportError, AttributeError) as exc:
+        module = getattr(exc, "name", None) or _module_in(str(exc))
+        msg = (f"the task's {what} could not be unpickled on worker {socket.gethostname()} "
+               f"(cwd {os.getcwd()}): {type(exc).__name__}: {exc}. The module {module!r} is not "
+               "importable there: install it in the worker environment (hep-executor pack-env), "
+               "or ship it with files=[...] / extra_input_files=[...]")
+        raise CodeUnavailableError(msg, module) from exc
+
+
+def _module_in(text: str) -> str:
+    """The module named in ``Can't get attribute 'X' on <module 'M' from ...>``, or ``?``."""
+    start = text.find("<module '")
+    return text[start + 9:text.find("'", start + 9)] if start >= 0 else "?"
 
 
 def _error_payload(exc: BaseException) -> tuple[bytes, str, str]:
@@ -64,7 +85,7 @@ def slot_main(conn, slot_index: int) -> None:
         try:
             fn = functions[fn_hash]
             if isinstance(fn, bytes):
-                fn = functions[fn_hash] = cloudpickle.loads(fn)
+                fn = functions[fn_hash] = _unpickle(cloudpickle.loads, fn, "function")
             value = _run(fn, args_bytes)
             status, error, tb = "ok", "", ""
             payload, compressed = dumps(value)

@@ -1,0 +1,121 @@
+"""Packed environments: pack, unpack once per node (a lock), run a worker from the copy with ``env -i``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hep_executor import Manager, run
+from hep_executor.batch.env import LAUNCHER, archive_digest, find_x509_proxy, pack, unpack, write_runner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fake_archive(folder: Path) -> Path:
+    """An archive shaped like a packed environment: a launcher that echoes, and 64 MB of filler."""
+    env = folder / "fake-env"
+    (env / "bin").mkdir(parents=True)
+    launcher = env / LAUNCHER
+    launcher.write_text('#!/bin/sh\necho "ran $*"\n')
+    launcher.chmod(0o755)
+    (env / "filler").write_bytes(os.urandom(64 * 2**20))
+    archive = folder / "fake.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(env, arcname=".")
+    return archive
+
+
+def test_three_jobs_on_one_node_unpack_once(tmp_path):
+    archive = _fake_archive(tmp_path)
+    scratch = tmp_path / "scratch"
+    runner = write_runner(archive, proxy=None)
+    env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(ROOT)}
+    code = ("import os, sys; from hep_executor.batch.env import unpack; d = unpack(sys.argv[1], sys.argv[2]); "
+            "print(d, (d / '.complete').read_text().strip() == str(os.getpid()))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(archive), str(scratch)], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs.append(subprocess.Popen([str(runner), "hello"], env=env, stdout=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    target = scratch / f"hep-env-{archive_digest(archive)}"
+    assert outs[2] == ["ran", "hello"]
+    assert [o[0] for o in outs[:2]] == [str(target)] * 2
+    pid = (target / ".complete").read_text().strip()
+    assert [p.pid for p in procs if str(p.pid) == pid] != []  # the one that unpacked, by its pid
+    assert (outs[0][1:] + outs[1][1:]).count("True") == (pid != str(procs[2].pid))
+    assert sorted(p.name for p in scratch.iterdir()) == [target.name, target.name + ".lock"]
+    assert unpack(archive, scratch) == target  # a later job reuses it
+
+
+def test_runner_ships_the_x509_proxy(tmp_path, monkeypatch):
+    archive = _fake_archive(tmp_path)
+    proxy = tmp_path / "x509up_test"
+    proxy.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("X509_USER_PROXY", str(proxy))
+    assert find_x509_proxy() == str(proxy)
+    runner = write_runner(archive)
+    copy = Path(str(archive) + ".x509")
+    assert copy.read_text() == proxy.read_text() and (copy.stat().st_mode & 0o777) == 0o600
+    assert f"export X509_USER_PROXY={copy}" in runner.read_text()
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        assert set(a) == set(b)
+        for k in a:
+            _same(a[k], b[k])
+    elif hasattr(a, "values") and hasattr(a, "axes"):  # a hist: datasets grow in fill order
+        names = [ax.name for ax in a.axes]
+        if "dataset" not in names:
+            np.testing.assert_allclose(a.values(), b.values(), rtol=1e-9)
+            return
+        assert set(a.axes["dataset"]) == set(b.axes["dataset"])
+        for ds in a.axes["dataset"]:
+            np.testing.assert_allclose(a[{"dataset": ds}].values(), b[{"dataset": ds}].values(), rtol=1e-9)
+    else:
+        assert a == pytest.approx(b, rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def unpacked_env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("packed")
+    archive = pack(folder / "env.tar")
+    yield unpack(archive, folder / "scratch")
+
+
+def test_worker_from_the_unpacked_env_with_env_i_runs_the_demo_processor(samples, unpacked_env, tmp_path):
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from processors.topeft_like import TopEFTLikeProcessor
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    key_file = tmp_path / "key"
+    with Manager(local_workers=0, key_file=str(key_file)) as manager:
+        cmd = ["env", "-i", str(unpacked_env / LAUNCHER), "-m", "hep_executor.worker", "--manager",
+               manager.address, "--key-file", str(key_file), "--cores", "2"]
+        worker = subprocess.Popen(cmd, cwd=empty)
+        try:
+            assert manager.wait_for_workers(1, timeout=180) == 1
+            result = run(samples, TopEFTLikeProcessor(), manager=manager, chunksize=1500)
+            proc = psutil_process(worker.pid)
+            assert proc.exe().startswith(str(unpacked_env))  # the copy's interpreter, not ours
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    ref = processor.Runner(executor=processor.IterativeExecutor(status=False), schema=NanoAODSchema,
+                           chunksize=1500)(samples, treename="Events", processor_instance=TopEFTLikeProcessor())
+    _same(result.output, ref)
+
+
+def psutil_process(pid):
+    import psutil
+
+    return psutil.Process(pid)
