@@ -1,0 +1,185 @@
+"""DaskManager on a real distributed.LocalCluster (2 worker processes): the Manager's face,
+measurements, memory limits, tree reduction kept on the workers, lost workers, and run()."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import distributed
+import pytest
+
+from hep_executor.engine.dask_manager import DaskManager, RemotePayload
+from hep_executor.errors import ResourceExhaustedError, WorkerLostError
+from tests.helpers import drain, try_assert
+
+
+def square(x):
+    return x * x
+
+
+def raise_value_error(x):
+    msg = f"bad value {x}"
+    raise ValueError(msg)
+
+
+def hold_memory(mb, seconds):
+    block = bytearray(mb * 2**20)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(block)
+
+
+def busy(seconds):
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        pass
+    return seconds
+
+
+def suicide(_):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None, host="127.0.0.1") as cluster, \
+            distributed.Client(cluster) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c
+
+
+@pytest.fixture
+def dask_manager(client):
+    with DaskManager(client) as m:
+        yield m
+
+
+def test_face_and_measurements(dask_manager):
+    m = dask_manager
+    assert m.wait_for_workers(2) == 2
+    assert [w["cores"] for w in m.workers()] == [1, 1] and all(w["memory_mb"] > 0 for w in m.workers())
+    ids = [m.submit(square, i, category="sq", tag=i) for i in range(20)]
+    cpu = m.submit(busy, 0.3, category="busy")
+    results = drain(m, timeout=120)
+    assert m.empty()
+    by_id = {r.id: r for r in results}
+    assert sorted(by_id) == sorted(ids + [cpu])
+    assert [by_id[i].value for i in ids] == [i * i for i in range(20)]
+    assert [by_id[t].tag for t in ids] == list(range(20))
+    report = by_id[cpu].report
+    assert report.status == "ok" and report.category == "busy"
+    assert report.cpu >= 0.25 and report.wall >= report.cpu * 0.9 and report.peak_mb > 10
+    assert m.stats["reports_missing"] == 0
+
+
+def test_error_retried_then_returned_with_its_type(dask_manager):
+    tid = dask_manager.submit(raise_value_error, 7, retries=1)
+    [result] = drain(dask_manager, timeout=60)
+    assert result.id == tid and result.report.status == "error" and result.report.attempts == 2
+    with pytest.raises(ValueError, match="bad value 7"):
+        _ = result.value
+
+
+def test_memory_over_allocation_is_resource_exhaustion(dask_manager):
+    tid = dask_manager.submit(hold_memory, 600, 3.0, memory_mb=400)
+    [result] = drain(dask_manager, timeout=60)
+    assert result.id == tid and result.report.status == "exhausted"
+    assert isinstance(result.error, ResourceExhaustedError)
+    assert result.error.limit_mb == 400 and result.error.peak_mb > 400
+
+
+def test_merge_takes_futures_and_one_value_comes_back(dask_manager):
+    m = dask_manager
+    before = m.stats["deserialized"]
+    for i in range(10):
+        m.submit(square, i)
+    firsts = drain(m, timeout=60)
+    assert all(isinstance(r.payload, RemotePayload) for r in firsts)
+    groups = [firsts[:5], firsts[5:]]
+    for group in groups:
+        m.submit_payload(sum, [(r.payload, r.compressed) for r in group], category="accumulate")
+    seconds = drain(m, timeout=60)
+    assert m.stats["deserialized"] == before  # nothing came back as a value yet
+    m.submit_payload(sum, [(r.payload, r.compressed) for r in seconds], category="accumulate")
+    [final] = drain(m, timeout=60)
+    assert final.value == sum(i * i for i in range(10))
+    assert m.stats["deserialized"] == before + 1
+
+
+def test_cancel_and_status(dask_manager):
+    m = dask_manager
+    ids = [m.submit(busy, 0.5) for _ in range(6)]
+    assert m.status()["tasks_waiting"] + m.status()["tasks_running"] == 6
+    assert m.cancel(ids[-1]) and not m.cancel(ids[-1])
+    results = drain(m, timeout=120)
+    assert sorted(r.id for r in results) == ids[:-1]
+    assert m.stats["cancelled"] == 1
+
+
+def test_task_that_keeps_killing_workers_is_worker_lost(dask_manager, client):
+    tid = dask_manager.submit(suicide, 0, category="crash")
+    [result] = drain(dask_manager, timeout=180)
+    assert result.id == tid and result.report.status == "lost"
+    assert isinstance(result.error, WorkerLostError) and "crash" in str(result.error)
+    try_assert(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2, timeout=60)
+
+
+# ------------------------------------------------------------ the analysis over Dask
+def _reference(fileset, chunksize):
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from tests.analysis.simple_processor import MuonPtProcessor
+
+    runner = processor.Runner(executor=processor.IterativeExecutor(status=False),
+                              schema=NanoAODSchema, chunksize=chunksize)
+    return runner(fileset, treename="Events", processor_instance=MuonPtProcessor())
+
+
+def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manager):
+    from hep_executor import run
+    from tests.analysis.simple_processor import MuonPtProcessor
+    from tests.analysis.test_analysis import assert_same
+
+    result = run(samples, MuonPtProcessor(), manager=dask_manager, chunksize=500, fan_in=4)
+    assert_same(result.output, _reference(samples, 500))
+    totals = result.report["totals"]
+    assert totals["chunks"] == 36 and totals["merges"] == -(-(36 - 1) // 3)
+    assert totals["results_deserialized_on_manager"] == 1
+    assert result.coverage.ok
+    process = [t for t in result.report["tasks"] if t["kind"] == "process"]
+    assert len(process) == 36 and all(t["wall"] > 0 and t["peak_mb"] > 50 for t in process)
+
+
+def test_run_over_dask_dynamic_chunks_cover_every_entry_once(samples, dask_manager):
+    from hep_executor import run
+    from tests.analysis.simple_processor import MuonPtProcessor
+
+    result = run(samples, MuonPtProcessor(), manager=dask_manager)
+    assert result.coverage.ok
+    assert sum(result.output["events"].values()) == 18000
+
+
+def test_run_survives_a_dask_worker_killed_mid_run(samples, client):
+    from hep_executor import run
+    from tests.analysis.simple_processor import MuonPtProcessor
+    from tests.analysis.test_analysis import assert_same
+
+    killed = []
+
+    def kill_one(stage, result=None, item=None):
+        if stage == "process" and not killed:
+            pid = next(iter(client.run(os.getpid).values()))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    with DaskManager(client) as m:
+        result = run(samples, MuonPtProcessor(), manager=m, chunksize=250, fan_in=4, progress=kill_one)
+    assert killed
+    assert result.coverage.ok
+    assert_same(result.output, _reference(samples, 500))
+    assert killed[0] not in client.run(os.getpid).values()
