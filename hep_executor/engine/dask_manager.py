@@ -325,7 +325,7 @@ class DaskManager:
         running = min(len(self._tasks), cores)
         return {"tasks_waiting": len(self._tasks) - running, "tasks_running": running,
                 "workers": len(self.workers()), "slots_free": cores - running,
-                "hungry": 0 if self.hungry() is False else cores - running, "closing": self._closed,
+                "hungry": max(0, len(self._tasks) - cores), "closing": self._closed,
                 "scheduler": self.client.scheduler.address}
 
     def close(self) -> None:
@@ -364,9 +364,9 @@ class DaskManager:
             options.update(workers=[task.hint], allow_other_workers=True)
             self._hinted[task.hint] += 1
         fn = self._function_future(task.fn)
+        self._by_key[key] = task.id  # before submitting: its report may come back at once
         task.future = self.client.submit(_run_measured, self._topic, fn, task.args, task.kwargs,
                                          task.memory_mb, **options)
-        self._by_key[key] = task.id
         task.future.add_done_callback(lambda fut, tid=task.id: self._finished.put((tid, fut.key)))
 
     def _resources(self, task: _Task) -> dict:
