@@ -128,6 +128,28 @@ def test_task_that_keeps_killing_workers_is_worker_lost(dask_manager, client):
     try_assert(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2, timeout=60)
 
 
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_memory_becomes_a_worker_resource_when_declared():
+    with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=2, dashboard_address=None,
+                                  host="127.0.0.1", resources={"MEMORY": 1000}) as cluster, \
+            distributed.Client(cluster) as c, DaskManager(c) as m:
+        assert m.wait_for_workers(1) == 1 and m.workers()[0]["memory_mb"] == 1000
+        pairs = {}
+        for mb in (600, 400):
+            for _ in range(2):
+                m.submit(nap, 1.0, memory_mb=mb, category=f"mb{mb}")
+            results = drain(m, timeout=120)
+            assert all(r.ok for r in results)
+            a, b = sorted(r.report.started for r in results)
+            pairs[mb] = b - a
+    assert pairs[600] >= 0.9  # two 600 MB tasks do not fit 1000 MB together: one after the other
+    assert pairs[400] < 0.9  # two 400 MB tasks do: side by side on the worker's two threads
+
+
 # ------------------------------------------------------------ the analysis over Dask
 def _reference(fileset, chunksize):
     from coffea import processor
