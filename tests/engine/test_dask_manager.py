@@ -3,6 +3,7 @@ measurements, memory limits, tree reduction kept on the workers, lost workers, a
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import time
@@ -167,8 +168,20 @@ def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manag
     from tests.analysis.simple_processor import MuonPtProcessor
     from tests.analysis.test_analysis import assert_same
 
-    result = run(samples, MuonPtProcessor(), manager=dask_manager, chunksize=500, fan_in=4)
+    placed = []
+
+    def where(stage, result=None, item=None):
+        if stage == "process":
+            placed.append((item.filename, result.report.slot.split(":")[0]))
+
+    result = run(samples, MuonPtProcessor(), manager=dask_manager, chunksize=500, fan_in=4, progress=where)
     assert_same(result.output, _reference(samples, 500))
+    # affinity: a file's chunks go back to the worker that read it last (loose hints; stealing may move some)
+    by_file = collections.defaultdict(collections.Counter)
+    for filename, worker in placed:
+        by_file[filename][worker] += 1
+    on_majority = sum(max(c.values()) for c in by_file.values())
+    assert len(placed) == 36 and on_majority >= 0.8 * 36, dict(by_file)
     totals = result.report["totals"]
     assert totals["chunks"] == 36 and totals["merges"] == -(-(36 - 1) // 3)
     assert totals["results_deserialized_on_manager"] == 1
