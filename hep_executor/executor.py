@@ -61,6 +61,11 @@ class WorkerPool:
     def get(self, executor: HepExecutor):
         if executor.manager is not None:
             return executor.manager
+        if self.manager is None and executor.client is not None:
+            from hep_executor.engine.dask_manager import DaskManager
+
+            self.manager = DaskManager(executor.client)
+            self.owned = True  # closing it leaves the caller's client open
         if self.manager is None:
             from hep_executor.engine.manager import Manager
 
@@ -93,6 +98,8 @@ class HepExecutor(ExecutorBase):
         Local workers to start (default: one per core; 0: remote workers only).
     manager : Manager, optional
         Use an existing :class:`~hep_executor.engine.manager.Manager` instead.
+    client : distributed.Client, optional
+        Run on this Dask cluster (a :class:`~hep_executor.engine.dask_manager.DaskManager`).
     host, port : str, int or [low, high]
         Where the manager listens (port 0: any free port).
     key_file : str, optional
@@ -138,6 +145,7 @@ class HepExecutor(ExecutorBase):
 
     workers: int | None = None
     manager: Any = None
+    client: Any = None
     host: str = "127.0.0.1"
     port: Any = 0
     key_file: str | None = None

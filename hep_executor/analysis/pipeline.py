@@ -297,5 +297,6 @@ def worker_cores(manager) -> int:
 
 def _load_payload(manager, payload: tuple[bytes, bool]):
     manager.stats["deserialized"] += 1
-    return loads(*payload)
+    load = getattr(manager, "load_payload", None)  # a manager whose results stay remote (Dask)
+    return load(payload) if load is not None else loads(*payload)
 
