@@ -5,6 +5,7 @@ setting at fault and, where it helps, what to do about it::
 
     HepExecutorError
     ├── ConfigError (ValueError)            bad config key or value
+    │   └── CheckpointMismatchError         a checkpoint of another run (names what differs)
     ├── InputError (OSError)                a ROOT input that cannot be used
     │   ├── FileMissingError                no such file or URL
     │   ├── NotRootFileError                not a ROOT file
@@ -24,6 +25,8 @@ setting at fault and, where it helps, what to do about it::
     ├── CoverageError                       output misses or doubles entry ranges
     ├── BatchError (RuntimeError)           a batch system refused or failed a job
     └── ManagerClosedError (RuntimeError)   the manager was used after close()
+
+    RunInterrupted (KeyboardInterrupt)      Ctrl-C stopped a checkpointed run (says how to resume)
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BatchError",
+    "CheckpointMismatchError",
     "ChunkError",
     "ConfigError",
     "CoverageError",
@@ -43,6 +47,7 @@ __all__ = [
     "ProtocolError",
     "RemoteAccessError",
     "RemoteTaskError",
+    "RunInterrupted",
     "ResourceExhaustedError",
     "TaskCancelledError",
     "TaskError",
@@ -210,3 +215,27 @@ class BatchError(HepExecutorError, RuntimeError):
 
 class ManagerClosedError(HepExecutorError, RuntimeError):
     """The manager was used after it was closed."""
+
+
+class CheckpointMismatchError(ConfigError):
+    """A checkpoint folder holds another run (other files or processor); the message says what differs."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a checkpointed run after writing its checkpoint.
+
+    Not a :class:`HepExecutorError`: like any ``KeyboardInterrupt`` it is not
+    caught by ``except Exception``.
+
+    Attributes
+    ----------
+    checkpoint : str
+        The checkpoint folder; the same call with it resumes the run.
+    partial_output : object or None
+        The merged output of what was done (when it was merged to one).
+    """
+
+    def __init__(self, message: str, checkpoint: str = "", partial_output=None):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.partial_output = partial_output

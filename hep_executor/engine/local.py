@@ -47,7 +47,7 @@ class LocalProcesses:
         for _ in range(count):
             proc = subprocess.Popen(spec.command(), env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL if self.quiet else None,
-                                    start_new_session=False)
+                                    process_group=0)  # a terminal's Ctrl-C goes to the manager alone
             self.procs[str(proc.pid)] = proc
             ids.append(str(proc.pid))
         return ids
