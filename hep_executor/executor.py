@@ -14,6 +14,7 @@ not apply here are named once in a warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -22,6 +23,7 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
+from hep_executor.analysis.checkpoint_run import RunCheckpoint
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
 from hep_executor.analysis.sources import ChunkSource, Segment, build_source, segments_of_workitems
@@ -107,6 +109,9 @@ class HepExecutor(ExecutorBase):
     debug_log, transactions_log, stats_log, tasks_accum_log : str, optional
         Files for debug logging, one JSON line per task, run statistics,
         and one JSON line per accumulate task.
+    checkpoint : str, optional
+        Checkpoint folder of the processing call (as ``run(checkpoint=...)``):
+        a call with the same folder runs only the entry ranges not covered yet.
     """
 
     workers: int | None = None
@@ -146,6 +151,7 @@ class HepExecutor(ExecutorBase):
     ssl: Any = None
     custom_init: Any = None
     bar_format: str | None = None
+    checkpoint: str | None = None
     pool: WorkerPool = field(default_factory=WorkerPool, repr=False)
 
     # -- lifetime
@@ -210,21 +216,30 @@ class HepExecutor(ExecutorBase):
                       split_on_exhaustion=self.split_on_exhaustion)
         if self.dynamic:
             return build_source(manager, segments_of_workitems(items), dynamic_chunksize=self.dynamic_chunksize,
-                                initial_chunksize=max(len(i) for i in items), **common)
+                                initial_chunksize=max((len(i) for i in items), default=1), **common)
         return build_source(manager, [Segment(i, i.entrystart, i.entrystop) for i in items],
                             chunksize=2**62, spread=False, **common)
 
     def _process(self, manager, items, function, accumulator):
         from coffea.processor import accumulate
 
+        resume = None if self.checkpoint is None else RunCheckpoint.for_items(self.checkpoint, items, function)
+        if resume is not None:
+            items = resume.remaining_items(items)
         source = self.make_source(manager, items)
+        if resume is not None:
+            resume.restore_planner(source)
         with _progress(self, sum(len(i) for i in items)) as advance:
             def on_result(result, item):
                 if result.ok:
                     advance(len(item))
 
-            pipeline = ReducePipeline(manager, function, fan_in=self.fan_in, on_result=on_result)
-            outcome = pipeline.run(source)
+            make = ReducePipeline if resume is None else resume.make_pipeline
+            pipeline = make(manager, function, fan_in=self.fan_in, on_result=on_result)
+            with contextlib.nullcontext() if resume is None else resume.ctrl_c():
+                outcome = pipeline.run(source)
+        if resume is not None:
+            resume.finish(outcome, complete=outcome.error is None)
         self._write_logs(outcome)
         out = outcome.output
         if accumulator is not None and out is not None:

@@ -24,6 +24,8 @@ A second Ctrl-C stops at once with a checkpoint of what was merged.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import pickle
 import signal
@@ -213,6 +215,20 @@ class RunCheckpoint:
         files = [(d, f, t) for d, f, t, _ in entries]
         return cls(folder, make_manifest(files, treename, processor, schema), **kwargs)
 
+    @classmethod
+    def for_items(cls, folder, items, function, **kwargs) -> RunCheckpoint:
+        """For the coffea executor: ``items`` are Runner's WorkItems, ``function`` its task function."""
+        files = {(i.dataset, i.filename, i.treename) for i in items}
+        trees = {t for _, _, t in files}
+        manifest = make_manifest(files, trees.pop() if len(trees) == 1 else None, _processor_in(function))
+        return cls(folder, manifest, **kwargs)
+
+    def remaining_items(self, items: list) -> list:
+        """``items`` (WorkItems) less what the loaded checkpoint covers, cut where it covers them."""
+        segments = [_ItemRange(i, i.entrystart, i.entrystop) for i in items]
+        left = self.remaining(segments, {i.filename: _uuid_text(i.fileuuid) for i in items})
+        return [dataclasses.replace(s.template, entrystart=s.start, entrystop=s.stop) for s in left]
+
     @property
     def covered(self) -> dict:
         """What the loaded checkpoint covers (empty when starting afresh)."""
@@ -286,3 +302,28 @@ class RunCheckpoint:
                 "resumed_entries": self.resumed.events if self.resumed else 0,
                 "resumed_ranges": {f: [list(r) for r in rs] for f, rs in self.covered.items()},
                 "files_written": s.files_written, "bytes_written": s.bytes_written, "write_s": s.write_s}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ItemRange:
+    """A WorkItem's range, in the shape of a Segment (template, start, stop)."""
+
+    template: Any
+    start: int
+    stop: int
+
+
+def _uuid_text(uuid) -> str:
+    return uuid.hex() if isinstance(uuid, bytes) else str(uuid or "")
+
+
+def _processor_in(function) -> Any:
+    """The processor instance inside coffea's task function (nested partials), else the function."""
+    todo = [function]
+    while todo:
+        fn = todo.pop()
+        keywords = getattr(fn, "keywords", None) or {}
+        if "processor_instance" in keywords:
+            return keywords["processor_instance"]
+        todo.extend(a for a in (*getattr(fn, "args", ()), *keywords.values()) if isinstance(a, functools.partial))
+    return function
