@@ -26,7 +26,8 @@ logs each chunk's events as it comes back. The runs, in this order:
 
 Checkpoints are written every ``--every-s`` seconds (default 60, the
 library's; ``--quick`` 5, so that a run of a minute writes some).
-Output: the table, the verdicts and ``resume.json``.
+Output: the table, the verdicts and ``resume.json``; exit code 1 when a
+target is missed or the outputs differ.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ def child(argv: list[str]) -> int:
         result = run(fileset, TopEFTLikeProcessor(), manager=manager, progress=progress,
                      checkpoint=folder[0] if folder else None, checkpoint_every_s=float(every_s))
         wall = time.perf_counter() - t0
-    out = {"wall_s": wall, "events": result.report["totals"]["events"],
-           "chunks": result.report["totals"]["chunks"], "coverage_ok": result.coverage.ok,
+    totals = result.report["totals"]
+    out = {"wall_s": wall, "events": totals["events"], "chunks": totals["chunks"],
+           "preprocess_s": totals["preprocess_s"], "coverage_ok": result.coverage.ok,
+           "sizes": [t["events"] for t in result.report["tasks"] if t["kind"] == "process" and t["status"] == "ok"],
            "checkpoint": {k: v for k, v in result.report.get("checkpoint", {}).items() if k != "resumed_ranges"},
            "summary": _summary(result.output)}
     Path(out_path).write_text(json.dumps(out))
@@ -179,6 +182,10 @@ def summarize(m: dict) -> dict:
         "checkpoint_files": ck["files_written"], "files_per_hour": ck["files_written"] / full["wall_s"] * 3600,
         "checkpoint_mb": ck["bytes_written"] / 2**20, "write_s": ck["write_s"],
         "events_done_at_kill": m["killed_events_done"], "events_resumed": resumed["checkpoint"]["resumed_entries"],
+        # the same ratio per event left to run (work lost after the last checkpoint not counted against it)
+        "resume_ratio_per_event": resumed["wall_s"] / (rest * (plain["events"] - resumed["checkpoint"]["resumed_entries"])
+                                                       / (plain["events"] / 2)),
+        "resumed_preprocess_s": resumed["preprocess_s"],
         "same_output": _same(plain["summary"], resumed["summary"]) and _same(plain["summary"], full["summary"]),
         "coverage_ok": plain["coverage_ok"] and full["coverage_ok"] and resumed["coverage_ok"],
     }
@@ -218,10 +225,11 @@ def main(argv=None) -> int:
                 [[s["plain_s"], s["remaining_half_s"], s["resumed_s"], s["resume_ratio"], s["checkpointed_s"],
                   f"{100 * s['overhead']:+.1f}%", s["files_per_hour"], s["checkpoint_mb"]]])
     print(f"events done at the kill: {s['events_done_at_kill']}, in the checkpoint resumed: "
-          f"{s['events_resumed']}; same output: {s['same_output']}; coverage exact: {s['coverage_ok']}")
+          f"{s['events_resumed']}; ratio per event left: {s['resume_ratio_per_event']:.2f}; metadata read again "
+          f"in {s['resumed_preprocess_s']:.1f} s; same output: {s['same_output']}; coverage exact: {s['coverage_ok']}")
     print(f"verdicts: {s['verdicts']}; load average before {s['loadavg_before']}, after {s['loadavg_after']}")
     write_json(args.out, {"settings": vars(args) | {"out": str(args.out)}, "summary": s, "runs": m})
-    return 0
+    return 0 if all(s["verdicts"].values()) and s["same_output"] and s["coverage_ok"] else 1
 
 
 if __name__ == "__main__":

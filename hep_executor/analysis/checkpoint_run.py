@@ -258,8 +258,7 @@ class RunCheckpoint:
             return
         if getattr(old, "targets", None) == source.sizer.targets:
             source.sizer = self.sizer = old
-            if hasattr(source, "known"):
-                source.known(old.categories)
+            source.known(old.categories)  # sized from the model at once, not probed again
 
     def planner_state(self) -> bytes:
         return pickle_bytes(self.sizer) if self.sizer is not None else b""
