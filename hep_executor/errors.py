@@ -5,6 +5,7 @@ setting at fault and, where it helps, what to do about it::
 
     HepExecutorError
     ├── ConfigError (ValueError)            bad config key or value
+    │   └── CheckpointMismatchError         a checkpoint of another run (names what differs)
     ├── InputError (OSError)                a ROOT input that cannot be used
     │   ├── FileMissingError                no such file or URL
     │   ├── NotRootFileError                not a ROOT file
@@ -27,6 +28,8 @@ setting at fault and, where it helps, what to do about it::
     ├── BatchError (RuntimeError)           a batch system refused or failed a job
     ├── ManagerClosedError (RuntimeError)   the manager was used after close()
     └── NoWorkersError (RuntimeError)       no worker left, and none will be started
+
+    RunInterrupted (KeyboardInterrupt)      Ctrl-C stopped a checkpointed run (says how to resume)
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BatchError",
+    "CheckpointMismatchError",
     "ChunkError",
     "CodeUnavailableError",
     "ConfigError",
@@ -49,6 +53,7 @@ __all__ = [
     "RemoteAccessError",
     "RemoteTaskError",
     "ReplayError",
+    "RunInterrupted",
     "ResourceExhaustedError",
     "SessionMismatchError",
     "TaskError",
@@ -258,3 +263,27 @@ class CodeUnavailableError(TaskError, ImportError):
 
     def __reduce__(self):
         return (type(self), (self.args[0] if self.args else "", self.module))
+
+
+class CheckpointMismatchError(ConfigError):
+    """A checkpoint folder holds another run (other files or processor); the message says what differs."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a checkpointed run after writing its checkpoint.
+
+    Not a :class:`HepExecutorError`: like any ``KeyboardInterrupt`` it is not
+    caught by ``except Exception``.
+
+    Attributes
+    ----------
+    checkpoint : str
+        The checkpoint folder; the same call with it resumes the run.
+    partial_output : object or None
+        The merged output of what was done (when it was merged to one).
+    """
+
+    def __init__(self, message: str, checkpoint: str = "", partial_output=None):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.partial_output = partial_output

@@ -14,6 +14,7 @@ not apply here are named once in a warning.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -24,6 +25,7 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
+from hep_executor.analysis.checkpoint_run import RunCheckpoint
 from hep_executor.analysis.coffea_work import (RunnerMetadata, RunnerWork, fetch_metadata, processor_of,
                                                recognise, tolerance, work_chunk)
 from hep_executor.analysis.pipeline import ReducePipeline
@@ -141,6 +143,9 @@ class HepExecutor(ExecutorBase):
     debug_log, transactions_log, stats_log, tasks_accum_log : str, optional
         Files for debug logging, one JSON line per task, run statistics,
         and one JSON line per accumulate task.
+    checkpoint : str, optional
+        Checkpoint folder of the processing call (as ``run(checkpoint=...)``):
+        a call with the same folder runs only the entry ranges not covered yet.
     """
 
     workers: int | None = None
@@ -181,6 +186,7 @@ class HepExecutor(ExecutorBase):
     ssl: Any = None
     custom_init: Any = None
     bar_format: str | None = None
+    checkpoint: str | None = None
     pool: WorkerPool = field(default_factory=WorkerPool, repr=False)
 
     # -- lifetime
@@ -265,7 +271,7 @@ class HepExecutor(ExecutorBase):
                         if seg.template.filename in self.pool.clusters else seg
                         for seg in segments_of_workitems(items)]
             return build_source(manager, segments, dynamic_chunksize=self.dynamic_chunksize,
-                                initial_chunksize=max(len(i) for i in items), **common)
+                                initial_chunksize=max((len(i) for i in items), default=1), **common)
         return build_source(manager, [Segment(i, i.entrystart, i.entrystop) for i in items],
                             chunksize=2**62, spread=False, **common)
 
@@ -277,24 +283,25 @@ class HepExecutor(ExecutorBase):
         """
         from coffea.processor import accumulate
 
-        from hep_executor.analysis.usercode import prepare_task_function
-
-        spec = recognise(function)
-        fn, tolerate, retries, processor = function, None, 0, None
-        if isinstance(spec, RunnerWork):
-            spec = dataclasses.replace(spec, processor_instance=processor_of(spec))
-            fn, tolerate, retries = functools.partial(work_chunk, spec), tolerance(spec), spec.retries
-            processor = spec.processor_instance
-        fn, self.pool.shipment = prepare_task_function(fn, processor, files=list(self.extra_input_files or ()))
+        fn, tolerate, retries = self._task_function(function)
+        resume = None if self.checkpoint is None else RunCheckpoint.for_items(self.checkpoint, items, function)
+        if resume is not None:
+            items = resume.remaining_items(items)
         source = self.make_source(manager, items)
+        if resume is not None:
+            resume.restore_planner(source)
         with _progress(self, sum(len(i) for i in items), unit="event") as advance:
             def on_result(result, item):
                 if result.ok:
                     advance(len(item))
 
-            pipeline = ReducePipeline(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
-                                      tolerate=tolerate)
-            outcome = pipeline.run(source)
+            make = ReducePipeline if resume is None else resume.make_pipeline
+            pipeline = make(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
+                            tolerate=tolerate)
+            with contextlib.nullcontext() if resume is None else resume.ctrl_c():
+                outcome = pipeline.run(source)
+        if resume is not None:
+            resume.finish(outcome, complete=outcome.error is None)
         self.write_logs([r.as_dict() for r in outcome.reports],
                         {"processed": outcome.processed, "merges": outcome.merges,
                          "failures": len(outcome.failures), "wall_s": outcome.wall})
@@ -308,6 +315,23 @@ class HepExecutor(ExecutorBase):
         if accumulator is not None and out is not None:
             out = accumulate([out], accumulator)
         return out, (error or 0)
+
+    def _task_function(self, function):
+        """What the slots run: Runner's work on warm files when recognised, else ``function``.
+
+        Returns ``(fn, tolerate, retries)``; ``fn`` carries the user's code and
+        ``extra_input_files`` to workers that cannot import them.
+        """
+        from hep_executor.analysis.usercode import prepare_task_function
+
+        spec = recognise(function)
+        fn, tolerate, retries, processor = function, None, 0, None
+        if isinstance(spec, RunnerWork):
+            spec = dataclasses.replace(spec, processor_instance=processor_of(spec))
+            fn, tolerate, retries = functools.partial(work_chunk, spec), tolerance(spec), spec.retries
+            processor = spec.processor_instance
+        fn, self.pool.shipment = prepare_task_function(fn, processor, files=list(self.extra_input_files or ()))
+        return fn, tolerate, retries
 
     def write_logs(self, tasks: list[dict], stats: dict) -> None:
         """Append the run's task reports and statistics to the ``*_log`` files that are set."""

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from hep_executor.analysis.checkpoint_run import (DEFAULT_EVERY_CHUNKS, DEFAULT_EVERY_S, DEFAULT_GRACE_S,
+                                                  RunCheckpoint)
 from hep_executor.analysis.chunk_tasks import WORKER_SETUP, ChunkSpec, preprocess_file, process_chunk
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
@@ -124,6 +126,7 @@ class _Job:
     t0: float = field(default_factory=time.time)
     t_pre: float = 0.0
     shipment: Shipment = field(default_factory=Shipment)
+    checkpoint: RunCheckpoint | None = None
 
 
 def run(fileset: dict, processor_instance: Any, treename: str | None = "Events", *,
@@ -135,7 +138,10 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
         split_on_exhaustion: bool = True, warm: bool = True,
         retries: int = 0, files: list | None = None,
-        progress: Callable | None = None) -> RunResult:
+        progress: Callable | None = None,
+        checkpoint: str | None = None, force: bool = False, checkpoint_every_s: float = DEFAULT_EVERY_S,
+        checkpoint_every_chunks: int = DEFAULT_EVERY_CHUNKS,
+        interrupt_grace_s: float = DEFAULT_GRACE_S) -> RunResult:
     """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
 
     Parameters
@@ -178,6 +184,16 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         processor's own module travels by value when it is not installed.
     progress : callable, optional
         ``progress(stage, result=TaskResult, item=...)`` after each task.
+    checkpoint : str or Path, optional
+        Checkpoint folder: merged partial outputs and their coverage are written
+        there every ``checkpoint_every_s`` seconds or ``checkpoint_every_chunks``
+        chunks; the same call with the same folder resumes, running only the
+        entries not covered yet (at the chunk size predicted now). Ctrl-C stops
+        dispatch, waits up to ``interrupt_grace_s`` for the chunks in flight and
+        writes a checkpoint (a second Ctrl-C: at once), then raises
+        :class:`~hep_executor.errors.RunInterrupted`.
+    force : bool
+        Start over in a checkpoint folder of another run instead of refusing it.
 
     Raises
     ------
@@ -188,10 +204,17 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         partial output is attached as ``partial_output``.
     CoverageError
         The output does not cover the plan exactly once.
+    CheckpointMismatchError
+        ``checkpoint`` holds another run (the message says what differs).
+    RunInterrupted
+        Ctrl-C stopped a checkpointed run; its checkpoint is written.
     """
     from hep_executor.engine.manager import Manager
 
     entries = normalize_fileset(fileset, treename)
+    resume = None if checkpoint is None else RunCheckpoint.for_run(
+        checkpoint, entries, treename, processor_instance, schema, force=force, every_s=checkpoint_every_s,
+        every_chunks=checkpoint_every_chunks, grace_s=interrupt_grace_s)
     own = manager is None
     if own:
         manager = Manager(local_workers=workers, **WORKER_SETUP)
@@ -201,7 +224,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                    allocator=allocator, split_on_exhaustion=split_on_exhaustion, warm=warm,
                    retries=retries, files=files)
     job = _Job(manager, processor_instance, options, {"timeout": timeout, "handler": handler},
-               (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress)
+               (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress, checkpoint=resume)
     try:
         job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
                                             io_options=job.io_options, align_clusters=align_clusters,
@@ -219,11 +242,16 @@ def _chunk_source(job: _Job) -> ChunkSource:
     o = job.options
     segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata),
                         0, f.entries, tuple(f.clusters) if f.clusters else None) for f in job.files]
-    return build_source(job.manager, segments, chunksize=o["chunksize"],
+    if job.checkpoint is not None:
+        segments = job.checkpoint.remaining(segments, {f.filename: f.uuid for f in job.files})
+    source = build_source(job.manager, segments, chunksize=o["chunksize"],
                         dynamic_chunksize=o["dynamic_chunksize"], initial_chunksize=o["initial_chunksize"],
                         maxchunks=o["maxchunks"], resources_mode=o["resources_mode"],
                         memory_mb=o["memory_mb"], allocator=o["allocator"],
                         split_on_exhaustion=o["split_on_exhaustion"])
+    if job.checkpoint is not None:
+        job.checkpoint.restore_planner(source)
+    return source
 
 
 def _process(job: _Job, source: ChunkSource):
@@ -240,9 +268,13 @@ def _process(job: _Job, source: ChunkSource):
         if job.progress is not None:
             job.progress("process", result=result, item=item)
 
-    pipeline = ReducePipeline(job.manager, fn, fan_in=job.options["fan_in"], on_result=on_result,
-                              retries=job.options["retries"], tolerate=job.tolerate)
-    return pipeline.run(source)
+    make = ReducePipeline if job.checkpoint is None else job.checkpoint.make_pipeline
+    pipeline = make(job.manager, fn, fan_in=job.options["fan_in"], on_result=on_result,
+                    retries=job.options["retries"], tolerate=job.tolerate)
+    if job.checkpoint is None:
+        return pipeline.run(source)
+    with job.checkpoint.ctrl_c():
+        return pipeline.run(source)
 
 
 def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
@@ -253,11 +285,17 @@ def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
     report["shipped"] = {**job.shipment.as_dict(),
                          "function_bytes_sent": job.manager.stats["function_bytes_sent"]}
     error = next((e for _, e in outcome.failures if job.tolerate is None or not job.tolerate(e)), None)
+    if job.checkpoint is not None:
+        job.checkpoint.finish(outcome, complete=error is None)
+        report["checkpoint"] = job.checkpoint.summary()
     if error is not None:
         error.partial_output = wrapped.get("out")
         raise error
     skipped_files = {s["file"] for s in job.skipped}
     planned = {f: r for f, r in source.planned.items() if f not in skipped_files}
+    if job.checkpoint is not None:
+        for name, ranges in job.checkpoint.covered.items():
+            planned[name] = [*planned.get(name, []), *ranges]
     recorded = {f: r for f, r in wrapped.get("coverage", {}).items() if f not in skipped_files}
     coverage = Coverage.check(recorded, planned)
     report["coverage_ok"] = coverage.ok

@@ -247,6 +247,11 @@ class ChunkSource:
             self._count(item, +1)
         return out
 
+    def known(self, categories) -> None:
+        """Treat ``categories`` as measured already (a sizing model restored from a checkpoint)."""
+        self._reported.update(categories)
+        self._succeeded.update(categories)
+
     def _count(self, item, step: int) -> None:
         category = category_of(item)
         self._in_flight[category] = self._in_flight.get(category, 0) + step

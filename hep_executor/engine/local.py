@@ -60,7 +60,7 @@ class LocalProcesses:
         for _ in range(count):
             proc = subprocess.Popen(spec.command(), env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL if self.quiet else None,
-                                    cwd=os.getcwd(), start_new_session=False)
+                                    cwd=os.getcwd(), process_group=0)  # Ctrl-C in a terminal goes to the manager alone
             self.procs[str(proc.pid)] = proc
             ids.append(str(proc.pid))
         return ids
