@@ -144,6 +144,14 @@ class Manager(MessageSteps, DispatchSteps):
         self._closed = False
         self._no_more_workers: str | None = None  # why no local worker will be started again
 
+        self._bind(host, port, address_file)
+        self._start_local_workers(local_workers, launcher, worker_env, worker_cores, worker_memory_mb,
+                                  worker_timeout, worker_preload, worker_slot_keys)
+        self._finalizer = weakref.finalize(self, _close_quietly, self._local, self.endpoint, self._ctx)
+        atexit.register(self._finalizer)
+
+    def _bind(self, host: str, port, address_file: str | None) -> None:
+        """Bind the ROUTER socket, open this run's session and publish the address."""
         self._ctx = zmq.Context()
         sock, self.port = bind_router(self._ctx, host, port)
         self.session = protocol.new_session()  # fresh for every run: messages of other runs fail
@@ -154,23 +162,24 @@ class Manager(MessageSteps, DispatchSteps):
             Path(address_file).write_text(self.address + "\n")
         log.info("manager listening on %s", self.address)
 
+    def _start_local_workers(self, count: int, launcher, env: dict | None, cores: int, memory_mb: int | None,
+                             worker_timeout: float, preload: tuple, slot_keys: int) -> None:
+        """Start ``count`` workers on this machine (through ``launcher``, default :class:`LocalProcesses`)."""
         self._local = launcher if launcher is not None else LocalProcesses()
         self._local.env = {**getattr(self._local, "env", {}), KEY_ENV: self.key.hex(),
-                           **(worker_env or {})}
-        mem = worker_memory_mb or max(256, int(psutil.virtual_memory().total / 2**20 * 0.9
-                                               / max(1, local_workers)))
+                           **(env or {})}
+        mem = memory_mb or max(256, int(psutil.virtual_memory().total / 2**20 * 0.9
+                                               / max(1, count)))
         self._local_spec = WorkerSpec(
-            manager=self.local_address, cores=worker_cores, memory_mb=mem,
-            extra_args=("--parent-pid", str(os.getpid()), "--heartbeat", str(heartbeat_interval),
+            manager=self.local_address, cores=cores, memory_mb=mem,
+            extra_args=("--parent-pid", str(os.getpid()), "--heartbeat", str(self.heartbeat_interval),
                         "--manager-timeout", str(worker_timeout),
-                        "--preload", ",".join(worker_preload),
-                        "--slot-keys", str(worker_slot_keys)))
-        self._local_target = local_workers
+                        "--preload", ",".join(preload),
+                        "--slot-keys", str(slot_keys)))
+        self._local_target = count
         self._local_restarts = 0
-        if local_workers:
-            self._local.submit(self._local_spec, local_workers)
-        self._finalizer = weakref.finalize(self, _close_quietly, self._local, self.endpoint, self._ctx)
-        atexit.register(self._finalizer)
+        if count:
+            self._local.submit(self._local_spec, count)
 
     # ------------------------------------------------------------ public face
     def submit(self, fn, *args, kwargs: dict | None = None, cores: int = 1, memory_mb: int = 0,
