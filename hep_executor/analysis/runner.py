@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hep_executor.analysis.chunk_tasks import WORKER_SETUP, ChunkSpec, preprocess_file, process_chunk
+from hep_executor.analysis.fileset import normalize_fileset
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
 from hep_executor.analysis.sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
-from hep_executor.errors import ConfigError, CoverageError, EmptyInputError, InputError
+from hep_executor.errors import CoverageError, InputError
 from hep_executor.planning.chunking import Coverage, CoverageReport
 
 __all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
@@ -48,42 +49,6 @@ class RunResult:
     report: dict
     coverage: CoverageReport | None = None
     skipped: list[dict] = field(default_factory=list)
-
-
-def normalize_fileset(fileset: dict, treename: str | None) -> list[tuple[str, str, str, dict | None]]:
-    """Flatten a coffea-style fileset to ``(dataset, file, treename, metadata)`` tuples.
-
-    Accepts ``{dataset: [files]}``, ``{dataset: {"files": [...] or {file: tree},
-    "treename": ..., "metadata": ...}}``.
-    """
-    if not isinstance(fileset, dict) or not fileset:
-        msg = "the fileset must be a non-empty dict {dataset: [files]}"
-        raise ConfigError(msg)
-    out = []
-    for dataset, spec in fileset.items():
-        meta, tree = None, treename
-        files = spec
-        if isinstance(spec, dict):
-            unknown = set(spec) - {"files", "treename", "metadata", "preload"}
-            if unknown:
-                msg = f"dataset {dataset!r}: unknown fileset key(s) {sorted(unknown)}"
-                raise ConfigError(msg)
-            files = spec.get("files", [])
-            tree = spec.get("treename", treename)
-            meta = spec.get("metadata")
-        if isinstance(files, str):
-            files = [files]
-        if not files:
-            msg = f"dataset {dataset!r} has no files"
-            raise EmptyInputError(msg, str(dataset))
-        items = files.items() if isinstance(files, dict) else ((f, None) for f in files)
-        for filename, file_tree in items:
-            name = file_tree or tree
-            if not name:
-                msg = f"no tree name for {filename!r} (dataset {dataset!r}): pass treename="
-                raise ConfigError(msg)
-            out.append((str(dataset), str(filename), name, meta))
-    return out
 
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
@@ -128,7 +93,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         manager=None, workers: int | None = None, schema: Any = None, chunksize: int | None = None,
         dynamic_chunksize: dict | None = None, initial_chunksize: int = DEFAULT_INITIAL_CHUNK,
         maxchunks: int | None = None, fan_in: int = 20,
-        skipbadfiles: bool = False, align_clusters: bool = False, timeout: float = 60.0,
+        skipbadfiles: bool = False, dedupe: bool = False, align_clusters: bool = False,
+        timeout: float = 60.0,
         handler: str = "auto",
         resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
         split_on_exhaustion: bool = True, warm: bool = True,
@@ -138,9 +104,10 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
 
     Parameters
     ----------
-    fileset : dict
-        ``{dataset: [files]}`` or ``{dataset: {"files": ..., "treename": ..., "metadata": ...}}``;
-        files are local paths or ``root://`` URLs.
+    fileset : dict, str or os.PathLike
+        ``{dataset: [files]}``, ``{dataset: {"files": ..., "treename": ..., "metadata": ...}}``
+        (every form of :mod:`hep_executor.analysis.fileset`), or a ``.json``/``.txt`` file of
+        one; files are local paths or ``root://`` URLs. Checked whole before any task.
     processor_instance : coffea ProcessorABC
     treename : str
         Tree to read where the fileset names none.
@@ -165,6 +132,9 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         bindings, ``fsspec``) of :func:`hep_executor.analysis.io.open_file`.
     skipbadfiles : bool
         Skip unreadable files (listed in the report) instead of failing.
+    dedupe : bool
+        Drop a file listed twice (with a warning) instead of raising
+        :class:`~hep_executor.errors.DuplicateFileError`.
     warm : bool
         Keep files open and NanoEvents schemas built in each worker slot between
         tasks (default); False opens each file anew for every task.
@@ -175,6 +145,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
 
     Raises
     ------
+    FilesetError
+        The fileset is malformed or lists a file twice (before any task runs).
     InputError
         A file is missing, not ROOT, truncated, lacks the tree, or is empty.
     ChunkError
@@ -185,7 +157,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     """
     from hep_executor.engine.manager import Manager
 
-    entries = normalize_fileset(fileset, treename)
+    entries = normalize_fileset(fileset, treename, dedupe=dedupe)
     own = manager is None
     if own:
         manager = Manager(local_workers=workers, **WORKER_SETUP)
