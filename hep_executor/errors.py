@@ -15,6 +15,7 @@ setting at fault and, where it helps, what to do about it::
     │   ├── EmptyInputError                 a tree with no entries, a dataset with no files
     │   ├── RemoteAccessError               XRootD server down, timeouts
     │   ├── ChunkReadError (also ChunkError)    damage found while reading a chunk
+    │   │   └── ChunkRemoteAccessError (also RemoteAccessError)   the server failed mid-chunk
     │   └── InputChangedError (also ChunkError) the file differs from the plan (UUID, entries)
     ├── ProtocolError                       malformed or incompatible message
     │   ├── AuthenticationError             a message failed the signature check
@@ -42,6 +43,7 @@ __all__ = [
     "ChunkExhaustedError",
     "ChunkLostError",
     "ChunkReadError",
+    "ChunkRemoteAccessError",
     "ConfigError",
     "CoverageError",
     "DuplicateFileError",
@@ -259,6 +261,10 @@ class DuplicateFileError(FilesetError):
 
 class ChunkReadError(ChunkError, InputError):
     """Damage found while reading a chunk: corrupt baskets, decompression errors, a file gone."""
+
+
+class ChunkRemoteAccessError(ChunkReadError, RemoteAccessError):
+    """A remote (XRootD) read failed while a chunk was read, after its retries."""
 
 
 class InputChangedError(ChunkError, InputError):

@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from hep_executor.analysis.chunk_errors import as_chunk_error
 from hep_executor.analysis.chunk_tasks import WORKER_SETUP, ChunkSpec, preprocess_file, process_chunk
 from hep_executor.analysis.fileset import normalize_fileset
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
 from hep_executor.analysis.sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
 from hep_executor.errors import CoverageError, InputError
-from hep_executor.planning.chunking import Coverage, CoverageReport
+from hep_executor.planning.chunking import Coverage, CoverageReport, subtract_ranges
 
 __all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
 
@@ -85,6 +86,7 @@ class _Job:
     files: list[FilePlan] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     task_events: dict[int, int] = field(default_factory=dict)
+    attempts: dict[Any, int] = field(default_factory=dict)
     t0: float = field(default_factory=time.time)
     t_pre: float = 0.0
 
@@ -131,7 +133,10 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         Per-request timeout (s) and the ``root://`` route (``auto``, ``xrootd``
         bindings, ``fsspec``) of :func:`hep_executor.analysis.io.open_file`.
     skipbadfiles : bool
-        Skip unreadable files (listed in the report) instead of failing.
+        Skip unreadable files (listed in the report) instead of failing: files that
+        fail preprocessing, and files found damaged, gone or changed while a chunk
+        reads them; then the file's remaining ranges are skipped and listed, what was
+        merged of it before is kept, and the coverage check holds for what ran.
     dedupe : bool
         Drop a file listed twice (with a warning) instead of raising
         :class:`~hep_executor.errors.DuplicateFileError`.
@@ -150,10 +155,16 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     InputError
         A file is missing, not ROOT, truncated, lacks the tree, or is empty.
     ChunkError
-        The processor failed on a chunk (the error names file and range); the
-        partial output is attached as ``partial_output``.
+        A chunk failed, whatever the cause: a subclass names dataset, file, entry range,
+        attempts and cause (:class:`~hep_executor.errors.InputChangedError`,
+        :class:`~hep_executor.errors.ChunkReadError`, :class:`~hep_executor.errors.ChunkLostError`,
+        :class:`~hep_executor.errors.ChunkExhaustedError`,
+        :class:`~hep_executor.errors.UnpicklableResultError`). The output merged so far is
+        attached as ``partial_output``, and what it holds as ``partial_coverage``
+        (a :class:`~hep_executor.planning.chunking.CoverageReport`; ``held`` per file).
     CoverageError
-        The output does not cover the plan exactly once.
+        The output does not cover the plan exactly once (with ``partial_output``
+        and ``partial_coverage`` too).
     """
     from hep_executor.engine.manager import Manager
 
@@ -183,7 +194,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
 
 def _chunk_source(job: _Job) -> ChunkSource:
     o = job.options
-    segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata),
+    segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata, f.entries),
                         0, f.entries, tuple(f.clusters) if f.clusters else None) for f in job.files]
     return build_source(job.manager, segments, chunksize=o["chunksize"],
                         dynamic_chunksize=o["dynamic_chunksize"], initial_chunksize=o["initial_chunksize"],
@@ -199,9 +210,10 @@ def _process(job: _Job, source: ChunkSource):
 
     def on_result(result, item):
         job.task_events[result.id] = item.events
-        if not result.ok and job.tolerate is not None and job.tolerate(result.error):
-            job.skipped.append({"dataset": item.dataset, "file": item.filename,
-                                "range": [item.entrystart, item.entrystop], "error": str(result.error)})
+        if not result.ok:
+            job.attempts[item] = result.report.attempts
+            if job.tolerate is not None and job.tolerate(result.error):
+                _skip_rest_of_file(job, source, item, result.error)
         if job.progress is not None:
             job.progress("process", result=result, item=item)
 
@@ -210,24 +222,57 @@ def _process(job: _Job, source: ChunkSource):
     return pipeline.run(source)
 
 
+def _skip_rest_of_file(job: _Job, source: ChunkSource, item, error: BaseException) -> None:
+    """A tolerated read error: list the chunk, and cut nothing more of its file (listed too)."""
+    error = as_chunk_error(item, error, job.attempts.get(item, 1))
+    log.warning("skipping %s: %s", item.filename, error)
+    job.skipped.append({"dataset": item.dataset, "file": item.filename,
+                        "range": [item.entrystart, item.entrystop], "error": str(error)})
+    for start, stop in source.skip_file(item.filename):
+        job.skipped.append({"dataset": item.dataset, "file": item.filename, "range": [start, stop],
+                            "error": f"not processed: entries {item.entrystart}-{item.entrystop} of "
+                                     f"this file failed ({type(error).__name__})"})
+
+
+def _coverage(job: _Job, source: ChunkSource, wrapped: dict) -> CoverageReport:
+    """The output's coverage against the plan, less what was skipped.
+
+    A file skipped at preprocessing is out of the check; a file with skipped
+    chunks stays in it for the ranges that ran.
+    """
+    whole = {s["file"] for s in job.skipped if "range" not in s}
+    ranges: dict[str, list] = {}
+    for s in job.skipped:
+        if "range" in s:
+            ranges.setdefault(s["file"], []).append(s["range"])
+    planned = {f: subtract_ranges(r, ranges.get(f, ()), f) for f, r in source.planned.items() if f not in whole}
+    recorded = {f: r for f, r in wrapped.get("coverage", {}).items() if f not in whole}
+    return Coverage.check(recorded, planned)
+
+
+def _first_error(job: _Job, outcome) -> BaseException | None:
+    """The first failure that stops the run, as the ChunkError that names its chunk."""
+    for item, error in outcome.failures:
+        if job.tolerate is not None and job.tolerate(error):
+            continue
+        return as_chunk_error(item, error, job.attempts.get(item, 1)) if isinstance(item, ChunkSpec) else error
+    return None
+
+
 def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
     """Check the outcome (errors, coverage), post-process and return the result."""
     wrapped = outcome.output or {}
     report = _report(job.manager, job.files, job.skipped, outcome, source, source.sizer, source.allocator,
                      t_pre=job.t_pre, t_total=time.time() - job.t0, task_events=job.task_events)
-    error = next((e for _, e in outcome.failures if job.tolerate is None or not job.tolerate(e)), None)
+    coverage = _coverage(job, source, wrapped)
+    report["coverage_ok"] = coverage.ok
+    error = _first_error(job, outcome)
+    if error is None and not coverage.ok:
+        error = CoverageError(coverage.describe())
     if error is not None:
         error.partial_output = wrapped.get("out")
+        error.partial_coverage = coverage
         raise error
-    skipped_files = {s["file"] for s in job.skipped}
-    planned = {f: r for f, r in source.planned.items() if f not in skipped_files}
-    recorded = {f: r for f, r in wrapped.get("coverage", {}).items() if f not in skipped_files}
-    coverage = Coverage.check(recorded, planned)
-    report["coverage_ok"] = coverage.ok
-    if not coverage.ok:
-        err = CoverageError(coverage.describe())
-        err.partial_output = wrapped.get("out")
-        raise err
     out = wrapped.get("out")
     if out is not None and hasattr(job.processor, "postprocess"):
         post = job.processor.postprocess(out)

@@ -87,7 +87,12 @@ def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_sta
     The same events as ``NanoEventsFactory.from_root(directory, treepath=treename,
     schemaclass=..., metadata=..., mode="virtual", entry_start=..., entry_stop=...)``,
     with the schema taken from this slot's cache when it has seen the
-    file (by UUID) before.
+    file (by UUID) before. A range past the tree's end is an error, never clamped.
+
+    Raises
+    ------
+    ChunkReadError
+        ``[entry_start, entry_stop)`` does not lie within the tree.
     """
     from coffea.nanoevents import NanoEventsFactory
     from coffea.nanoevents.mapping import TrivialUprootOpener, UprootSourceMapping
@@ -95,8 +100,14 @@ def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_sta
 
     tree = directory[treename]
     uuid = str(tree.file.uuid)
-    entry_start = max(0, int(entry_start))
-    entry_stop = min(int(tree.num_entries), int(entry_stop))
+    entry_start, entry_stop = int(entry_start), int(entry_stop)
+    if not 0 <= entry_start <= entry_stop <= int(tree.num_entries):
+        from hep_executor.errors import ChunkReadError
+
+        path = tree.file.file_path
+        msg = (f"{path}: entries {entry_start}-{entry_stop} asked of tree {treename!r}, which holds "
+               f"{tree.num_entries}: the range would be read short")
+        raise ChunkReadError(msg, path, entry_start, entry_stop)
     mapping = UprootSourceMapping(TrivialUprootOpener({uuid: tree.file.file_path}, {}), entry_start, entry_stop,
                                   cache={}, file_handle=directory, use_ak_forth=True, virtual=True)
     mapping.preload_column_source(uuid, tree.object_path, tree)

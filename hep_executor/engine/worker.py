@@ -193,6 +193,8 @@ class Worker:
 
     def _slot_died(self, slot: _Slot, status: str = "lost", note: str = "") -> None:
         """The slot's process ended under its running task: report it, requeue the rest."""
+        if slot.proc.exitcode is None:
+            slot.proc.join(timeout=1.0)  # its pipe closes before the process is reaped
         code = slot.proc.exitcode
         if slot.queue:
             item, _ = slot.queue.popleft()
