@@ -102,20 +102,29 @@ def _loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 class CheckedOutput:
     """A chunk task's return value that names its unpicklable part when it cannot be pickled.
 
-    Pickling it pickles ``value`` (with cloudpickle where pickle cannot) and
-    unpickles as ``value`` itself, so merge tasks and the manager never see
-    the wrapper; the cost is one copy of the pickled bytes.
+    It unpickles as ``value`` itself, so merge tasks and the manager never
+    see the wrapper. The first time it is pickled it hands ``value`` to the
+    pickler as it is (no cost); when that fails, the engine pickles it again
+    with cloudpickle, and this second time it pickles ``value`` itself, so
+    that a failure is caught here and named (path and type of the leaf).
     """
 
-    __slots__ = ("chunk", "value")
+    __slots__ = ("chunk", "tries", "value")
 
     def __init__(self, value: Any, chunk):
-        self.value, self.chunk = value, chunk
+        self.value, self.chunk, self.tries = value, chunk, 0
 
     def __reduce__(self):
+        self.tries += 1
+        if self.tries == 1:
+            return (_same, (self.value,))
         try:
             data = pickle_bytes(self.value)
         except Exception as exc:

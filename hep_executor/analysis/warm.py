@@ -22,6 +22,8 @@ from __future__ import annotations
 import collections
 import copy
 
+from hep_executor.errors import ChunkReadError
+
 __all__ = ["MAX_FILES", "MAX_SCHEMAS", "clear", "warm_events", "warm_files", "warm_stats"]
 
 #: open files kept per slot
@@ -102,8 +104,6 @@ def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_sta
     uuid = str(tree.file.uuid)
     entry_start, entry_stop = int(entry_start), int(entry_stop)
     if not 0 <= entry_start <= entry_stop <= int(tree.num_entries):
-        from hep_executor.errors import ChunkReadError
-
         path = tree.file.file_path
         msg = (f"{path}: entries {entry_start}-{entry_stop} asked of tree {treename!r}, which holds "
                f"{tree.num_entries}: the range would be read short")

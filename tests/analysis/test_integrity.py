@@ -196,3 +196,18 @@ def test_memory_kill_is_a_chunk_error(samples, manager):
     assert isinstance(err, ResourceExhaustedError) and err.limit_mb == 350
     assert re.search(rf"{re.escape(path)} entries [01]-[12] \(dataset ttbar\): ResourceExhaustedError", str(err)), str(err)
     assert err.attempts >= 1 and f"[{err.attempts} attempt" in str(err)
+
+
+def test_checked_output_pickles_as_its_value_and_names_the_leaf():
+    import threading
+
+    from hep_executor.analysis.chunk_errors import CheckedOutput
+    from hep_executor.analysis.chunk_tasks import ChunkSpec
+    from hep_executor.engine.serialization import dumps, loads
+
+    chunk = ChunkSpec("d", "f.root", "Events", 0, 10)
+    assert loads(*dumps(CheckedOutput({"out": {"n": 3}}, chunk))) == {"out": {"n": 3}}
+    closure = loads(*dumps(CheckedOutput({"out": {"f": lambda x: x + 1}}, chunk)))  # cloudpickle's way
+    assert closure["out"]["f"](1) == 2
+    with pytest.raises(UnpicklableResultError, match=r"f.root entries 0-10 \(dataset d\).*output\['a'\]\[1\]\['l'\] is a _thread.lock"):
+        dumps(CheckedOutput({"out": {"a": [1, {"l": threading.Lock()}]}}, chunk))
