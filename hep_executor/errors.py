@@ -5,14 +5,19 @@ setting at fault and, where it helps, what to do about it::
 
     HepExecutorError
     ├── ConfigError (ValueError)            bad config key or value
-    │   └── CheckpointMismatchError         a checkpoint of another run (names what differs)
+    │   ├── CheckpointMismatchError         a checkpoint of another run (names what differs)
+    │   └── FilesetError                    a fileset's structure is wrong (names dataset and key)
+    │       └── DuplicateFileError          a file listed twice, in one dataset or in two
     ├── InputError (OSError)                a ROOT input that cannot be used
     │   ├── FileMissingError                no such file or URL
     │   ├── NotRootFileError                not a ROOT file
     │   ├── TruncatedFileError              ROOT file cut short or corrupt
     │   ├── TreeNotFoundError               the tree is not in the file
     │   ├── EmptyInputError                 a tree with no entries, a dataset with no files
-    │   └── RemoteAccessError               XRootD server down, timeouts
+    │   ├── RemoteAccessError               XRootD server down, timeouts
+    │   ├── ChunkReadError (also ChunkError)    damage found while reading a chunk
+    │   │   └── ChunkRemoteAccessError (also RemoteAccessError)   the server failed mid-chunk
+    │   └── InputChangedError (also ChunkError) the file differs from the plan (UUID, entries)
     ├── ProtocolError                       malformed or incompatible message
     │   ├── AuthenticationError             a message failed the signature check
     │   │   ├── ReplayError                 a message seen before, or out of order
@@ -20,7 +25,10 @@ setting at fault and, where it helps, what to do about it::
     │   └── VersionMismatchError            worker of another protocol version
     ├── TaskError                           a task did not produce a result
     │   ├── RemoteTaskError                 the task raised (carries the traceback text)
-    │   ├── ChunkError                      the processor raised on a chunk (names file and range)
+    │   ├── ChunkError                      a chunk failed (names dataset, file, range, attempts, cause)
+    │   │   ├── ChunkLostError (also WorkerLostError)   the chunk's process died (signal, exit code)
+    │   │   ├── ChunkExhaustedError (also ResourceExhaustedError)   over its memory allocation
+    │   │   └── UnpicklableResultError      the processor's output cannot be pickled
     │   ├── WorkerLostError                 the task killed its worker too often
     │   ├── ResourceExhaustedError (MemoryError)   over its memory allocation
     │   └── CodeUnavailableError (ImportError)   the worker cannot import the task's code
@@ -39,12 +47,19 @@ __all__ = [
     "BatchError",
     "CheckpointMismatchError",
     "ChunkError",
+    "ChunkExhaustedError",
+    "ChunkLostError",
+    "ChunkReadError",
+    "ChunkRemoteAccessError",
     "CodeUnavailableError",
     "ConfigError",
     "CoverageError",
+    "DuplicateFileError",
     "EmptyInputError",
     "FileMissingError",
+    "FilesetError",
     "HepExecutorError",
+    "InputChangedError",
     "InputError",
     "ManagerClosedError",
     "NoWorkersError",
@@ -59,6 +74,7 @@ __all__ = [
     "TaskError",
     "TreeNotFoundError",
     "TruncatedFileError",
+    "UnpicklableResultError",
     "VersionMismatchError",
     "WorkerLostError",
 ]
@@ -162,7 +178,7 @@ class RemoteTaskError(TaskError):
 
 
 class ChunkError(TaskError):
-    """The processor raised on a chunk; the message names the file and entry range.
+    """A chunk failed; the message names dataset, file, entry range, attempts and cause.
 
     Parameters
     ----------
@@ -170,15 +186,24 @@ class ChunkError(TaskError):
         What failed, naming dataset, file and entry range.
     filename : str
     entrystart, entrystop : int
+    dataset : str
+    attempts : int
+        Times the chunk ran (0: not known where the error was raised).
     """
 
-    def __init__(self, message: str, filename: str = "", entrystart: int = 0, entrystop: int = 0):
+    def __init__(self, message: str, filename: str = "", entrystart: int = 0, entrystop: int = 0, *,
+                 dataset: str = "", attempts: int = 0):
         super().__init__(message)
         self.filename, self.entrystart, self.entrystop = filename, entrystart, entrystop
+        self.dataset, self.attempts = dataset, attempts
+        self.path = filename
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else ""
 
     def __reduce__(self):
         return (type(self), (self.args[0] if self.args else "", self.filename,
-                             self.entrystart, self.entrystop))
+                             self.entrystart, self.entrystop), dict(self.__dict__))
 
 
 class WorkerLostError(TaskError):
@@ -287,3 +312,52 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(message)
         self.checkpoint = checkpoint
         self.partial_output = partial_output
+
+
+class FilesetError(ConfigError):
+    """A fileset's structure is wrong; the one-line message names the dataset and key at fault."""
+
+
+class DuplicateFileError(FilesetError):
+    """A file is listed twice, in one dataset or in two.
+
+    Parameters
+    ----------
+    message : str
+    path : str
+        The file listed twice.
+    """
+
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.path))
+
+
+class ChunkReadError(ChunkError, InputError):
+    """Damage found while reading a chunk: corrupt baskets, decompression errors, a file gone."""
+
+
+class ChunkRemoteAccessError(ChunkReadError, RemoteAccessError):
+    """A remote (XRootD) read failed while a chunk was read, after its retries."""
+
+
+class InputChangedError(ChunkError, InputError):
+    """A file differs from what preprocessing planned (UUID, entries): it changed under the run."""
+
+
+class ChunkLostError(ChunkError, WorkerLostError):
+    """A chunk ended its process (a signal, ``os._exit``, killed) too many times."""
+
+
+class ChunkExhaustedError(ChunkError, ResourceExhaustedError):
+    """A chunk went over its memory allocation, at the largest allocation or as one entry."""
+
+    peak_mb: float = 0.0
+    limit_mb: float = 0.0
+
+
+class UnpicklableResultError(ChunkError):
+    """The processor's output for a chunk cannot be pickled; the message names the type and where."""

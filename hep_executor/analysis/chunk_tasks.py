@@ -4,6 +4,14 @@ They run inside a worker's slot process, which lives across tasks: the
 files opened by preprocessing and processing, their trees and their
 NanoEvents schemas stay warm in the slot (:mod:`hep_executor.analysis.warm`), so
 a chunk of a file the slot has seen pays no metadata read.
+
+A chunk checks, when it opens its file, that the file's UUID and entry
+count are the ones preprocessing planned (:class:`InputChangedError`
+otherwise); it reports the entries it read, and its coverage is built
+from them. Damage found while reading (a corrupt basket, a failed
+decompression) is a :class:`ChunkReadError`, an input error that
+``skipbadfiles`` tolerates; the processor's own exceptions are a
+:class:`ChunkError`.
 """
 
 from __future__ import annotations
@@ -11,8 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hep_executor.errors import ChunkError, EmptyInputError, InputError, RemoteAccessError
+from hep_executor.analysis.chunk_errors import CheckedOutput, is_read_damage
 from hep_executor.analysis.warm import MAX_FILES, warm_events, warm_files
+from hep_executor.errors import (ChunkError, ChunkReadError, EmptyInputError, InputChangedError, InputError,
+                                 RemoteAccessError)
 
 __all__ = ["PRELOAD", "WORKER_SETUP", "ChunkSpec", "merge_outputs", "preprocess_file", "process_chunk"]
 
@@ -34,6 +44,8 @@ class ChunkSpec:
     entrystop: int
     fileuuid: str = ""
     usermeta: dict | None = field(default=None, compare=False)
+    #: entries of the file's tree when it was preprocessed (0: not known, not checked)
+    file_entries: int = 0
 
     @property
     def events(self) -> int:
@@ -76,11 +88,12 @@ def _io_failure(exc: BaseException) -> BaseException | None:
 
 
 def process_chunk(chunk: ChunkSpec, processor_instance: Any, schema: Any = None,
-                  io_options: dict | None = None, warm: bool = True) -> dict:
+                  io_options: dict | None = None, warm: bool = True) -> CheckedOutput:
     """Run ``processor_instance`` on one chunk; return its output with coverage.
 
     Returns ``{"out": ..., "coverage": {filename: [(start, stop)]},
-    "events": {dataset: n}}``, which :func:`merge_outputs` merges. A read
+    "events": {dataset: n}}`` (as a :class:`CheckedOutput`, which pickles as
+    that dict), which :func:`merge_outputs` merges. A read
     of a remote file that fails mid-chunk is tried once more on a fresh
     connection (opened with retries and backoff), then reported as
     :class:`RemoteAccessError` naming the URL.
@@ -104,39 +117,82 @@ def process_chunk(chunk: ChunkSpec, processor_instance: Any, schema: Any = None,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, io_options: dict | None,
-                  warm: bool) -> dict:
+def _open(chunk: ChunkSpec, io_options: dict | None, warm: bool):
+    """The chunk's open file and tree, checked against the plan."""
+    from hep_executor.analysis.io import get_tree, open_file
+
+    if warm:
+        directory = warm_files(io_options).directory(chunk.filename, chunk.treename)
+    else:
+        directory = open_file(chunk.filename, **(io_options or {}))
+    tree = get_tree(directory, chunk.filename, chunk.treename)
+    _check_plan(chunk, str(tree.file.uuid), int(tree.num_entries))
+    return directory, tree
+
+
+def _check_plan(chunk: ChunkSpec, uuid: str, entries: int) -> None:
+    """Raise :class:`InputChangedError` when the file is not the one preprocessing read."""
+    changes = []
+    if chunk.fileuuid and uuid != chunk.fileuuid:
+        changes.append(f"UUID {chunk.fileuuid} -> {uuid}")
+    if chunk.file_entries and entries != chunk.file_entries:
+        changes.append(f"entries {chunk.file_entries} -> {entries}")
+    if changes:
+        msg = (f"{chunk.describe()}: the file changed after it was preprocessed ({', '.join(changes)}); "
+               "run again to plan the new file")
+        raise InputChangedError(msg, chunk.filename, chunk.entrystart, chunk.entrystop, dataset=chunk.dataset)
+
+
+def _read_error(chunk: ChunkSpec, exc: BaseException, what: str) -> ChunkReadError:
+    msg = f"{chunk.describe()}: {what}: {type(exc).__name__}: {_first_line(exc)}"
+    return ChunkReadError(msg, chunk.filename, chunk.entrystart, chunk.entrystop, dataset=chunk.dataset)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
+def _events(chunk: ChunkSpec, schema: Any, io_options: dict | None, warm: bool):
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
     metadata = {"dataset": chunk.dataset, "filename": chunk.filename, "treename": chunk.treename,
                 "entrystart": chunk.entrystart, "entrystop": chunk.entrystop,
                 "fileuuid": chunk.fileuuid, **(chunk.usermeta or {})}
     try:
+        directory, _ = _open(chunk, io_options, warm)
         if warm:
-            handle = warm_files(io_options).directory(chunk.filename, chunk.treename)
-            events = warm_events(handle, chunk.treename, schema or NanoAODSchema, metadata,
-                                 chunk.entrystart, chunk.entrystop)
-        else:
-            from hep_executor.analysis.io import open_file
-
-            handle = open_file(chunk.filename, **(io_options or {}))
-            events = NanoEventsFactory.from_root(
-                handle, treepath=chunk.treename, schemaclass=schema or NanoAODSchema,
-                metadata=metadata, mode="virtual", entry_start=chunk.entrystart,
-                entry_stop=chunk.entrystop).events()
-    except InputError:
+            return warm_events(directory, chunk.treename, schema or NanoAODSchema, metadata,
+                               chunk.entrystart, chunk.entrystop)
+        return NanoEventsFactory.from_root(
+            directory, treepath=chunk.treename, schemaclass=schema or NanoAODSchema,
+            metadata=metadata, mode="virtual", entry_start=chunk.entrystart,
+            entry_stop=chunk.entrystop).events()
+    except ChunkError:
         raise
+    except InputError as exc:
+        raise _read_error(chunk, exc, "cannot open it") from exc
     except Exception as exc:
         msg = f"cannot read {chunk.describe()}: {type(exc).__name__}: {exc}"
-        raise ChunkError(msg, chunk.filename, chunk.entrystart, chunk.entrystop) from exc
+        raise ChunkError(msg, chunk.filename, chunk.entrystart, chunk.entrystop, dataset=chunk.dataset) from exc
+
+
+def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, io_options: dict | None,
+                  warm: bool) -> CheckedOutput:
+    events = _events(chunk, schema, io_options, warm)
     try:
         out = processor_instance.process(events)
     except Exception as exc:
+        if is_read_damage(exc):
+            raise _read_error(chunk, exc, "damaged data while reading it") from exc
         msg = f"processor {type(processor_instance).__name__} failed on {chunk.describe()}: " \
               f"{type(exc).__name__}: {exc}"
-        raise ChunkError(msg, chunk.filename, chunk.entrystart, chunk.entrystop) from exc
-    return {"out": out, "coverage": {chunk.filename: [(chunk.entrystart, chunk.entrystop)]},
-            "events": {chunk.dataset: chunk.events}}
+        raise ChunkError(msg, chunk.filename, chunk.entrystart, chunk.entrystop, dataset=chunk.dataset) from exc
+    read = len(events)
+    if read != chunk.events:
+        msg = f"{chunk.describe()}: read short, {read} of {chunk.events} entries"
+        raise ChunkReadError(msg, chunk.filename, chunk.entrystart, chunk.entrystop, dataset=chunk.dataset)
+    return CheckedOutput({"out": out, "coverage": {chunk.filename: [(chunk.entrystart, chunk.entrystart + read)]},
+                          "events": {chunk.dataset: read}}, chunk)
 
 
 def merge_outputs(values: list) -> Any:

@@ -50,7 +50,7 @@ from hep_executor.errors import (
     TruncatedFileError,
 )
 
-__all__ = ["FileCache", "FileInfo", "file_info", "is_remote", "open_file", "open_tree", "tree_info"]
+__all__ = ["FileCache", "FileInfo", "file_info", "get_tree", "is_remote", "open_file", "open_tree", "tree_info"]
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,28 @@ def tree_info(tree, path: str, treename: str, *, allow_empty: bool = True) -> Fi
     return FileInfo(path=path, entries=entries, uuid=uuid, cluster_starts=starts, branches=branches)
 
 
+def get_tree(directory, path: str, treename: str):
+    """The TTree ``treename`` of an open ``directory`` of ``path``; see :func:`open_tree` for errors."""
+    return _get_tree(directory, path, treename)
+
+
+def _stamp(path: str):
+    """What tells a local file from one replaced or rewritten under the same name (None if remote)."""
+    if is_remote(path):
+        return None
+    try:
+        st = os.stat(path.removeprefix("file://"))
+    except OSError:
+        return "gone"
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class FileCache:
     """A small least-recently-used set of open files, for reading many chunks of few files.
+
+    A local file replaced or rewritten since it was opened (another inode,
+    size or modification time) is opened again, so a cached handle never
+    reads a file that is no longer the one under its name.
 
     Parameters
     ----------
@@ -262,15 +282,21 @@ class FileCache:
         path = os.fspath(path)
         with self._lock:
             entry = self._files.get(path)
+            if entry is not None and entry[2] != _stamp(path):
+                log.info("%s changed since it was opened: opening it again", path)
+                del self._files[path]
+                _close_quietly(entry[0])
+                entry = None
             if entry is not None:
                 self._files.move_to_end(path)
-                directory, trees = entry
+                directory, trees, _ = entry
                 if treename in trees:
                     self.hits += 1
                     return trees[treename]
             else:
+                stamp = _stamp(path)
                 directory, trees = open_file(path, **self.options), {}
-                self._files[path] = (directory, trees)
+                self._files[path] = (directory, trees, stamp)
                 self._evict()
             self.misses += 1
             tree = _get_tree(directory, path, treename)
@@ -295,7 +321,7 @@ class FileCache:
         with self._lock:
             entries = list(self._files.values())
             self._files.clear()
-        for directory, _ in entries:
+        for directory, *_ in entries:
             _close_quietly(directory)
 
     def __len__(self) -> int:
@@ -312,7 +338,7 @@ class FileCache:
 
     def _evict(self) -> None:
         while len(self._files) > self.max_files:
-            old, (directory, _) = self._files.popitem(last=False)
+            old, (directory, *_) = self._files.popitem(last=False)
             log.debug("closing %s (file cache full)", old)
             _close_quietly(directory)
 

@@ -17,13 +17,15 @@ from typing import Any, Callable
 
 from hep_executor.analysis.checkpoint_run import (DEFAULT_EVERY_CHUNKS, DEFAULT_EVERY_S, DEFAULT_GRACE_S,
                                                   RunCheckpoint)
+from hep_executor.analysis.chunk_errors import as_chunk_error
 from hep_executor.analysis.chunk_tasks import WORKER_SETUP, ChunkSpec, preprocess_file, process_chunk
+from hep_executor.analysis.fileset import normalize_fileset
 from hep_executor.analysis.pipeline import ReducePipeline
 from hep_executor.analysis.preprocess import gather
 from hep_executor.analysis.sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
 from hep_executor.analysis.usercode import Shipment, prepare_task_function
-from hep_executor.errors import ConfigError, CoverageError, EmptyInputError, InputError
-from hep_executor.planning.chunking import Coverage, CoverageReport
+from hep_executor.errors import CoverageError, InputError
+from hep_executor.planning.chunking import Coverage, CoverageReport, subtract_ranges
 
 __all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
 
@@ -51,42 +53,6 @@ class RunResult:
     report: dict
     coverage: CoverageReport | None = None
     skipped: list[dict] = field(default_factory=list)
-
-
-def normalize_fileset(fileset: dict, treename: str | None) -> list[tuple[str, str, str, dict | None]]:
-    """Flatten a coffea-style fileset to ``(dataset, file, treename, metadata)`` tuples.
-
-    Accepts ``{dataset: [files]}``, ``{dataset: {"files": [...] or {file: tree},
-    "treename": ..., "metadata": ...}}``.
-    """
-    if not isinstance(fileset, dict) or not fileset:
-        msg = "the fileset must be a non-empty dict {dataset: [files]}"
-        raise ConfigError(msg)
-    out = []
-    for dataset, spec in fileset.items():
-        meta, tree = None, treename
-        files = spec
-        if isinstance(spec, dict):
-            unknown = set(spec) - {"files", "treename", "metadata", "preload"}
-            if unknown:
-                msg = f"dataset {dataset!r}: unknown fileset key(s) {sorted(unknown)}"
-                raise ConfigError(msg)
-            files = spec.get("files", [])
-            tree = spec.get("treename", treename)
-            meta = spec.get("metadata")
-        if isinstance(files, str):
-            files = [files]
-        if not files:
-            msg = f"dataset {dataset!r} has no files"
-            raise EmptyInputError(msg, str(dataset))
-        items = files.items() if isinstance(files, dict) else ((f, None) for f in files)
-        for filename, file_tree in items:
-            name = file_tree or tree
-            if not name:
-                msg = f"no tree name for {filename!r} (dataset {dataset!r}): pass treename="
-                raise ConfigError(msg)
-            out.append((str(dataset), str(filename), name, meta))
-    return out
 
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
@@ -123,6 +89,7 @@ class _Job:
     files: list[FilePlan] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     task_events: dict[int, int] = field(default_factory=dict)
+    attempts: dict[Any, int] = field(default_factory=dict)
     t0: float = field(default_factory=time.time)
     t_pre: float = 0.0
     shipment: Shipment = field(default_factory=Shipment)
@@ -133,7 +100,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         manager=None, workers: int | None = None, schema: Any = None, chunksize: int | None = None,
         dynamic_chunksize: dict | None = None, initial_chunksize: int = DEFAULT_INITIAL_CHUNK,
         maxchunks: int | None = None, fan_in: int = 20,
-        skipbadfiles: bool = False, align_clusters: bool = False, timeout: float = 60.0,
+        skipbadfiles: bool = False, dedupe: bool = False, align_clusters: bool = False,
+        timeout: float = 60.0,
         handler: str = "auto",
         resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
         split_on_exhaustion: bool = True, warm: bool = True,
@@ -146,9 +114,10 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
 
     Parameters
     ----------
-    fileset : dict
-        ``{dataset: [files]}`` or ``{dataset: {"files": ..., "treename": ..., "metadata": ...}}``;
-        files are local paths or ``root://`` URLs.
+    fileset : dict, str or os.PathLike
+        ``{dataset: [files]}``, ``{dataset: {"files": ..., "treename": ..., "metadata": ...}}``
+        (every form of :mod:`hep_executor.analysis.fileset`), or a ``.json``/``.txt`` file of
+        one; files are local paths or ``root://`` URLs. Checked whole before any task.
     processor_instance : coffea ProcessorABC
     treename : str
         Tree to read where the fileset names none.
@@ -172,7 +141,13 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         Per-request timeout (s) and the ``root://`` route (``auto``, ``xrootd``
         bindings, ``fsspec``) of :func:`hep_executor.analysis.io.open_file`.
     skipbadfiles : bool
-        Skip unreadable files (listed in the report) instead of failing.
+        Skip unreadable files (listed in the report) instead of failing: files that
+        fail preprocessing, and files found damaged, gone or changed while a chunk
+        reads them; then the file's remaining ranges are skipped and listed, what was
+        merged of it before is kept, and the coverage check holds for what ran.
+    dedupe : bool
+        Drop a file listed twice (with a warning) instead of raising
+        :class:`~hep_executor.errors.DuplicateFileError`.
     warm : bool
         Keep files open and NanoEvents schemas built in each worker slot between
         tasks (default); False opens each file anew for every task.
@@ -197,13 +172,21 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
 
     Raises
     ------
+    FilesetError
+        The fileset is malformed or lists a file twice (before any task runs).
     InputError
         A file is missing, not ROOT, truncated, lacks the tree, or is empty.
     ChunkError
-        The processor failed on a chunk (the error names file and range); the
-        partial output is attached as ``partial_output``.
+        A chunk failed, whatever the cause: a subclass names dataset, file, entry range,
+        attempts and cause (:class:`~hep_executor.errors.InputChangedError`,
+        :class:`~hep_executor.errors.ChunkReadError`, :class:`~hep_executor.errors.ChunkLostError`,
+        :class:`~hep_executor.errors.ChunkExhaustedError`,
+        :class:`~hep_executor.errors.UnpicklableResultError`). The output merged so far is
+        attached as ``partial_output``, and what it holds as ``partial_coverage``
+        (a :class:`~hep_executor.planning.chunking.CoverageReport`; ``held`` per file).
     CoverageError
-        The output does not cover the plan exactly once.
+        The output does not cover the plan exactly once (with ``partial_output``
+        and ``partial_coverage`` too).
     CheckpointMismatchError
         ``checkpoint`` holds another run (the message says what differs).
     RunInterrupted
@@ -211,7 +194,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     """
     from hep_executor.engine.manager import Manager
 
-    entries = normalize_fileset(fileset, treename)
+    entries = normalize_fileset(fileset, treename, dedupe=dedupe)
     resume = None if checkpoint is None else RunCheckpoint.for_run(
         checkpoint, entries, treename, processor_instance, schema, force=force, every_s=checkpoint_every_s,
         every_chunks=checkpoint_every_chunks, grace_s=interrupt_grace_s)
@@ -240,7 +223,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
 
 def _chunk_source(job: _Job) -> ChunkSource:
     o = job.options
-    segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata),
+    segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata, f.entries),
                         0, f.entries, tuple(f.clusters) if f.clusters else None) for f in job.files]
     if job.checkpoint is not None:
         segments = job.checkpoint.remaining(segments, {f.filename: f.uuid for f in job.files})
@@ -262,9 +245,10 @@ def _process(job: _Job, source: ChunkSource):
 
     def on_result(result, item):
         job.task_events[result.id] = item.events
-        if not result.ok and job.tolerate is not None and job.tolerate(result.error):
-            job.skipped.append({"dataset": item.dataset, "file": item.filename,
-                                "range": [item.entrystart, item.entrystop], "error": str(result.error)})
+        if not result.ok:
+            job.attempts[item] = result.report.attempts
+            if job.tolerate is not None and job.tolerate(result.error):
+                _skip_rest_of_file(job, source, item, result.error)
         if job.progress is not None:
             job.progress("process", result=result, item=item)
 
@@ -277,6 +261,46 @@ def _process(job: _Job, source: ChunkSource):
         return pipeline.run(source)
 
 
+def _skip_rest_of_file(job: _Job, source: ChunkSource, item, error: BaseException) -> None:
+    """A tolerated read error: list the chunk, and cut nothing more of its file (listed too)."""
+    error = as_chunk_error(item, error, job.attempts.get(item, 1))
+    log.warning("skipping %s: %s", item.filename, error)
+    job.skipped.append({"dataset": item.dataset, "file": item.filename,
+                        "range": [item.entrystart, item.entrystop], "error": str(error)})
+    for start, stop in source.skip_file(item.filename):
+        job.skipped.append({"dataset": item.dataset, "file": item.filename, "range": [start, stop],
+                            "error": f"not processed: entries {item.entrystart}-{item.entrystop} of "
+                                     f"this file failed ({type(error).__name__})"})
+
+
+def _coverage(job: _Job, source: ChunkSource, wrapped: dict) -> CoverageReport:
+    """The output's coverage against the plan, less what was skipped.
+
+    A file skipped at preprocessing is out of the check; a file with skipped
+    chunks stays in it for the ranges that ran.
+    """
+    whole = {s["file"] for s in job.skipped if "range" not in s}
+    ranges: dict[str, list] = {}
+    for s in job.skipped:
+        if "range" in s:
+            ranges.setdefault(s["file"], []).append(s["range"])
+    planned = {f: subtract_ranges(r, ranges.get(f, ()), f) for f, r in source.planned.items() if f not in whole}
+    if job.checkpoint is not None:  # what the loaded checkpoint held counts as planned and done
+        for name, done in job.checkpoint.covered.items():
+            planned[name] = [*planned.get(name, []), *done]
+    recorded = {f: r for f, r in wrapped.get("coverage", {}).items() if f not in whole}
+    return Coverage.check(recorded, planned)
+
+
+def _first_error(job: _Job, outcome) -> BaseException | None:
+    """The first failure that stops the run, as the ChunkError that names its chunk."""
+    for item, error in outcome.failures:
+        if job.tolerate is not None and job.tolerate(error):
+            continue
+        return as_chunk_error(item, error, job.attempts.get(item, 1)) if isinstance(item, ChunkSpec) else error
+    return None
+
+
 def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
     """Check the outcome (errors, coverage), post-process and return the result."""
     wrapped = outcome.output or {}
@@ -284,25 +308,18 @@ def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
                      t_pre=job.t_pre, t_total=time.time() - job.t0, task_events=job.task_events)
     report["shipped"] = {**job.shipment.as_dict(),
                          "function_bytes_sent": job.manager.stats["function_bytes_sent"]}
-    error = next((e for _, e in outcome.failures if job.tolerate is None or not job.tolerate(e)), None)
+    coverage = _coverage(job, source, wrapped)
+    report["coverage_ok"] = coverage.ok
+    error = _first_error(job, outcome)
     if job.checkpoint is not None:
         job.checkpoint.finish(outcome, complete=error is None)
         report["checkpoint"] = job.checkpoint.summary()
+    if error is None and not coverage.ok:
+        error = CoverageError(coverage.describe())
     if error is not None:
         error.partial_output = wrapped.get("out")
+        error.partial_coverage = coverage
         raise error
-    skipped_files = {s["file"] for s in job.skipped}
-    planned = {f: r for f, r in source.planned.items() if f not in skipped_files}
-    if job.checkpoint is not None:
-        for name, ranges in job.checkpoint.covered.items():
-            planned[name] = [*planned.get(name, []), *ranges]
-    recorded = {f: r for f, r in wrapped.get("coverage", {}).items() if f not in skipped_files}
-    coverage = Coverage.check(recorded, planned)
-    report["coverage_ok"] = coverage.ok
-    if not coverage.ok:
-        err = CoverageError(coverage.describe())
-        err.partial_output = wrapped.get("out")
-        raise err
     out = wrapped.get("out")
     if out is not None and hasattr(job.processor, "postprocess"):
         post = job.processor.postprocess(out)

@@ -270,6 +270,14 @@ class ChunkSource:
         self._turn = 0
         self._index += 1
 
+    def skip_file(self, filename: str) -> list[tuple[int, int]]:
+        """Cut no more of ``filename``; return its ranges that will not run (never cut, or to rerun)."""
+        dropped = [r for seg, cursor in zip(self.segments, self.cursors)
+                   if seg.template.filename == filename and (r := cursor.stop()) is not None]
+        dropped += [(x.entrystart, x.entrystop) for x in self._extra if x.filename == filename]
+        self._extra = [x for x in self._extra if x.filename != filename]
+        return sorted(dropped)
+
     def observe(self, item, result: TaskResult) -> list:
         """File ``item``'s result; return what of it runs again (retried or split), if anything."""
         category = category_of(item)

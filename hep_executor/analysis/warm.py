@@ -22,6 +22,8 @@ from __future__ import annotations
 import collections
 import copy
 
+from hep_executor.errors import ChunkReadError
+
 __all__ = ["MAX_FILES", "MAX_SCHEMAS", "clear", "warm_events", "warm_files", "warm_stats"]
 
 #: open files kept per slot
@@ -88,7 +90,13 @@ def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_sta
     The same events as ``NanoEventsFactory.from_root(directory, treepath=treename,
     schemaclass=..., metadata=..., mode="virtual", entry_start=..., entry_stop=...,
     access_log=..., iteritems_options=...)``, with the schema taken from this
-    slot's cache when it has seen the file (by UUID) before.
+    slot's cache when it has seen the file (by UUID) before. A range past the
+    tree's end is an error, never clamped.
+
+    Raises
+    ------
+    ChunkReadError
+        ``[entry_start, entry_stop)`` does not lie within the tree.
     """
     from coffea.nanoevents import NanoEventsFactory
     from coffea.nanoevents.mapping import TrivialUprootOpener, UprootSourceMapping
@@ -96,8 +104,12 @@ def warm_events(directory, treename: str, schemaclass, metadata: dict, entry_sta
 
     tree = directory[treename]
     uuid = str(tree.file.uuid)
-    entry_start = max(0, int(entry_start))
-    entry_stop = min(int(tree.num_entries), int(entry_stop))
+    entry_start, entry_stop = int(entry_start), int(entry_stop)
+    if not 0 <= entry_start <= entry_stop <= int(tree.num_entries):
+        path = tree.file.file_path
+        msg = (f"{path}: entries {entry_start}-{entry_stop} asked of tree {treename!r}, which holds "
+               f"{tree.num_entries}: the range would be read short")
+        raise ChunkReadError(msg, path, entry_start, entry_stop)
     mapping = UprootSourceMapping(TrivialUprootOpener({uuid: tree.file.file_path}, {}), entry_start, entry_stop,
                                   cache={}, access_log=access_log, file_handle=directory, use_ak_forth=True,
                                   virtual=True)

@@ -31,6 +31,7 @@ __all__ = [
     "FileCursor",
     "plan_ranges",
     "split_range",
+    "subtract_ranges",
 ]
 
 logger = logging.getLogger(__name__)
@@ -208,6 +209,14 @@ class FileCursor:
         self._position = stop
         return (start, stop)
 
+    def stop(self) -> Range | None:
+        """Hand out nothing more; return the range that will not be cut (None when done)."""
+        if self.done:
+            return None
+        rest = (self._position, self.entries)
+        self._position = self.entries
+        return rest
+
     def __repr__(self) -> str:
         return f"FileCursor({self.filename!r}, position={self._position}, entries={self.entries})"
 
@@ -304,6 +313,12 @@ def _subtract(ranges: list[Range], minus: list[Range]) -> list[Range]:
     return out
 
 
+def subtract_ranges(ranges: Iterable[Sequence[int]], minus: Iterable[Sequence[int]],
+                    filename: str = "") -> list[Range]:
+    """The entries of ``ranges`` outside ``minus``, as sorted, merged ``(start, stop)`` ranges."""
+    return _subtract(_normalize(ranges, filename), _normalize(minus, filename))
+
+
 def _intersect(ranges: list[Range], within: list[Range]) -> list[Range]:
     return _subtract(ranges, _subtract(ranges, within))
 
@@ -327,11 +342,14 @@ class CoverageReport:
         Planned entries that the output holds more than once.
     unexpected : dict of str to list of (int, int)
         Recorded entries outside the plan (unknown files or ranges).
+    held : dict of str to list of (int, int)
+        What the output holds, per file (sorted, merged ranges).
     """
 
     missing: dict[str, list[Range]] = field(default_factory=dict)
     doubled: dict[str, list[Range]] = field(default_factory=dict)
     unexpected: dict[str, list[Range]] = field(default_factory=dict)
+    held: dict[str, list[Range]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -419,6 +437,7 @@ class Coverage:
         missing: dict[str, list[Range]] = {}
         doubled: dict[str, list[Range]] = {}
         unexpected: dict[str, list[Range]] = {}
+        holds: dict[str, list[Range]] = {}
         for filename in sorted(set(recorded) | set(planned), key=str):
             raw = [_as_range(r, filename) for r in recorded.get(filename, ())]
             plan_spec = planned.get(filename)
@@ -430,6 +449,8 @@ class Coverage:
                 plan = _normalize(plan_spec, filename)
             segments = _depth_segments(raw)
             held = _normalize(((a, b) for a, b, _ in segments), filename)
+            if held:
+                holds[filename] = held
             multi = _normalize(((a, b) for a, b, d in segments if d > 1), filename)
             if gap := _subtract(plan, held):
                 missing[filename] = gap
@@ -437,7 +458,7 @@ class Coverage:
                 doubled[filename] = twice
             if extra := _subtract(held, plan):
                 unexpected[filename] = extra
-        report = CoverageReport(missing, doubled, unexpected)
+        report = CoverageReport(missing, doubled, unexpected, holds)
         if not report.ok:
             logger.debug("coverage check failed: %s", report.describe())
         return report

@@ -183,3 +183,24 @@ def test_describe_truncates_long_lists():
     recorded = {"f.root": [(i, i + 1) for i in range(0, 40, 2)]}
     text = Coverage.check(recorded, {"f.root": 40}).describe()
     assert "and 14 more" in text
+
+
+def test_cursor_stop_hands_out_nothing_more():
+    cursor = FileCursor("f.root", 100)
+    assert cursor.next(30) == (0, 25)
+    assert cursor.stop() == (25, 100)
+    assert cursor.done and cursor.next(30) is None and cursor.stop() is None
+
+
+def test_subtract_ranges():
+    from hep_executor.planning.chunking import subtract_ranges
+
+    assert subtract_ranges([(0, 10), (10, 30)], [(5, 12), (25, 40)]) == [(0, 5), (12, 25)]
+    assert subtract_ranges([(0, 10)], []) == [(0, 10)]
+    assert subtract_ranges([(0, 10)], [(0, 10)]) == []
+
+
+def test_check_reports_what_the_output_holds():
+    report = Coverage.check({"a": [(0, 10), (10, 20), (30, 40)]}, {"a": 40, "b": 5})
+    assert report.held == {"a": [(0, 20), (30, 40)]}
+    assert report.missing == {"a": [(20, 30)], "b": [(0, 5)]}
