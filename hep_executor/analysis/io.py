@@ -254,6 +254,7 @@ class FileCache:
         self.options = options
         self._files: collections.OrderedDict[str, tuple] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._stamps: dict[str, tuple | None] = {}  # (size, mtime_ns) of a local file when opened
         self.hits = 0
         self.misses = 0
 
@@ -262,6 +263,11 @@ class FileCache:
         path = os.fspath(path)
         with self._lock:
             entry = self._files.get(path)
+            if entry is not None and self._rewritten(path):
+                log.info("%s changed on disk since it was opened: opening it again", path)
+                del self._files[path]
+                _close_quietly(entry[0])
+                entry = None
             if entry is not None:
                 self._files.move_to_end(path)
                 directory, trees = entry
@@ -269,6 +275,7 @@ class FileCache:
                     self.hits += 1
                     return trees[treename]
             else:
+                self._stamps[path] = _stamp(path)
                 directory, trees = open_file(path, **self.options), {}
                 self._files[path] = (directory, trees)
                 self._evict()
@@ -310,6 +317,10 @@ class FileCache:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _rewritten(self, path: str) -> bool:
+        """Whether a local file's size or mtime changed since it was opened (a rewritten file)."""
+        return self._stamps.get(path) != _stamp(path)
+
     def _evict(self) -> None:
         while len(self._files) > self.max_files:
             old, (directory, _) = self._files.popitem(last=False)
@@ -318,6 +329,17 @@ class FileCache:
 
 
 # ---------------------------------------------------------------- internals
+
+def _stamp(path: str) -> tuple | None:
+    """``(size, mtime_ns)`` of a local file; None for a remote one (or one that cannot be stat'ed)."""
+    if is_remote(path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
 
 _DEFAULTS = {"timeout": 30.0, "retries": 3, "backoff": 1.0, "handler": "auto"}
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hep_executor.analysis.chunk_tasks import WORKER_SETUP, ChunkSpec, preprocess_file, process_chunk
+from hep_executor.analysis.metadata_cache import CachedMetadata, MetadataCache, open_cache
 from hep_executor.analysis.pipeline import ReducePipeline
-from hep_executor.analysis.preprocess import gather
+from hep_executor.analysis.preprocess import MetadataStream, gather
 from hep_executor.analysis.sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
 from hep_executor.errors import ConfigError, CoverageError, EmptyInputError, InputError
 from hep_executor.planning.chunking import Coverage, CoverageReport
@@ -25,6 +26,9 @@ from hep_executor.planning.chunking import Coverage, CoverageReport
 __all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
 
 log = logging.getLogger(__name__)
+
+#: files read whose metadata is written to the cache at once, in one transaction
+_STORE_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -87,24 +91,64 @@ def normalize_fileset(fileset: dict, treename: str | None) -> list[tuple[str, st
 
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
-               io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True
+               io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True,
+               cache: MetadataCache | None = None, reports: list | None = None
                ) -> tuple[list[FilePlan], list[dict]]:
-    """Read every file's entries and UUID as worker tasks; return plans and skipped files."""
-    calls = [((dataset, filename, tree, io_options, align_clusters, warm), filename)
-             for dataset, filename, tree, _ in entries]
+    """Read every file's entries and UUID as worker tasks; return plans and skipped files.
+
+    Files whose metadata ``cache`` holds (and still matches) are not read;
+    what is read is stored in it. ``reports`` collects the tasks' reports.
+    """
+    plans, todo = _from_cache(cache, entries, align_clusters)
+    calls = [((entries[i][0], entries[i][1], entries[i][2], io_options, align_clusters, warm), entries[i][1])
+             for i in todo]
     tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
-    report = None if progress is None else (lambda result: progress("preprocess", result=result))
+
+    def report(result):
+        if reports is not None:
+            reports.append(result.report)
+        if progress is not None:
+            progress("preprocess", result=result)
+
     values, bad = gather(manager, preprocess_file, calls, tolerate=tolerate, progress=report)
-    plans = []
-    for i, info in sorted(values.items()):
-        dataset, filename, tree, meta = entries[i]
-        plans.append(FilePlan(dataset, filename, tree, info["entries"], info["uuid"], info["clusters"], meta))
-    skipped = []
-    for i, error in sorted(bad.items()):
-        dataset, filename = entries[i][:2]
-        log.warning("skipping %s: %s", filename, error)
-        skipped.append({"dataset": dataset, "file": filename, "error": str(error)})
-    return plans, skipped
+    plans.update({todo[k]: _plan(entries[todo[k]], info) for k, info in values.items()})
+    _store(cache, [plans[todo[k]] for k in values])
+    skipped = [_skip(entries[todo[k]], error) for k, error in sorted(bad.items())]
+    return [plans[i] for i in sorted(plans)], skipped
+
+
+def _from_cache(cache: MetadataCache | None, entries: list, align_clusters: bool
+                ) -> tuple[dict[int, FilePlan], list[int]]:
+    """Plans of the files ``cache`` holds, by index, and the indices of those to read."""
+    if cache is None:
+        return {}, list(range(len(entries)))
+    found = cache.lookup([(e[1], e[2]) for e in entries], clusters=align_clusters)
+    plans, todo = {}, []
+    for i, entry in enumerate(entries):
+        hit = found.get((entry[1], entry[2]))
+        if hit is None:
+            todo.append(i)
+        else:
+            plans[i] = FilePlan(entry[0], entry[1], entry[2], hit.entries, hit.uuid,
+                                hit.clusters if align_clusters else None, entry[3])
+    if found:
+        log.info("metadata of %d of %d files from %s", len(found), len(entries), cache.path)
+    return plans, todo
+
+
+def _plan(entry: tuple, info: dict) -> FilePlan:
+    dataset, filename, tree, meta = entry
+    return FilePlan(dataset, filename, tree, info["entries"], info["uuid"], info["clusters"], meta)
+
+
+def _skip(entry: tuple, error: BaseException) -> dict:
+    log.warning("skipping %s: %s", entry[1], error)
+    return {"dataset": entry[0], "file": entry[1], "error": str(error)}
+
+
+def _store(cache: MetadataCache | None, plans: list[FilePlan]) -> None:
+    if cache is not None and plans:
+        cache.store([(p.filename, p.treename, CachedMetadata(p.entries, p.uuid, p.clusters)) for p in plans])
 
 
 @dataclass
@@ -120,6 +164,11 @@ class _Job:
     files: list[FilePlan] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     task_events: dict[int, int] = field(default_factory=dict)
+    task_files: dict[int, str] = field(default_factory=dict)
+    pre_reports: list = field(default_factory=list)
+    cache: MetadataCache | None = None
+    cached: int = 0
+    stream_error: BaseException | None = None
     t0: float = field(default_factory=time.time)
     t_pre: float = 0.0
 
@@ -132,7 +181,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         handler: str = "auto",
         resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
         split_on_exhaustion: bool = True, warm: bool = True,
-        retries: int = 0,
+        retries: int = 0, metadata_cache: Any = None, streaming: bool = True,
         progress: Callable | None = None) -> RunResult:
     """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
 
@@ -170,6 +219,13 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         tasks (default); False opens each file anew for every task.
     retries : int
         Times a failed chunk is tried again before its error counts.
+    metadata_cache : str, Path, MetadataCache or False, optional
+        Where file metadata is kept between runs (SQLite; default
+        :func:`~hep_executor.analysis.metadata_cache.default_cache_path`);
+        False reads every file's metadata and keeps none.
+    streaming : bool
+        Cut and run a file's chunks as soon as its metadata is back, beside
+        the other files' preprocessing (default); False reads all metadata first.
     progress : callable, optional
         ``progress(stage, result=TaskResult, item=...)`` after each task.
 
@@ -197,36 +253,95 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     job = _Job(manager, processor_instance, options, {"timeout": timeout, "handler": handler},
                (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress)
     try:
-        job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
-                                            io_options=job.io_options, align_clusters=align_clusters,
-                                            progress=progress, warm=warm)
-        job.t_pre = time.time() - job.t0
-        source = _chunk_source(job)
-        outcome = _process(job, source)
+        job.cache = open_cache(metadata_cache)
+        if streaming:
+            source, stream = _stream(job, entries)
+            outcome = _process(job, source, stream)
+        else:
+            hits = job.cache.hits if job.cache is not None else 0
+            job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
+                                                io_options=job.io_options, align_clusters=align_clusters,
+                                                progress=progress, warm=warm, cache=job.cache,
+                                                reports=job.pre_reports)
+            job.t_pre = time.time() - job.t0
+            job.cached = job.cache.hits - hits if job.cache is not None else 0
+            source = _chunk_source(job, [_segment(f) for f in job.files])
+            outcome = _process(job, source)
         return _finish(job, source, outcome)
     finally:
+        if job.cache is not None and job.cache is not metadata_cache:
+            job.cache.close()
         if own:
             manager.close()
 
 
-def _chunk_source(job: _Job) -> ChunkSource:
+def _segment(f: FilePlan) -> Segment:
+    return Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata),
+                   0, f.entries, tuple(f.clusters) if f.clusters else None)
+
+
+def _stream(job: _Job, entries: list) -> tuple[ChunkSource, MetadataStream]:
+    """The chunk source of a streaming run, open while the files' preprocessing runs beside it.
+
+    Files the cache holds are planned at once; each file read adds its
+    segment as its metadata comes back. What was read is stored in the
+    cache in batches (and at the end, even when the run stops at an error).
+    """
     o = job.options
-    segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata),
-                        0, f.entries, tuple(f.clusters) if f.clusters else None) for f in job.files]
-    return build_source(job.manager, segments, chunksize=o["chunksize"],
+    plans, todo = _from_cache(job.cache, entries, o["align_clusters"])
+    job.cached = len(plans)
+    job.t_pre = time.time() - job.t0  # the cache look-up; the last metadata's arrival when files are read
+    source = _chunk_source(job, [_segment(plans[i]) for i in sorted(plans)], more=bool(todo))
+    fresh: list[FilePlan] = []
+
+    def on_value(k, info):
+        plan = plans[todo[k]] = _plan(entries[todo[k]], info)
+        source.add([_segment(plan)])
+        fresh.append(plan)
+        if len(fresh) >= _STORE_BATCH:
+            _store(job.cache, fresh)
+            fresh.clear()
+
+    def on_result(k, result):
+        job.pre_reports.append(result.report)
+        job.task_files[result.id] = entries[todo[k]][1]
+        if job.progress is not None:
+            job.progress("preprocess", result=result)
+
+    def on_done():
+        source.close()
+        _store(job.cache, fresh)
+        fresh.clear()
+        job.t_pre = stream.t_done - job.t0
+        job.files = [plans[i] for i in sorted(plans)]
+        job.stream_error = stream.error
+
+    calls = [((entries[i][0], entries[i][1], entries[i][2], job.io_options, o["align_clusters"], o["warm"]),
+              entries[i][1]) for i in todo]
+    stream = MetadataStream(job.manager, preprocess_file, calls, on_value=on_value, tolerate=job.tolerate,
+                            on_tolerated=lambda k, e: job.skipped.append(_skip(entries[todo[k]], e)),
+                            on_result=on_result, on_done=on_done)
+    job.files = [plans[i] for i in sorted(plans)]
+    return source, stream
+
+
+def _chunk_source(job: _Job, segments: list[Segment], more: bool = False) -> ChunkSource:
+    o = job.options
+    return build_source(job.manager, segments, more=more, chunksize=o["chunksize"],
                         dynamic_chunksize=o["dynamic_chunksize"], initial_chunksize=o["initial_chunksize"],
                         maxchunks=o["maxchunks"], resources_mode=o["resources_mode"],
                         memory_mb=o["memory_mb"], allocator=o["allocator"],
                         split_on_exhaustion=o["split_on_exhaustion"])
 
 
-def _process(job: _Job, source: ChunkSource):
+def _process(job: _Job, source: ChunkSource, stream: MetadataStream | None = None):
     """Run the chunks and merge them on the workers; return the pipeline's outcome."""
     fn = functools.partial(process_chunk, processor_instance=job.processor, schema=job.options["schema"],
                            io_options=job.io_options, warm=job.options["warm"])
 
     def on_result(result, item):
         job.task_events[result.id] = item.events
+        job.task_files[result.id] = item.filename
         if not result.ok and job.tolerate is not None and job.tolerate(result.error):
             job.skipped.append({"dataset": item.dataset, "file": item.filename,
                                 "range": [item.entrystart, item.entrystop], "error": str(result.error)})
@@ -235,17 +350,18 @@ def _process(job: _Job, source: ChunkSource):
 
     pipeline = ReducePipeline(job.manager, fn, fan_in=job.options["fan_in"], on_result=on_result,
                               retries=job.options["retries"], tolerate=job.tolerate)
-    return pipeline.run(source)
+    return pipeline.run(source, stream)
 
 
 def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
     """Check the outcome (errors, coverage), post-process and return the result."""
     wrapped = outcome.output or {}
-    report = _report(job.manager, job.files, job.skipped, outcome, source, source.sizer, source.allocator,
-                     t_pre=job.t_pre, t_total=time.time() - job.t0, task_events=job.task_events)
-    error = next((e for _, e in outcome.failures if job.tolerate is None or not job.tolerate(e)), None)
+    report = _report(job, outcome, source, t_total=time.time() - job.t0)
+    error = job.stream_error or next((e for _, e in outcome.failures
+                                      if job.tolerate is None or not job.tolerate(e)), None)
     if error is not None:
         error.partial_output = wrapped.get("out")
+        error.partial_coverage = wrapped.get("coverage", {})
         raise error
     skipped_files = {s["file"] for s in job.skipped}
     planned = {f: r for f, r in source.planned.items() if f not in skipped_files}
@@ -263,20 +379,22 @@ def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
     return RunResult(out, report, coverage, job.skipped)
 
 
-def _report(manager, files, skipped, outcome, source, sizer, allocator, *, t_pre, t_total,
-            task_events) -> dict:
+def _report(job: _Job, outcome, source, *, t_total: float) -> dict:
+    manager, files, sizer, allocator = job.manager, job.files, source.sizer, source.allocator
     events = sum(r[1] - r[0] for rs in source.planned.values() for r in rs)
-    tasks = [r.as_dict() for r in outcome.reports]
+    tasks = [r.as_dict() for r in job.pre_reports] + [r.as_dict() for r in outcome.reports]
     for t in tasks:
         t["kind"] = t["category"].split(":")[0]
-        t["events"] = task_events.get(t["task_id"], 0)
+        t["events"] = job.task_events.get(t["task_id"], 0)
+        t["file"] = job.task_files.get(t["task_id"])
     report = {
         "files": [{"dataset": f.dataset, "file": f.filename, "entries": f.entries, "uuid": f.uuid,
                    "ranges": sorted(source.planned.get(f.filename, []))} for f in files],
-        "skipped": skipped,
+        "skipped": job.skipped,
         "tasks": tasks,
         "totals": {"events": events, "files": len(files), "chunks": sum(map(len, source.planned.values())),
-                   "merges": outcome.merges, "wall_s": t_total, "preprocess_s": t_pre,
+                   "merges": outcome.merges, "wall_s": t_total, "preprocess_s": job.t_pre,
+                   "preprocess_tasks": len(job.pre_reports), "metadata_cached": job.cached,
                    "events_per_s": events / t_total if t_total else 0.0,
                    "results_deserialized_on_manager": outcome.deserialized,
                    "workers": len(manager.workers()), "splits": source.splits,
