@@ -36,6 +36,18 @@ EVENTS = 2000
 BLOCK = 500
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _metadata_cache_home(tmp_path_factory):
+    """The default metadata cache of runs in tests lies in a folder of this session, not ~/.cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def sample_files(tmp_path_factory) -> dict[str, Path]:
     """Name -> local path: ``good``, ``other`` (two real files), ``empty``, ``text``, ``half``."""

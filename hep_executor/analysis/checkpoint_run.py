@@ -236,7 +236,7 @@ class RunCheckpoint:
 
     def remaining(self, segments: list, uuids: dict[str, str]) -> list:
         """``segments`` less what the loaded checkpoint covers; checks that no file was replaced."""
-        self.uuids = dict(uuids)
+        self.uuids.update(uuids)  # called once per file when streaming
         if self.resumed is None:
             return segments
         changed = [f for f, u in self.resumed.uuids.items() if u and uuids.get(f) and uuids[f] != u]

@@ -145,9 +145,16 @@ class CheckedOutput:
 
 
 def _lost_cause(text: str) -> str:
-    """A lost worker's reason in words: the signal's name, or the exit code."""
+    """A lost worker's reason in words: the signal's name, or the exit code.
+
+    Reads the engine's wording (``ended by signal SIGSEGV``, ``ended with exit
+    code 3``; older workers say ``exit code -11``).
+    """
     times = re.search(r"killed its worker (\d+) times", text)
     count = f" {times.group(1)} times" if times else ""
+    by_signal = re.search(r"by signal (\w+)", text)
+    if by_signal is not None:
+        return f"the chunk's process was killed by {by_signal.group(1)}{count}"
     code = re.search(r"exit code (-?\d+)", text)
     if code is None:
         return f"the chunk ended its worker's process{count} ({text})"

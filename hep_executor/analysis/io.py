@@ -345,6 +345,17 @@ class FileCache:
 
 # ---------------------------------------------------------------- internals
 
+def _stamp(path: str) -> tuple | None:
+    """``(size, mtime_ns)`` of a local file; None for a remote one (or one that cannot be stat'ed)."""
+    if is_remote(path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 _DEFAULTS = {"timeout": 30.0, "retries": 3, "backoff": 1.0, "handler": "auto"}
 
 

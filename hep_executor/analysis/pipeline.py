@@ -30,7 +30,8 @@ from hep_executor.engine.results import TaskReport, TaskResult
 from hep_executor.engine.serialization import loads
 from hep_executor.errors import RemoteAccessError, ResourceExhaustedError, WorkerLostError
 
-__all__ = ["FAIL_FAST_AFTER", "FailFast", "ItemSource", "PipelineOutcome", "ReducePipeline", "worker_cores"]
+__all__ = ["FAIL_FAST_AFTER", "FailFast", "ItemSource", "PipelineOutcome", "ReducePipeline", "SideTasks",
+           "worker_cores"]
 
 #: a run stops when this many first tasks of a category end with the same error
 FAIL_FAST_AFTER = 3
@@ -55,6 +56,18 @@ class ItemSource(Protocol):
 
     def resources(self, item: Any) -> dict:
         """``cores``, ``memory_mb``, ``category`` for the item's task."""
+
+
+class SideTasks(Protocol):
+    """Tasks a pipeline runs beside its items (a file's preprocessing while chunks of others run)."""
+
+    error: BaseException | None
+
+    def pump(self, cores: int, free_window: int) -> int:
+        """Submit what should be in flight now, given the workers' cores and free places of the window."""
+
+    def route(self, result: TaskResult) -> bool:
+        """Take ``result`` if it is a side task's; return whether it was."""
 
 
 @dataclass
@@ -145,13 +158,19 @@ class ReducePipeline:
             return self.window
         return max(4, 2 * worker_cores(self.manager))
 
-    def run(self, source: ItemSource) -> PipelineOutcome:
-        """Process every item of ``source``; return the merged output and reports."""
+    def run(self, source: ItemSource, side: SideTasks | None = None) -> PipelineOutcome:
+        """Process every item of ``source``; return the merged output and reports.
+
+        ``side`` (streaming preprocessing) submits its tasks first in each pass
+        and sees every result first; when it stops at an error, no new item is
+        submitted and the results so far are merged and returned.
+        """
         state = _RunState(source, loads_before=self.manager.stats["deserialized"])
         watch = FailFast(self.fail_fast)
         while True:
             if state.outcome.fatal is not None:
                 return self._abort(state)
+            self._pump_side(state, side)
             self._feed(state)
             self._submit_merges(state)
             if state.merge_broken and not state.in_flight and not state.merges:
@@ -159,7 +178,16 @@ class ReducePipeline:
             if self.reducer.inputs_closed and not state.in_flight and not state.merges and self.reducer.done:
                 return self._finish(state)
             for result in self.manager.wait(timeout=1.0):
-                self._route(state, result, watch)
+                if side is None or not side.route(result):
+                    self._route(state, result, watch)
+
+    def _pump_side(self, state: _RunState, side: SideTasks | None) -> None:
+        if side is None:
+            return
+        if side.error is not None:
+            state.stopped = True
+        elif not state.stopped:
+            side.pump(worker_cores(self.manager), self._window() - len(state.in_flight))
 
     def _feed(self, state: _RunState) -> None:
         """Keep the window of process tasks full; close the reducer's inputs when all are in."""

@@ -20,8 +20,9 @@ from hep_executor.analysis.checkpoint_run import (DEFAULT_EVERY_CHUNKS, DEFAULT_
 from hep_executor.analysis.chunk_errors import as_chunk_error
 from hep_executor.analysis.chunk_tasks import WORKER_SETUP, ChunkSpec, preprocess_file, process_chunk
 from hep_executor.analysis.fileset import normalize_fileset
+from hep_executor.analysis.metadata_cache import CachedMetadata, MetadataCache, open_cache
 from hep_executor.analysis.pipeline import ReducePipeline
-from hep_executor.analysis.preprocess import gather
+from hep_executor.analysis.preprocess import MetadataStream, gather
 from hep_executor.analysis.sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
 from hep_executor.analysis.usercode import Shipment, prepare_task_function
 from hep_executor.errors import CoverageError, InputError
@@ -30,6 +31,9 @@ from hep_executor.planning.chunking import Coverage, CoverageReport, subtract_ra
 __all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
 
 log = logging.getLogger(__name__)
+
+#: files read whose metadata is written to the cache at once, in one transaction
+_STORE_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -56,24 +60,64 @@ class RunResult:
 
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
-               io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True
+               io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True,
+               cache: MetadataCache | None = None, reports: list | None = None
                ) -> tuple[list[FilePlan], list[dict]]:
-    """Read every file's entries and UUID as worker tasks; return plans and skipped files."""
-    calls = [((dataset, filename, tree, io_options, align_clusters, warm), filename)
-             for dataset, filename, tree, _ in entries]
+    """Read every file's entries and UUID as worker tasks; return plans and skipped files.
+
+    Files whose metadata ``cache`` holds (and still matches) are not read;
+    what is read is stored in it. ``reports`` collects the tasks' reports.
+    """
+    plans, todo = _from_cache(cache, entries, align_clusters)
+    calls = [((entries[i][0], entries[i][1], entries[i][2], io_options, align_clusters, warm), entries[i][1])
+             for i in todo]
     tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
-    report = None if progress is None else (lambda result: progress("preprocess", result=result))
+
+    def report(result):
+        if reports is not None:
+            reports.append(result.report)
+        if progress is not None:
+            progress("preprocess", result=result)
+
     values, bad = gather(manager, preprocess_file, calls, tolerate=tolerate, progress=report)
-    plans = []
-    for i, info in sorted(values.items()):
-        dataset, filename, tree, meta = entries[i]
-        plans.append(FilePlan(dataset, filename, tree, info["entries"], info["uuid"], info["clusters"], meta))
-    skipped = []
-    for i, error in sorted(bad.items()):
-        dataset, filename = entries[i][:2]
-        log.warning("skipping %s: %s", filename, error)
-        skipped.append({"dataset": dataset, "file": filename, "error": str(error)})
-    return plans, skipped
+    plans.update({todo[k]: _plan(entries[todo[k]], info) for k, info in values.items()})
+    _store(cache, [plans[todo[k]] for k in values])
+    skipped = [_skip(entries[todo[k]], error) for k, error in sorted(bad.items())]
+    return [plans[i] for i in sorted(plans)], skipped
+
+
+def _from_cache(cache: MetadataCache | None, entries: list, align_clusters: bool
+                ) -> tuple[dict[int, FilePlan], list[int]]:
+    """Plans of the files ``cache`` holds, by index, and the indices of those to read."""
+    if cache is None:
+        return {}, list(range(len(entries)))
+    found = cache.lookup([(e[1], e[2]) for e in entries], clusters=align_clusters)
+    plans, todo = {}, []
+    for i, entry in enumerate(entries):
+        hit = found.get((entry[1], entry[2]))
+        if hit is None:
+            todo.append(i)
+        else:
+            plans[i] = FilePlan(entry[0], entry[1], entry[2], hit.entries, hit.uuid,
+                                hit.clusters if align_clusters else None, entry[3])
+    if found:
+        log.info("metadata of %d of %d files from %s", len(found), len(entries), cache.path)
+    return plans, todo
+
+
+def _plan(entry: tuple, info: dict) -> FilePlan:
+    dataset, filename, tree, meta = entry
+    return FilePlan(dataset, filename, tree, info["entries"], info["uuid"], info["clusters"], meta)
+
+
+def _skip(entry: tuple, error: BaseException) -> dict:
+    log.warning("skipping %s: %s", entry[1], error)
+    return {"dataset": entry[0], "file": entry[1], "error": str(error)}
+
+
+def _store(cache: MetadataCache | None, plans: list[FilePlan]) -> None:
+    if cache is not None and plans:
+        cache.store([(p.filename, p.treename, CachedMetadata(p.entries, p.uuid, p.clusters)) for p in plans])
 
 
 @dataclass
@@ -90,6 +134,11 @@ class _Job:
     skipped: list[dict] = field(default_factory=list)
     task_events: dict[int, int] = field(default_factory=dict)
     attempts: dict[Any, int] = field(default_factory=dict)
+    task_files: dict[int, str] = field(default_factory=dict)
+    pre_reports: list = field(default_factory=list)
+    cache: MetadataCache | None = None
+    cached: int = 0
+    stream_error: BaseException | None = None
     t0: float = field(default_factory=time.time)
     t_pre: float = 0.0
     shipment: Shipment = field(default_factory=Shipment)
@@ -105,7 +154,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         handler: str = "auto",
         resources_mode: str = "auto", memory_mb: int | None = None, allocator=None,
         split_on_exhaustion: bool = True, warm: bool = True,
-        retries: int = 0, files: list | None = None,
+        retries: int = 0, files: list | None = None, metadata_cache: Any = None, streaming: bool = True,
         progress: Callable | None = None,
         checkpoint: str | None = None, force: bool = False, checkpoint_every_s: float = DEFAULT_EVERY_S,
         checkpoint_every_chunks: int = DEFAULT_EVERY_CHUNKS,
@@ -157,6 +206,13 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         Files or folders (helper modules, corrections) shipped once to each
         worker, on its ``sys.path`` and in its working directory. The
         processor's own module travels by value when it is not installed.
+    metadata_cache : str, Path, MetadataCache or False, optional
+        Where file metadata is kept between runs (SQLite; default
+        :func:`~hep_executor.analysis.metadata_cache.default_cache_path`);
+        False reads every file's metadata and keeps none.
+    streaming : bool
+        Cut and run a file's chunks as soon as its metadata is back, beside
+        the other files' preprocessing (default); False reads all metadata first.
     progress : callable, optional
         ``progress(stage, result=TaskResult, item=...)`` after each task.
     checkpoint : str or Path, optional
@@ -209,35 +265,99 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     job = _Job(manager, processor_instance, options, {"timeout": timeout, "handler": handler},
                (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress, checkpoint=resume)
     try:
-        job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
-                                            io_options=job.io_options, align_clusters=align_clusters,
-                                            progress=progress, warm=warm)
-        job.t_pre = time.time() - job.t0
-        source = _chunk_source(job)
-        outcome = _process(job, source)
+        job.cache = open_cache(metadata_cache)
+        if streaming:
+            source, stream = _stream(job, entries)
+            outcome = _process(job, source, stream)
+        else:
+            hits = job.cache.hits if job.cache is not None else 0
+            job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
+                                                io_options=job.io_options, align_clusters=align_clusters,
+                                                progress=progress, warm=warm, cache=job.cache,
+                                                reports=job.pre_reports)
+            job.t_pre = time.time() - job.t0
+            job.cached = job.cache.hits - hits if job.cache is not None else 0
+            source = _chunk_source(job, _segments(job, job.files))
+            outcome = _process(job, source)
         return _finish(job, source, outcome)
     finally:
+        if job.cache is not None and job.cache is not metadata_cache:
+            job.cache.close()
         if own:
             manager.close()
 
 
-def _chunk_source(job: _Job) -> ChunkSource:
+def _segment(f: FilePlan) -> Segment:
+    return Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata, f.entries),
+                   0, f.entries, tuple(f.clusters) if f.clusters else None)
+
+
+def _stream(job: _Job, entries: list) -> tuple[ChunkSource, MetadataStream]:
+    """The chunk source of a streaming run, open while the files' preprocessing runs beside it.
+
+    Files the cache holds are planned at once; each file read adds its
+    segment as its metadata comes back. What was read is stored in the
+    cache in batches (and at the end, even when the run stops at an error).
+    """
     o = job.options
-    segments = [Segment(ChunkSpec(f.dataset, f.filename, f.treename, 0, f.entries, f.uuid, f.metadata, f.entries),
-                        0, f.entries, tuple(f.clusters) if f.clusters else None) for f in job.files]
+    plans, todo = _from_cache(job.cache, entries, o["align_clusters"])
+    job.cached = len(plans)
+    job.t_pre = time.time() - job.t0  # the cache look-up; the last metadata's arrival when files are read
+    source = _chunk_source(job, _segments(job, [plans[i] for i in sorted(plans)]), more=bool(todo))
+    fresh: list[FilePlan] = []
+
+    def on_value(k, info):
+        plan = plans[todo[k]] = _plan(entries[todo[k]], info)
+        source.add(_segments(job, [plan]))
+        fresh.append(plan)
+        if len(fresh) >= _STORE_BATCH:
+            _store(job.cache, fresh)
+            fresh.clear()
+
+    def on_result(k, result):
+        job.pre_reports.append(result.report)
+        job.task_files[result.id] = entries[todo[k]][1]
+        if job.progress is not None:
+            job.progress("preprocess", result=result)
+
+    def on_done():
+        source.close()
+        _store(job.cache, fresh)
+        fresh.clear()
+        job.t_pre = stream.t_done - job.t0
+        job.files = [plans[i] for i in sorted(plans)]
+        job.stream_error = stream.error
+
+    calls = [((entries[i][0], entries[i][1], entries[i][2], job.io_options, o["align_clusters"], o["warm"]),
+              entries[i][1]) for i in todo]
+    stream = MetadataStream(job.manager, preprocess_file, calls, on_value=on_value, tolerate=job.tolerate,
+                            on_tolerated=lambda k, e: job.skipped.append(_skip(entries[todo[k]], e)),
+                            on_result=on_result, on_done=on_done)
+    job.files = [plans[i] for i in sorted(plans)]
+    return source, stream
+
+
+def _segments(job: _Job, plans: list[FilePlan]) -> list[Segment]:
+    """The files' segments, less what a loaded checkpoint already covers."""
+    segments = [_segment(f) for f in plans]
     if job.checkpoint is not None:
-        segments = job.checkpoint.remaining(segments, {f.filename: f.uuid for f in job.files})
-    source = build_source(job.manager, segments, chunksize=o["chunksize"],
-                        dynamic_chunksize=o["dynamic_chunksize"], initial_chunksize=o["initial_chunksize"],
-                        maxchunks=o["maxchunks"], resources_mode=o["resources_mode"],
-                        memory_mb=o["memory_mb"], allocator=o["allocator"],
-                        split_on_exhaustion=o["split_on_exhaustion"])
+        segments = job.checkpoint.remaining(segments, {f.filename: f.uuid for f in plans})
+    return segments
+
+
+def _chunk_source(job: _Job, segments: list[Segment], more: bool = False) -> ChunkSource:
+    o = job.options
+    source = build_source(job.manager, segments, more=more, chunksize=o["chunksize"],
+                          dynamic_chunksize=o["dynamic_chunksize"], initial_chunksize=o["initial_chunksize"],
+                          maxchunks=o["maxchunks"], resources_mode=o["resources_mode"],
+                          memory_mb=o["memory_mb"], allocator=o["allocator"],
+                          split_on_exhaustion=o["split_on_exhaustion"])
     if job.checkpoint is not None:
         job.checkpoint.restore_planner(source)
     return source
 
 
-def _process(job: _Job, source: ChunkSource):
+def _process(job: _Job, source: ChunkSource, stream: MetadataStream | None = None):
     """Run the chunks and merge them on the workers; return the pipeline's outcome."""
     fn = functools.partial(process_chunk, processor_instance=job.processor, schema=job.options["schema"],
                            io_options=job.io_options, warm=job.options["warm"])
@@ -245,6 +365,7 @@ def _process(job: _Job, source: ChunkSource):
 
     def on_result(result, item):
         job.task_events[result.id] = item.events
+        job.task_files[result.id] = item.filename
         if not result.ok:
             job.attempts[item] = result.report.attempts
             if job.tolerate is not None and job.tolerate(result.error):
@@ -256,9 +377,9 @@ def _process(job: _Job, source: ChunkSource):
     pipeline = make(job.manager, fn, fan_in=job.options["fan_in"], on_result=on_result,
                     retries=job.options["retries"], tolerate=job.tolerate)
     if job.checkpoint is None:
-        return pipeline.run(source)
+        return pipeline.run(source, stream)
     with job.checkpoint.ctrl_c():
-        return pipeline.run(source)
+        return pipeline.run(source, stream)
 
 
 def _skip_rest_of_file(job: _Job, source: ChunkSource, item, error: BaseException) -> None:
@@ -304,13 +425,12 @@ def _first_error(job: _Job, outcome) -> BaseException | None:
 def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
     """Check the outcome (errors, coverage), post-process and return the result."""
     wrapped = outcome.output or {}
-    report = _report(job.manager, job.files, job.skipped, outcome, source, source.sizer, source.allocator,
-                     t_pre=job.t_pre, t_total=time.time() - job.t0, task_events=job.task_events)
+    report = _report(job, outcome, source, t_total=time.time() - job.t0)
     report["shipped"] = {**job.shipment.as_dict(),
                          "function_bytes_sent": job.manager.stats["function_bytes_sent"]}
     coverage = _coverage(job, source, wrapped)
     report["coverage_ok"] = coverage.ok
-    error = _first_error(job, outcome)
+    error = job.stream_error or _first_error(job, outcome)
     if job.checkpoint is not None:
         job.checkpoint.finish(outcome, complete=error is None)
         report["checkpoint"] = job.checkpoint.summary()
@@ -327,20 +447,22 @@ def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
     return RunResult(out, report, coverage, job.skipped)
 
 
-def _report(manager, files, skipped, outcome, source, sizer, allocator, *, t_pre, t_total,
-            task_events) -> dict:
+def _report(job: _Job, outcome, source, *, t_total: float) -> dict:
+    manager, files, sizer, allocator = job.manager, job.files, source.sizer, source.allocator
     events = sum(r[1] - r[0] for rs in source.planned.values() for r in rs)
-    tasks = [r.as_dict() for r in outcome.reports]
+    tasks = [r.as_dict() for r in job.pre_reports] + [r.as_dict() for r in outcome.reports]
     for t in tasks:
         t["kind"] = t["category"].split(":")[0]
-        t["events"] = task_events.get(t["task_id"], 0)
+        t["events"] = job.task_events.get(t["task_id"], 0)
+        t["file"] = job.task_files.get(t["task_id"])
     report = {
         "files": [{"dataset": f.dataset, "file": f.filename, "entries": f.entries, "uuid": f.uuid,
                    "ranges": sorted(source.planned.get(f.filename, []))} for f in files],
-        "skipped": skipped,
+        "skipped": job.skipped,
         "tasks": tasks,
         "totals": {"events": events, "files": len(files), "chunks": sum(map(len, source.planned.values())),
-                   "merges": outcome.merges, "wall_s": t_total, "preprocess_s": t_pre,
+                   "merges": outcome.merges, "wall_s": t_total, "preprocess_s": job.t_pre,
+                   "preprocess_tasks": len(job.pre_reports), "metadata_cached": job.cached,
                    "events_per_s": events / t_total if t_total else 0.0,
                    "results_deserialized_on_manager": outcome.deserialized,
                    "workers": len(manager.workers()), "splits": source.splits,

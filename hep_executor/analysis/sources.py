@@ -19,6 +19,10 @@ before (down to :data:`PROBE_FLOOR` events), so a far too large first
 size costs one failed chunk, not one per worker, and a small first size
 is not cut smaller still.
 
+Segments can be added while chunks run (:meth:`ChunkSource.add`, with
+``more=True`` until :meth:`ChunkSource.close`): a streaming run adds a
+file's segment as soon as its metadata is back.
+
 A chunk that runs out of memory is retried at the next allocation
 bucket, and once at the largest allocation, cut anew at the size the
 sizer predicts after the failure (or split in two without a sizer),
@@ -128,8 +132,9 @@ class ChunkSource:
 
     def __init__(self, segments: list[Segment], *, chunksize: int | None = None, sizer=None,
                  maxchunks: int | None = None, memory_mb: int = 0, allocator=None,
-                 split_on_exhaustion: bool = True, spread: int = 1):
+                 split_on_exhaustion: bool = True, spread: int = 1, more: bool = False):
         self.segments = list(segments)
+        self.more = more  # segments may still be added (streaming); see add and close
         self.cursors = [self._cursor(s) for s in self.segments]
         self.chunksize = chunksize
         self.sizer = sizer
@@ -195,8 +200,15 @@ class ChunkSource:
     def _open(self, blocked_ok: bool = True) -> bool:
         """Start cutting the next segment (the next one not blocked, unless ``blocked_ok``)."""
         j = self._index
-        while not blocked_ok and j < len(self.segments) and self._blocked(self.segments[j].dataset):
-            j += 1
+        if not blocked_ok:
+            blocked: dict[str, bool] = {}  # one check per dataset, not per segment
+            while j < len(self.segments):
+                dataset = self.segments[j].dataset
+                if dataset not in blocked:
+                    blocked[dataset] = self._blocked(dataset)
+                if not blocked[dataset]:
+                    break
+                j += 1
         if j >= len(self.segments):
             return False
         if j != self._index:  # bring it forward
@@ -258,7 +270,18 @@ class ChunkSource:
 
     @property
     def exhausted(self) -> bool:
-        return not self._extra and not self._active and self._index >= len(self.segments)
+        return not self.more and not self._extra and not self._active and self._index >= len(self.segments)
+
+    def add(self, segments: list[Segment]) -> None:
+        """Add segments while running (a file whose metadata just came back); cut after those before."""
+        for seg in segments:
+            self.segments.append(seg)
+            self.cursors.append(self._cursor(seg))
+            self._clusters[seg.template.filename] = seg.clusters
+
+    def close(self) -> None:
+        """No more segments will be added: the source is exhausted once those it has are cut."""
+        self.more = False
 
     def _give_back(self, item) -> None:
         """Put ``item``'s range back to be cut anew at the sizes predicted from now on."""
@@ -366,13 +389,14 @@ def build_source(manager, segments: list[Segment], *, chunksize: int | None = No
                  dynamic_chunksize: dict | None = None, initial_chunksize: int = DEFAULT_INITIAL_CHUNK,
                  maxchunks: int | None = None, resources_mode: str = "auto",
                  memory_mb: int | None = None, cores: int = 1, allocator=None,
-                 split_on_exhaustion: bool = True, spread: bool = True) -> ChunkSource:
+                 split_on_exhaustion: bool = True, spread: bool = True, more: bool = False) -> ChunkSource:
     """The chunk source of a run, with its sizer and allocator: one set-up for both faces.
 
     ``chunksize`` fixes the size; otherwise a :class:`ChunkSizer` predicts it per
     dataset from ``dynamic_chunksize`` targets, starting at ``initial_chunksize``.
     ``resources_mode`` other than ``none`` makes an allocator (unless one is given).
     ``spread`` cuts as many files in turn as the manager's workers have cores.
+    ``more`` leaves the source open for segments added later (:meth:`ChunkSource.add`).
     """
     from hep_executor.analysis.pipeline import worker_cores
     from hep_executor.planning.sizing import ChunkSizer
@@ -383,4 +407,4 @@ def build_source(manager, segments: list[Segment], *, chunksize: int | None = No
     return ChunkSource(segments, chunksize=chunksize, sizer=sizer, maxchunks=maxchunks,
                        memory_mb=memory_mb or 0, allocator=allocator,
                        split_on_exhaustion=split_on_exhaustion,
-                       spread=worker_cores(manager) if spread else 1)
+                       spread=worker_cores(manager) if spread else 1, more=more)

@@ -1,0 +1,129 @@
+"""The persistent metadata cache: a second run reads no metadata of unchanged files."""
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from coffea import processor
+from coffea.nanoevents import NanoAODSchema
+
+from hep_executor import HepExecutor, run
+from hep_executor.analysis.metadata_cache import CachedMetadata, MetadataCache
+from hep_executor.demo.samples import make_samples
+from tests.analysis.simple_processor import MuonPtProcessor
+from tests.analysis.test_analysis import assert_same
+
+
+def _kinds(report) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in report["tasks"]:
+        counts[t["kind"]] = counts.get(t["kind"], 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_second_run_submits_no_preprocessing(samples, manager, tmp_path, streaming):
+    db = tmp_path / "meta.sqlite"
+    first = run(samples, MuonPtProcessor(), manager=manager, chunksize=1000, metadata_cache=db,
+                streaming=streaming)
+    second = run(samples, MuonPtProcessor(), manager=manager, chunksize=1000, metadata_cache=db,
+                 streaming=streaming)
+    assert _kinds(first.report)["preprocess"] == 6
+    assert "preprocess" not in _kinds(second.report)
+    assert second.report["totals"]["metadata_cached"] == 6
+    assert _kinds(second.report)["process"] == _kinds(first.report)["process"] == 18
+    assert_same(first.output, second.output)
+    assert [f["uuid"] for f in first.report["files"]] == [f["uuid"] for f in second.report["files"]]
+
+
+def test_rewritten_file_is_read_again(manager, tmp_path):
+    folder = tmp_path / "files"
+    fileset = make_samples(folder, events_per_file=1200, files_per_dataset=2, datasets=["ttbar"],
+                           extra_branches=0)
+    db = tmp_path / "meta.sqlite"
+    first = run(fileset, MuonPtProcessor(), manager=manager, chunksize=1000, metadata_cache=db)
+    assert first.output["events"] == {"ttbar": 2400}
+    changed = fileset["ttbar"][1]
+    before = os.stat(changed).st_mtime_ns
+    make_samples(tmp_path / "new", events_per_file=1700, files_per_dataset=2, datasets=["ttbar"],
+                 extra_branches=0)
+    os.replace(tmp_path / "new" / Path(changed).name, changed)
+    if os.stat(changed).st_mtime_ns == before:  # a clock too coarse to tell: make it tell
+        os.utime(changed, ns=(before + 10**9, before + 10**9))
+    second = run(fileset, MuonPtProcessor(), manager=manager, chunksize=1000, metadata_cache=db)
+    pre = [t for t in second.report["tasks"] if t["kind"] == "preprocess"]
+    assert [t["file"] for t in pre] == [changed]
+    assert {f["file"]: f["entries"] for f in second.report["files"]} == {fileset["ttbar"][0]: 1200,
+                                                                         changed: 1700}
+    assert second.output["events"] == {"ttbar": 2900}
+    assert second.report["coverage_ok"]
+
+
+def test_corrupt_cache_is_rebuilt_with_a_warning(samples, manager, tmp_path):
+    db = tmp_path / "meta.sqlite"
+    db.write_bytes(b"this is not an SQLite database\n" * 200)
+    with pytest.warns(RuntimeWarning, match="not readable"):
+        result = run(samples, MuonPtProcessor(), manager=manager, chunksize=3000, metadata_cache=db)
+    assert result.report["coverage_ok"]
+    assert (tmp_path / "meta.sqlite.corrupt").exists()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM files").fetchone()[0] == 6
+
+
+def test_no_cache_with_false(samples, manager, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    run(samples, MuonPtProcessor(), manager=manager, chunksize=3000, metadata_cache=False)
+    assert not (tmp_path / "hep-executor").exists()
+    run(samples, MuonPtProcessor(), manager=manager, chunksize=3000)
+    assert (tmp_path / "hep-executor" / "metadata.sqlite").exists()
+
+
+def test_twenty_thousand_rows_are_cheap(tmp_path, sample_files):
+    path = str(sample_files["good"])
+    rows = [(path, f"tree{i}", CachedMetadata(1000 + i, f"uuid-{i}", [0, 500, 1000 + i])) for i in range(20_000)]
+    with MetadataCache(tmp_path / "m.sqlite") as cache:
+        t0 = time.perf_counter()
+        cache.lookup([(u, t) for u, t, _ in rows])  # records the file's stat, as a run does
+        assert cache.store(rows) == 20_000
+        t_store = time.perf_counter() - t0
+    with MetadataCache(tmp_path / "m.sqlite") as cache:
+        t0 = time.perf_counter()
+        found = cache.lookup([(u, t) for u, t, _ in rows], clusters=True)
+        t_lookup = time.perf_counter() - t0
+    assert len(found) == 20_000
+    assert found[(path, "tree19999")] == CachedMetadata(20_999, "uuid-19999", [0, 500, 20_999])
+    assert t_store < 5.0 and t_lookup < 5.0, (t_store, t_lookup)
+
+
+def test_remote_entries_are_not_trusted(tmp_path):
+    url = "root://localhost:1094//data/a.root"
+    with MetadataCache(tmp_path / "m.sqlite") as cache:
+        cache.store([(url, "Events", CachedMetadata(10, "u"))])
+        assert len(cache) == 1
+        assert cache.lookup([(url, "Events")]) == {}
+
+
+def test_coffea_runner_metadata_cache_is_honoured(samples, manager, tmp_path):
+    ref = processor.Runner(executor=processor.IterativeExecutor(status=False), schema=NanoAODSchema,
+                           chunksize=1000)(samples, treename="Events", processor_instance=MuonPtProcessor())
+    cache: dict = {}
+    log = tmp_path / "tasks.jsonl"
+    outputs, submitted = [], []
+    for _ in range(2):
+        log.write_text("")
+        before = manager.stats["submitted"]
+        ex = HepExecutor(manager=manager, status=False, dynamic=False, transactions_log=str(log))
+        runner = processor.Runner(executor=ex, schema=NanoAODSchema, chunksize=1000, metadata_cache=cache)
+        outputs.append(runner(samples, treename="Events", processor_instance=MuonPtProcessor()))
+        submitted.append(manager.stats["submitted"] - before)
+        pipeline_tasks = len(log.read_text().splitlines())
+    assert len(cache) == 6
+    assert submitted[0] == submitted[1] + 6  # the first run's six preprocessing tasks
+    assert submitted[1] == pipeline_tasks  # the second: chunks and merges only
+    assert {json.loads(line)["category"].split(":")[0] for line in log.read_text().splitlines()} \
+        == {"process", "accumulate"}
+    for out in outputs:
+        assert_same(out, ref)
