@@ -130,11 +130,29 @@ def _processor_state(processor: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _instance(processor: Any) -> Any:
+    """The instance of coffea's lz4-compressed cloudpickle bytes (the bytes if they do not load).
+
+    The state is hashed from the instance, not from coffea's bytes: those change
+    when the processor's module is later pickled by value (see analysis.usercode).
+    """
+    if not isinstance(processor, bytes):
+        return processor
+    import cloudpickle
+    import lz4.frame
+
+    try:
+        return cloudpickle.loads(lz4.frame.decompress(processor))
+    except Exception:  # noqa: BLE001 - unknown bytes: hash them as they are
+        return processor
+
+
 def make_manifest(files, treename: str | None, processor: Any, schema: Any = None) -> dict:
     """The manifest of a run over ``files``, ``(dataset, filename, treename)`` tuples.
 
-    ``processor`` is the processor instance, or its pickled bytes.
+    ``processor`` is the processor instance, or coffea's pickled bytes of it.
     """
+    processor = _instance(processor)
     cls = type(processor)
     return {
         "format": FORMAT,
