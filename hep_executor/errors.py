@@ -28,6 +28,7 @@ setting at fault and, where it helps, what to do about it::
     │   ├── ChunkError                      a chunk failed (names dataset, file, range, attempts, cause)
     │   │   ├── ChunkLostError (also WorkerLostError)   the chunk's process died (signal, exit code)
     │   │   ├── ChunkExhaustedError (also ResourceExhaustedError)   over its memory allocation
+    │   │   ├── ChunkCodeUnavailableError (also CodeUnavailableError)   the worker lacks a module
     │   │   └── UnpicklableResultError      the processor's output cannot be pickled
     │   ├── WorkerLostError                 the task killed its worker too often
     │   ├── ResourceExhaustedError (MemoryError)   over its memory allocation
@@ -46,6 +47,7 @@ __all__ = [
     "AuthenticationError",
     "BatchError",
     "CheckpointMismatchError",
+    "ChunkCodeUnavailableError",
     "ChunkError",
     "ChunkExhaustedError",
     "ChunkLostError",
@@ -350,6 +352,12 @@ class InputChangedError(ChunkError, InputError):
 
 class ChunkLostError(ChunkError, WorkerLostError):
     """A chunk ended its process (a signal, ``os._exit``, killed) too many times."""
+
+
+class ChunkCodeUnavailableError(ChunkError, CodeUnavailableError):
+    """A chunk's task could not be loaded on its worker: a module of the user's code is missing there."""
+
+    module: str = ""
 
 
 class ChunkExhaustedError(ChunkError, ResourceExhaustedError):

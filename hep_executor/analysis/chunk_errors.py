@@ -21,11 +21,13 @@ from typing import Any
 
 from hep_executor.engine.serialization import pickle_bytes
 from hep_executor.errors import (
+    ChunkCodeUnavailableError,
     ChunkError,
     ChunkExhaustedError,
     ChunkLostError,
     ChunkReadError,
     ChunkRemoteAccessError,
+    CodeUnavailableError,
     InputError,
     RemoteAccessError,
     ResourceExhaustedError,
@@ -169,6 +171,8 @@ def _lost_cause(text: str) -> str:
 
 
 def _wrapped_class(error: BaseException) -> type[ChunkError]:
+    if isinstance(error, CodeUnavailableError):
+        return ChunkCodeUnavailableError
     if isinstance(error, WorkerLostError):
         return ChunkLostError
     if isinstance(error, ResourceExhaustedError):
@@ -201,5 +205,7 @@ def as_chunk_error(chunk, error: BaseException, attempts: int) -> ChunkError:
                   dataset=chunk.dataset, attempts=attempts)
     if isinstance(error, ResourceExhaustedError):
         wrapped.peak_mb, wrapped.limit_mb = error.peak_mb, error.limit_mb
+    if isinstance(error, CodeUnavailableError):
+        wrapped.module = error.module
     wrapped.__cause__ = error
     return wrapped

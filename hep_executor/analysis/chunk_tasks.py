@@ -196,7 +196,11 @@ def _process_once(chunk: ChunkSpec, processor_instance: Any, schema: Any, io_opt
 
 
 def merge_outputs(values: list) -> Any:
-    """Merge partial outputs with coffea's ``accumulate`` (dicts, hists, sets, numbers)."""
+    """Merge partial outputs with coffea's ``accumulate`` (dicts, hists, sets, numbers).
+
+    A chunk's :class:`CheckedOutput` is unwrapped first: it reaches a merge as
+    itself where results stay in memory without pickling (a Dask worker).
+    """
     from coffea.processor import accumulate
 
-    return accumulate(v for v in values if v is not None)
+    return accumulate(v.value if isinstance(v, CheckedOutput) else v for v in values if v is not None)

@@ -69,6 +69,7 @@ def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, ski
     what is read is stored in it. ``reports`` collects the tasks' reports.
     """
     plans, todo = _from_cache(cache, entries, align_clusters)
+    _report_cached(progress, plans)
     calls = [((entries[i][0], entries[i][1], entries[i][2], io_options, align_clusters, warm), entries[i][1])
              for i in todo]
     tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
@@ -103,6 +104,13 @@ def _from_cache(cache: MetadataCache | None, entries: list, align_clusters: bool
     if found:
         log.info("metadata of %d of %d files from %s", len(found), len(entries), cache.path)
     return plans, todo
+
+
+def _report_cached(progress: Callable | None, plans: dict[int, FilePlan]) -> None:
+    """Tell ``progress`` of the files whose metadata came from the cache (``item`` is the FilePlan)."""
+    if progress is not None:
+        for i in sorted(plans):
+            progress("cached", result=None, item=plans[i])
 
 
 def _plan(entry: tuple, info: dict) -> FilePlan:
@@ -214,7 +222,9 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         Cut and run a file's chunks as soon as its metadata is back, beside
         the other files' preprocessing (default); False reads all metadata first.
     progress : callable, optional
-        ``progress(stage, result=TaskResult, item=...)`` after each task.
+        ``progress(stage, result=TaskResult, item=...)`` after each task; ``stage`` is
+        ``preprocess``, ``process``, or ``cached`` (``result=None``, ``item`` the file's
+        FilePlan) for a file whose metadata came from the cache.
     checkpoint : str or Path, optional
         Checkpoint folder: merged partial outputs and their coverage are written
         there every ``checkpoint_every_s`` seconds or ``checkpoint_every_chunks``
@@ -301,6 +311,7 @@ def _stream(job: _Job, entries: list) -> tuple[ChunkSource, MetadataStream]:
     """
     o = job.options
     plans, todo = _from_cache(job.cache, entries, o["align_clusters"])
+    _report_cached(job.progress, plans)
     job.cached = len(plans)
     job.t_pre = time.time() - job.t0  # the cache look-up; the last metadata's arrival when files are read
     source = _chunk_source(job, _segments(job, [plans[i] for i in sorted(plans)]), more=bool(todo))

@@ -41,6 +41,7 @@ class RunProgress:
     last_size: dict[str, int] = field(default_factory=dict)
     failed: int = 0
     preprocess_tasks: list[dict] = field(default_factory=list)
+    cached: int = 0  # files whose metadata came from the cache
     recent: list[dict] = field(default_factory=list)
     retries: int = 0
     manager: Any = None
@@ -64,6 +65,9 @@ class RunProgress:
         """The runner's ``progress(stage, result=..., item=...)`` callback."""
         if stage == "preprocess":
             self._preprocessed(result)
+        elif stage == "cached":
+            self._known(item.dataset, item.filename, item.entries)
+            self.cached += 1
         else:
             self._processed(result, item)
         if self.on_update is not None:
@@ -78,10 +82,16 @@ class RunProgress:
         self.preprocess_tasks.append(task)
         if result.ok:
             info = result.value
-            self.entries[info["filename"]] = int(info["entries"])
-            self.dataset_of[info["filename"]] = info["dataset"]
-            self.bar.update(self.events_bar, total=sum(self.entries.values()))
-            self._update_chunk_total()
+            self._known(info["dataset"], info["filename"], info["entries"], advance=False)
+
+    def _known(self, dataset: str, filename: str, entries: int, advance: bool = True) -> None:
+        """A file's entries are known (read now, or from the metadata cache)."""
+        if advance:
+            self.bar.advance(self.files_bar)
+        self.entries[filename] = int(entries)
+        self.dataset_of[filename] = dataset
+        self.bar.update(self.events_bar, total=sum(self.entries.values()))
+        self._update_chunk_total()
 
     def _processed(self, result, item) -> None:
         self.dataset_of[item.filename] = item.dataset
@@ -135,7 +145,7 @@ class RunProgress:
                                 "cores": w.get("cores", 0), "memory_mb": w.get("memory_mb"),
                                 "completed": w.get("completed", 0)})
         return {"state": state, "elapsed_s": elapsed, "events_per_s": rate, "eta_s": eta,
-                "files": {"done": len(self.preprocess_tasks), "total": self.n_files},
+                "files": {"done": len(self.preprocess_tasks) + self.cached, "total": self.n_files},
                 "chunks": {"done": sum(self.chunks_done.values()), "total": self.estimated_chunks() or None,
                            "estimated": not (complete and events_total and events_done >= events_total)},
                 "events": {"done": events_done, "total": events_total, "estimated": not complete},
@@ -146,7 +156,8 @@ class RunProgress:
 
     def state(self) -> dict:
         """The partial state for a report: files, chunks and events done."""
-        return {"files_preprocessed": len(self.preprocess_tasks), "entries_known": sum(self.entries.values()),
+        return {"files_preprocessed": len(self.preprocess_tasks) + self.cached, "files_from_cache": self.cached,
+                "entries_known": sum(self.entries.values()),
                 "chunks_done": sum(self.chunks_done.values()), "chunks_failed": self.failed,
                 "events_done": sum(self.done.values()),
                 "events_done_per_file": dict(self.done), "elapsed_s": time.time() - self.t0}
