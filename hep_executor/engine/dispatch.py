@@ -11,9 +11,12 @@ per worker. It works on the manager's ``table``, ``endpoint``, ``stats``,
 load (cores in use over cores offered). Picking a worker pops the least
 loaded ones until one fits the task: with tasks of one shape the first
 fits, and a full least-loaded worker means every worker is full, so the
-search ends at once. Entries go stale when a worker's load changes; each
-carries the worker's version and is dropped when it no longer matches,
-and the heap is rebuilt when stale entries outnumber live ones.
+search ends at once. A change of load only marks the worker; its new
+entry is pushed when the index is next read (a worker whose load changes
+ten times between two dispatch passes costs one push). Entries go stale
+when a worker's load changes; each carries the worker's version and is
+dropped when it no longer matches, and the heap is rebuilt when stale
+entries outnumber live ones.
 """
 
 from __future__ import annotations
@@ -47,16 +50,25 @@ class FreeIndex:
         self._version: dict[bytes, int] = {}
         self._workers: dict[bytes, object] = {}
         self._tick = itertools.count()
+        self._changed: dict[bytes, object] = {}  # workers whose load changed since the last read
 
     def __len__(self) -> int:
         return len(self._workers)
 
     def touch(self, worker) -> None:
         """Add ``worker`` or note that its load changed."""
-        version = self._version.get(worker.identity, 0) + 1
-        self._version[worker.identity] = version
         self._workers[worker.identity] = worker
-        heapq.heappush(self._heap, (_load(worker), next(self._tick), version, worker))
+        self._changed[worker.identity] = worker
+
+    def _push_changed(self) -> None:
+        """Give each worker whose load changed a fresh entry (its older ones go stale)."""
+        for identity, worker in self._changed.items():
+            if identity not in self._workers:
+                continue
+            version = self._version.get(identity, 0) + 1
+            self._version[identity] = version
+            heapq.heappush(self._heap, (_load(worker), next(self._tick), version, worker))
+        self._changed.clear()
         if len(self._heap) > 4 * len(self._workers) + 64:
             self._rebuild()
 
@@ -64,6 +76,7 @@ class FreeIndex:
         """Forget ``worker`` (its entries go stale)."""
         self._workers.pop(worker.identity, None)
         self._version.pop(worker.identity, None)
+        self._changed.pop(worker.identity, None)
 
     def pick(self, task, prefetch: int = 0):
         """The least loaded worker that takes ``task`` now, or None.
@@ -72,6 +85,8 @@ class FreeIndex:
         ``prefetch`` > 0, one it could hold when empty while it holds
         fewer than ``cores * (1 + prefetch)`` cores of work.
         """
+        if self._changed:
+            self._push_changed()
         limit = 1 + prefetch
         popped, found = [], None
         while self._heap and len(popped) < _MAX_TRIES:
@@ -92,6 +107,8 @@ class FreeIndex:
 
     def has_room(self, prefetch: int = 0) -> bool:
         """Whether some worker holds less than ``cores * (1 + prefetch)`` cores of work."""
+        if self._changed:
+            self._push_changed()
         while self._heap:
             load, _, version, worker = self._heap[0]
             if self._version.get(worker.identity) == version:
@@ -100,7 +117,8 @@ class FreeIndex:
         return False
 
     def _rebuild(self) -> None:
-        self._heap = [(_load(w), next(self._tick), self._version[i], w) for i, w in self._workers.items()]
+        self._heap = [(_load(w), next(self._tick), self._version.setdefault(i, 0), w)
+                      for i, w in self._workers.items()]
         heapq.heapify(self._heap)
 
 

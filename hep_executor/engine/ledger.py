@@ -91,7 +91,9 @@ class ReportLog:
 
     def record(self, report) -> None:
         """Add ``report`` (a :class:`~hep_executor.engine.results.TaskReport`) to the totals and the journal."""
-        total = self.summary.setdefault(report.category, CategorySummary())
+        total = self.summary.get(report.category)
+        if total is None:
+            total = self.summary[report.category] = CategorySummary()
         total.tasks += 1
         total.ok += report.status == "ok"
         total.wall += report.wall

@@ -200,7 +200,7 @@ class Endpoint:
             raise AuthenticationError(msg)
         if envelope.session not in self._keys:
             self._refuse_other_session(frames, envelope, identity)
-        protocol.verify(frames, self._keys[envelope.session], identity)
+        protocol.check_signature(frames, self._keys[envelope.session], identity)
         header = bytes(frames[2])
         if envelope.seq <= self._heard.get(peer, 0):
             self.replayed += 1
@@ -214,7 +214,7 @@ class Endpoint:
         if envelope.session == protocol.NO_SESSION and msg.op not in _NO_SESSION_OPS:
             msg = f"a {msg.op!r} message outside the run's session"
             raise AuthenticationError(msg)
-        return msg, [bytes(f) for f in frames[3:]]
+        return msg, frames[3:]
 
     def _refuse_other_session(self, frames: list, envelope, identity: bytes) -> None:
         try:
