@@ -25,7 +25,7 @@ from hep_executor.errors import ConfigError
 DEMO_FILESET = "demo"
 SCHEMA_ALIASES = {"NanoAOD": "NanoAODSchema", "Base": "BaseSchema", "PFNano": "PFNanoAODSchema"}
 
-__all__ = ["DEMO_FILESET", "SCHEMA_ALIASES", "ChunkingConfig", "OutputConfig", "ProcessorConfig",
+__all__ = ["DEMO_FILESET", "SCHEMA_ALIASES", "CacheConfig", "ChunkingConfig", "OutputConfig", "ProcessorConfig",
            "ResourcesConfig", "RunConfig", "WorkersConfig", "default_config_path", "load_config",
            "resolve_fileset"]
 
@@ -110,6 +110,22 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """What is kept between runs: ``metadata`` is the SQLite file-metadata cache.
+
+    True: the default cache file; False: every file's metadata is read and
+    none kept; a path: that cache file.
+    """
+
+    metadata: Any = True
+
+    def __post_init__(self):
+        if not isinstance(self.metadata, (bool, str)):
+            msg = f"cache.metadata must be true, false or a path, not {self.metadata!r}"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where results go and what to plot.
 
@@ -139,6 +155,8 @@ class RunConfig:
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    checkpoint: str | None = None
+    cache: CacheConfig = field(default_factory=CacheConfig)
     base_dir: str = "."
 
     def resolve(self, path: str) -> str:
@@ -146,6 +164,17 @@ class RunConfig:
         if "://" in str(path) or Path(path).is_absolute():
             return str(path)
         return str((Path(self.base_dir) / path).resolve())
+
+    def checkpoint_dir(self) -> str | None:
+        """The checkpoint folder's absolute path (None: the run keeps no checkpoint)."""
+        return self.resolve(self.checkpoint) if self.checkpoint else None
+
+    def metadata_cache(self):
+        """The runner's ``metadata_cache=`` setting: None (default file), False (none) or a path."""
+        setting = self.cache.metadata
+        if setting is True:
+            return None
+        return False if setting is False else self.resolve(setting)
 
     def fileset_path(self) -> str | None:
         """The fileset JSON file's absolute path (None: inline or the demo samples)."""
@@ -228,7 +257,7 @@ def resolve_fileset(raw: Any, base: str, where: str = "the fileset") -> dict:
 
 
 _SECTIONS = {"processor": ProcessorConfig, "workers": WorkersConfig, "chunking": ChunkingConfig,
-             "resources": ResourcesConfig, "output": OutputConfig}
+             "resources": ResourcesConfig, "output": OutputConfig, "cache": CacheConfig}
 _RENAMES = {"processor": {"class": "cls"}}
 
 

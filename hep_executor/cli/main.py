@@ -101,6 +101,11 @@ def _add_run_parser(sub) -> None:
                         "writes to a new DIR/<name>-<time>/, with DIR/latest linking to it")
     p.add_argument("--workers", type=int, help="local workers (overrides the config)")
     p.add_argument("--chunksize", type=int, help="fixed chunk size (turns dynamic sizing off)")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="keep the run's partial output in DIR (relative: to the working directory) and "
+                        "resume from it: a second run with the same DIR processes only what is not in it")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read every file's metadata; use and keep no metadata cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dashboard", action="store_true",
                    help="serve a live status page on 127.0.0.1 (URL printed; 'hep-executor status URL')")

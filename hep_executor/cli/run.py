@@ -141,7 +141,8 @@ def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, search_path
                          fan_in=config.chunking.fan_in, skipbadfiles=config.skipbadfiles,
                          align_clusters=config.chunking.align_clusters, timeout=config.timeout,
                          resources_mode=config.resources.mode, memory_mb=config.resources.memory,
-                         progress=tracker.progress)
+                         progress=tracker.progress, checkpoint=config.checkpoint_dir(),
+                         metadata_cache=config.metadata_cache())
     finally:
         manager.close()
         if batch is not None:
@@ -232,6 +233,10 @@ def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, str]:
         changes["workers"] = dataclasses.replace(config.workers, count=args.workers)
     if args.chunksize:
         changes["chunking"] = dataclasses.replace(config.chunking, chunksize=args.chunksize)
+    if args.checkpoint:
+        changes["checkpoint"] = str(Path(args.checkpoint).resolve())
+    if args.no_cache:
+        changes["cache"] = dataclasses.replace(config.cache, metadata=False)
     return config.replace(**changes), name
 
 

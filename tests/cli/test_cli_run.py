@@ -192,3 +192,40 @@ def test_config_and_cli_fileset_json_forms(tmp_path):
     assert fileset == {"a": {"files": {str(tmp_path / "x.root"): "T"}, "metadata": {"k": 1}},
                        "b": {"files": [str(tmp_path / "y.root")], "treename": "U"},
                        "c": ["root://host//z.root"]}
+
+
+def test_checkpoint_folder_is_resumed_by_a_second_run(sample_files, tmp_path, monkeypatch, capsys):
+    write_processor(tmp_path, "cli_counter_ckpt", "CountCkpt")
+    (tmp_path / "fs.json").write_text(json.dumps({"ttbar": [str(sample_files["good"]), str(sample_files["other"])]}))
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--fileset", "fs.json", "--processor", "cli_counter_ckpt:CountCkpt", "--workers", "1",
+            "--no-progress", "--chunksize", "700", "--checkpoint", "ckpt"]
+    assert cli_main([*argv, "--out", "first"]) == 0, capsys.readouterr().err
+    assert any((tmp_path / "ckpt").iterdir())
+    assert cli_main([*argv, "--out", "second"]) == 0, capsys.readouterr().err
+    first, second = (json.loads((only_run(tmp_path / d) / "report.json").read_text()) for d in ("first", "second"))
+    ckpt = str(tmp_path / "ckpt")
+    assert first["totals"]["events"] == 4000 and first["totals"]["chunks"] == 3 + 3
+    assert first["checkpoint"]["folder"] == ckpt and first["checkpoint"]["resumed_entries"] == 0
+    # the second run processes nothing: everything comes from the first run's checkpoint
+    assert second["checkpoint"]["folder"] == ckpt and second["checkpoint"]["resumed_seq"] is not None
+    assert second["checkpoint"]["resumed_entries"] + second["totals"]["events"] == first["totals"]["events"]
+    assert second["totals"]["chunks"] == 0
+    assert load(only_run(tmp_path / "second") / "output.coffea") == {"events": {"ttbar": 4000}}
+
+
+def test_no_cache_reads_every_files_metadata(sample_files, tmp_path, monkeypatch, capsys):
+    write_processor(tmp_path, "cli_counter_nocache", "CountNoCache")
+    (tmp_path / "fs.json").write_text(json.dumps({"ttbar": [str(sample_files["good"]), str(sample_files["other"])]}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-home"))
+    argv = ["run", "--fileset", "fs.json", "--processor", "cli_counter_nocache:CountNoCache", "--workers", "1",
+            "--no-progress"]
+    totals = []
+    for out, extra in (("a", []), ("b", ["--no-cache"]), ("c", [])):
+        assert cli_main([*argv, *extra, "--out", out]) == 0, capsys.readouterr().err
+        totals.append(json.loads((only_run(tmp_path / out) / "report.json").read_text())["totals"])
+    # b follows a run that filled the cache, yet reads both files; c (cache on again) reads none
+    assert [t["metadata_cached"] for t in totals] == [0, 0, 2]
+    assert [t["preprocess_tasks"] for t in totals] == [2, 2, 0]
+    assert [t["events"] for t in totals] == [4000] * 3

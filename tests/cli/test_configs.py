@@ -66,3 +66,19 @@ def test_unset_variable_is_named(monkeypatch):
     monkeypatch.delenv("HEP_XROOTD", raising=False)
     with pytest.raises(ConfigError, match="HEP_XROOTD"):
         load_config(REPO / "configs" / "xrootd.yaml")
+
+
+def test_checkpoint_and_cache_keys(tmp_path):
+    (tmp_path / "a.yaml").write_text("checkpoint: ckpt\ncache: {metadata: false}\n")
+    config = load_config(tmp_path / "a.yaml")
+    assert config.checkpoint_dir() == str(tmp_path / "ckpt")  # from the config's folder
+    assert config.metadata_cache() is False
+    (tmp_path / "b.yaml").write_text("cache: {metadata: meta.sqlite}\n")
+    config = load_config(tmp_path / "b.yaml")
+    assert config.checkpoint_dir() is None and config.metadata_cache() == str(tmp_path / "meta.sqlite")
+    assert load_config().metadata_cache() is None  # the demo: the default cache file
+    from hep_executor.errors import ConfigError
+
+    (tmp_path / "c.yaml").write_text("cache: {metadata: 3}\n")
+    with pytest.raises(ConfigError, match="cache.metadata must be true, false or a path"):
+        load_config(tmp_path / "c.yaml")
