@@ -62,9 +62,7 @@ class FreeIndex:
 
     def _push_changed(self) -> None:
         """Give each worker whose load changed a fresh entry (its older ones go stale)."""
-        for identity, worker in self._changed.items():
-            if identity not in self._workers:
-                continue
+        for identity, worker in self._changed.items():  # remove() drops a worker from here too
             version = self._version.get(identity, 0) + 1
             self._version[identity] = version
             heapq.heappush(self._heap, (_load(worker), next(self._tick), version, worker))
@@ -117,8 +115,7 @@ class FreeIndex:
         return False
 
     def _rebuild(self) -> None:
-        self._heap = [(_load(w), next(self._tick), self._version.setdefault(i, 0), w)
-                      for i, w in self._workers.items()]
+        self._heap = [(_load(w), next(self._tick), self._version[i], w) for i, w in self._workers.items()]
         heapq.heapify(self._heap)
 
 
