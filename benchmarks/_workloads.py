@@ -1,7 +1,7 @@
 """Workloads of the self-tuning benchmarks (``chunksize.py``, ``allocation.py``).
 
 - :func:`sample_fileset`: NanoAOD-like samples made once by
-  :func:`hep_executor.demo.samples.make_samples` and kept in a cache folder
+  :func:`hep_executor.demo._samples.make_samples` and kept in a cache folder
   (one folder per setting, under ``benchmarks/results/samples/``).
 - :class:`MemoryHungry`: wraps a processor and holds a buffer that grows
   with the chunk (MB per 1000 events), for the whole of the wrapped
@@ -45,7 +45,7 @@ def sample_fileset(events_per_file: int, files_per_dataset: int, *, extra_branch
     Parameters
     ----------
     events_per_file, files_per_dataset : int
-        As in :func:`hep_executor.demo.samples.make_samples`.
+        As in :func:`hep_executor.demo._samples.make_samples`.
     extra_branches, seed : int, optional
         As there; the library defaults when None.
     cache : Path
@@ -76,7 +76,7 @@ def sample_fileset(events_per_file: int, files_per_dataset: int, *, extra_branch
 def ready_manager(workers: int):
     """A ``Manager`` with ``workers`` local workers that have joined, preloaded as ``run()``'s own."""
     from hep_executor import Manager
-    from hep_executor.analysis.chunk_tasks import WORKER_SETUP
+    from hep_executor.analysis import WORKER_SETUP
 
     manager = Manager(local_workers=workers, **WORKER_SETUP)
     if manager.wait_for_workers(workers, timeout=120) < workers:

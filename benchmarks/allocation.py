@@ -20,7 +20,7 @@ Each repetition runs ``hep_executor.run`` once per mode on one
 - ``fixed``: ``resources_mode="fixed", memory_mb=--fixed-mb`` (a generous
   number a user would pick);
 - ``max-seen``: the largest peak seen per category plus 5%;
-- ``auto``: bucketing of the observed peaks (``hep_executor.planning.allocation``).
+- ``auto``: bucketing of the observed peaks (``hep_executor.planning._allocation``).
 
 ``--first-mb`` passes ``memory_mb`` to max-seen and auto too (their first
 allocation; by default the largest worker). Measured over the process
@@ -112,7 +112,7 @@ def task_metrics(tasks: list[dict], warmup: int = 0) -> dict:
 def run_once(manager, fileset: dict, processor, *, mode: str, chunksize: int | None, fixed_mb: int,
              first_mb: int | None, warmup_tasks: int) -> dict:
     """One run in ``mode``; return its metrics and the task rows (``error`` set when it raised)."""
-    from hep_executor.analysis import runner as analysis
+    from hep_executor import analysis
     from hep_executor.errors import HepExecutorError
 
     memory = fixed_mb if mode == "fixed" else first_mb
@@ -144,7 +144,7 @@ def run_once(manager, fileset: dict, processor, *, mode: str, chunksize: int | N
 
 
 def _warm_up(manager, fileset: dict, processor) -> None:
-    from hep_executor.analysis import runner as analysis
+    from hep_executor import analysis
 
     analysis.run(fileset, processor, "Events", manager=manager, chunksize=250, maxchunks=2,
                  resources_mode="none")

@@ -86,7 +86,7 @@ def run_once(manager, fileset: dict, processor, *, chunksize: int | None, initia
 
     ``chunksize`` None means dynamic sizing starting at ``initial``.
     """
-    from hep_executor.analysis import runner as analysis
+    from hep_executor import analysis
     from hep_executor.errors import HepExecutorError
 
     t0 = time.perf_counter()
@@ -132,7 +132,7 @@ def run_once(manager, fileset: dict, processor, *, chunksize: int | None, initia
 
 def _warm_up(manager, fileset: dict, processor) -> None:
     """A few small chunks without limits, so each slot has imported everything and opened files."""
-    from hep_executor.analysis import runner as analysis
+    from hep_executor import analysis
 
     analysis.run(fileset, processor, "Events", manager=manager, chunksize=250, maxchunks=2,
                  resources_mode="none")

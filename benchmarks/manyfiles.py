@@ -6,7 +6,7 @@ Run from the repository root::
     python -m benchmarks.manyfiles --quick       # 2,000 files
     python -m benchmarks.manyfiles --files 500
 
-A few small NanoAOD-like files (:func:`hep_executor.demo.samples.make_samples`,
+A few small NanoAOD-like files (:func:`hep_executor.demo._samples.make_samples`,
 ``--events`` per file, no filler branches) are written once and hard-linked
 (copied where links fail) under distinct names, half per dataset (``ttbar``,
 ``data``). One ``Manager`` with 2 local workers, warmed by a run over a few
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from hep_executor import Manager, run
-from hep_executor.demo.samples import make_samples
+from hep_executor.demo import make_samples
 
 
 def make_fileset(folder: Path, n_files: int, events: int) -> dict[str, list[str]]:

@@ -74,7 +74,7 @@ def _run_once(name: str, client, fileset: dict, processor, chunksize: int) -> tu
         out = runner(fileset, processor, treename="Events")
     else:
         from hep_executor import run
-        from hep_executor.engine.dask_manager import DaskManager
+        from hep_executor.engine import DaskManager
 
         with DaskManager(client) as manager:
             out = run(fileset, processor, "Events", manager=manager, chunksize=chunksize,

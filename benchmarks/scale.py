@@ -9,7 +9,7 @@ Run from the repository root::
 A simulated worker is one DEALER socket with its own identity that says
 Hello, registers with ``--slots`` cores, and answers every task at once
 with an ``ok`` result (a no-op task), through the same
-:class:`~hep_executor.engine.transport.Endpoint` as a real worker. A few
+:class:`~hep_executor.engine._transport.Endpoint` as a real worker. A few
 processes hold all of them (``--procs``), so a thousand workers fit on a
 small machine. For each worker count it prints:
 
@@ -38,8 +38,8 @@ import zmq
 
 from hep_executor import Manager
 from hep_executor.engine import protocol
-from hep_executor.engine.serialization import pickle_bytes
-from hep_executor.engine.transport import Endpoint
+from hep_executor.engine import pickle_bytes
+from hep_executor.engine import Endpoint
 
 from benchmarks._stats import print_table, quiet_logging
 from benchmarks._tasks import noop

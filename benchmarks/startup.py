@@ -9,7 +9,7 @@ would serve. Cases:
 
 - worker from the installed environment (this interpreter's prefix);
 - worker from a packed environment unpacked on local disk (``--env-dir``,
-  a folder made by :func:`hep_executor.batch.env.unpack`; skipped without it);
+  a folder made by :func:`hep_executor.batch._env.unpack`; skipped without it);
 - a warm slot's later task (from the installed-env run);
 - a fresh ``python -c 'import coffea'``, what a task-per-process system pays per task.
 
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hep_executor import Manager  # noqa: E402
-from hep_executor.analysis.chunk_tasks import PRELOAD, ChunkSpec, process_chunk  # noqa: E402
+from hep_executor.analysis import PRELOAD, ChunkSpec, process_chunk  # noqa: E402
 
 CALLS = ("stat", "lstat", "newfstatat", "statx", "openat", "open", "access", "faccessat", "faccessat2",
          "readlink", "readlinkat", "getdents64")
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--env-dir", help="an unpacked packed environment (hep-executor pack-env + unpack)")
     parser.add_argument("--workers", type=int, default=1000, help="workers in the extrapolation")
     args = parser.parse_args(argv)
-    from hep_executor.demo.samples import make_samples
+    from hep_executor.demo import make_samples
     from processors.topeft_like import TopEFTLikeProcessor
 
     folder = Path(tempfile.mkdtemp(prefix="hep-startup-"))

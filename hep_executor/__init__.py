@@ -36,12 +36,12 @@ _ERRORS = (
 _EXPORTS = {
     "HepExecutor": "hep_executor.executor",
     "run_uproot_job": "hep_executor.compat",
-    "run": "hep_executor.analysis.runner",
-    "RunResult": "hep_executor.analysis.runner",
-    "Manager": "hep_executor.engine.manager",
-    "TaskResult": "hep_executor.engine.results",
-    "TaskReport": "hep_executor.engine.results",
-    "WorkerSpec": "hep_executor.engine.spec",
+    "run": "hep_executor.analysis._runner",
+    "RunResult": "hep_executor.analysis._runner",
+    "Manager": "hep_executor.engine._manager",
+    "TaskResult": "hep_executor.engine._results",
+    "TaskReport": "hep_executor.engine._results",
+    "WorkerSpec": "hep_executor.engine._spec",
     "errors": "hep_executor.errors",
     **{name: "hep_executor.errors" for name in _ERRORS},
 }

@@ -48,7 +48,7 @@ def _own_path(exe, fileset, treename, processor_instance, runner_args: dict, chu
     """Run on HepExecutor's own path; return what Runner would."""
     from coffea.nanoevents import NanoAODSchema
 
-    from hep_executor.analysis.runner import run
+    from hep_executor.analysis import run
 
     dynamic = exe.dynamic
     exe._warn_once()

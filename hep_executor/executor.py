@@ -25,12 +25,12 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
-from hep_executor.analysis.checkpoint_run import RunCheckpoint
-from hep_executor.analysis.coffea_work import (RunnerMetadata, RunnerWork, fetch_metadata, processor_of,
+from hep_executor.analysis import RunCheckpoint
+from hep_executor.analysis import (RunnerMetadata, RunnerWork, fetch_metadata, processor_of,
                                                recognise, tolerance, work_chunk)
-from hep_executor.analysis.pipeline import ReducePipeline
-from hep_executor.analysis.preprocess import gather
-from hep_executor.analysis.sources import ChunkSource, Segment, build_source, segments_of_workitems
+from hep_executor.analysis import ReducePipeline
+from hep_executor.analysis import gather
+from hep_executor.analysis import ChunkSource, Segment, build_source, segments_of_workitems
 
 __all__ = ["HepExecutor", "WorkerPool"]
 
@@ -64,18 +64,18 @@ class WorkerPool:
         if executor.manager is not None:
             return executor.manager
         if self.manager is None and executor.client is not None:
-            from hep_executor.engine.dask_manager import DaskManager
+            from hep_executor.engine import DaskManager
 
             self.manager = DaskManager(executor.client)
             self.owned = True  # closing it leaves the caller's client open
         if self.manager is None:
-            from hep_executor.engine.manager import Manager
+            from hep_executor.engine import Manager
 
-            from hep_executor.analysis.chunk_tasks import WORKER_SETUP
+            from hep_executor.analysis import WORKER_SETUP
 
             key = None
             if executor.password_file:
-                from hep_executor.engine.keys import read_password_file
+                from hep_executor.engine import read_password_file
 
                 key = read_password_file(executor.password_file)
             self.manager = Manager(local_workers=executor.workers, host=executor.host, **WORKER_SETUP,
@@ -99,9 +99,9 @@ class HepExecutor(ExecutorBase):
     workers : int, optional
         Local workers to start (default: one per core; 0: remote workers only).
     manager : Manager, optional
-        Use an existing :class:`~hep_executor.engine.manager.Manager` instead.
+        Use an existing :class:`~hep_executor.engine._manager.Manager` instead.
     client : distributed.Client, optional
-        Run on this Dask cluster (a :class:`~hep_executor.engine.dask_manager.DaskManager`).
+        Run on this Dask cluster (a :class:`~hep_executor.engine._dask_manager.DaskManager`).
     host, port : str, int or [low, high]
         Where the manager listens (port 0: any free port).
     key_file : str, optional
@@ -322,7 +322,7 @@ class HepExecutor(ExecutorBase):
         Returns ``(fn, tolerate, retries)``; ``fn`` carries the user's code and
         ``extra_input_files`` to workers that cannot import them.
         """
-        from hep_executor.analysis.usercode import prepare_task_function
+        from hep_executor.analysis import prepare_task_function
 
         spec = recognise(function)
         fn, tolerate, retries, processor = function, None, 0, None

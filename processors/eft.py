@@ -2,7 +2,7 @@
 
 An EFT sample gives each event the coefficients of a quadratic in the
 Wilson coefficients ``c1..cn``. The ordering convention (the same one
-:mod:`hep_executor.demo.samples` writes into ``EFTfitCoefficients``) is the
+:mod:`hep_executor.demo._samples` writes into ``EFTfitCoefficients``) is the
 constant term, the ``n`` linear terms, then the quadratic terms ``ci*cj``
 for ``i <= j`` in row-major order; for ``n = 2``::
 

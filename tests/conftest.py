@@ -4,7 +4,7 @@
 Manager with two local workers, one per test module.
 
 ``sample_files`` writes the inputs once (NanoAOD-like files from
-:mod:`hep_executor.demo.samples`, plus broken ones); ``xrootd_server`` serves a
+:mod:`hep_executor.demo._samples`, plus broken ones); ``xrootd_server`` serves a
 copy of them on 127.0.0.1; ``slurm_cluster`` runs munged, slurmctld and
 slurmd. A fixture skips its tests only when the service's programs are
 not installed (or, for Slurm, when not running as root); any other
@@ -51,7 +51,7 @@ def _metadata_cache_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample_files(tmp_path_factory) -> dict[str, Path]:
     """Name -> local path: ``good``, ``other`` (two real files), ``empty``, ``text``, ``half``."""
-    from hep_executor.demo.samples import make_samples
+    from hep_executor.demo import make_samples
 
     folder = tmp_path_factory.mktemp("samples")
     made = make_samples(folder, events_per_file=EVENTS, files_per_dataset=2, datasets=["ttbar"],
@@ -141,7 +141,7 @@ def shared_dir():
 
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory):
-    from hep_executor.demo.samples import make_samples
+    from hep_executor.demo import make_samples
 
     out = tmp_path_factory.mktemp("samples")
     return make_samples(out, events_per_file=3000, files_per_dataset=2, extra_branches=30, seed=7)

@@ -57,3 +57,49 @@ def test_the_batch_entry_point_is_the_engine_worker():
     out = subprocess.run([sys.executable, "-m", "hep_executor.worker", "--help"], capture_output=True,
                          text=True, check=True)
     assert "--manager" in out.stdout
+
+
+LAYERS = ("engine", "analysis", "planning", "batch", "cli", "demo")
+
+
+def _private_imports(path, root):
+    """Yield each ``hep_executor.LAYER._name`` that ``path`` imports from outside LAYER."""
+    import ast
+
+    rel = path.relative_to(root).parts
+    home = rel[1] if rel[0] == "hep_executor" and len(rel) > 2 else None
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if (len(parts) > 2 and parts[0] == "hep_executor" and parts[1] in LAYERS
+                    and parts[2].startswith("_") and parts[1] != home):
+                yield name
+
+
+def test_private_modules_are_imported_only_in_their_layer():
+    import pathlib
+
+    root = pathlib.Path(hep_executor.__file__).parent.parent
+    found = {}
+    for folder in ("hep_executor", "tests", "benchmarks", "processors"):
+        for path in (root / folder).rglob("*.py"):
+            hits = sorted(set(_private_imports(path, root)))
+            if hits:
+                found[str(path.relative_to(root))] = hits
+    assert not found, found
+
+
+def test_every_layer_export_resolves():
+    import importlib
+
+    for layer in LAYERS:
+        package = importlib.import_module(f"hep_executor.{layer}")
+        assert package.__all__, layer
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (layer, name)

@@ -10,7 +10,7 @@ from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 
 from hep_executor import HepExecutor, run_uproot_job
-from hep_executor.engine.keys import read_password_file
+from hep_executor.engine import read_password_file
 from hep_executor.errors import ConfigError
 from tests.analysis.simple_processor import MuonPtProcessor
 

@@ -20,7 +20,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from hep_executor.engine.keys import write_key_file
+    from hep_executor.engine import write_key_file
 
     write_key_file(args.path)
     print(f"wrote a new key to {args.path} (mode 0600); give it to the manager and its workers")
@@ -34,37 +34,37 @@ def _cmd_make_samples(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from hep_executor.cli.run import run_main
+    from hep_executor.cli._run import run_main
 
     return run_main(args)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from hep_executor.cli.dashboard import status_main
+    from hep_executor.cli._dashboard import status_main
 
     return status_main(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from hep_executor.cli.plots import report_main
+    from hep_executor.cli._plots import report_main
 
     return report_main(args)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from hep_executor.batch.factory import submit_main
+    from hep_executor.batch import submit_main
 
     return submit_main(args)
 
 
 def _cmd_pack_env(args: argparse.Namespace) -> int:
-    from hep_executor.batch.env import pack_main
+    from hep_executor.batch import pack_main
 
     return pack_main(args)
 
 
 def _cmd_factory(args: argparse.Namespace) -> int:
-    from hep_executor.batch.factory import factory_main
+    from hep_executor.batch import factory_main
 
     return factory_main(args)
 
@@ -151,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     try:
-        from hep_executor.batch.factory import add_factory_arguments, add_submit_arguments
+        from hep_executor.batch import add_factory_arguments, add_submit_arguments
     except ImportError:
         add_submit_arguments = add_factory_arguments = None
-    from hep_executor.batch.env import add_pack_arguments
+    from hep_executor.batch import add_pack_arguments
 
     p = sub.add_parser("pack-env", help="pack this environment into a relocatable archive for workers")
     add_pack_arguments(p)

@@ -7,7 +7,7 @@ The worker registers with its protocol version and resources, then loops
 over a few named steps (:meth:`Worker.step`): take messages from the
 manager, take results from slots, stop slots over their memory, hand
 queued tasks to free slots, send results, send a heartbeat. It runs one
-slot process per core (see :mod:`hep_executor.engine.slot`), so modules and
+slot process per core (see :mod:`hep_executor.engine._slot`), so modules and
 caches stay warm from task to task. It exits by itself when the manager
 says so, goes silent, or (for local workers) when its parent process is
 gone.
@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from hep_executor.engine import monitor
-from hep_executor.engine import protocol
+from hep_executor.engine import _monitor as monitor
+from hep_executor.engine import _protocol as protocol
 from hep_executor.errors import AuthenticationError, ConfigError, ProtocolError
-from hep_executor.engine.keys import load_key
-from hep_executor.engine.pipes import SlotWriter
-from hep_executor.engine.slot import slot_main
-from hep_executor.engine.state import remember_key
-from hep_executor.engine.transport import Endpoint, connect_dealer
+from hep_executor.engine._keys import load_key
+from hep_executor.engine._pipes import SlotWriter
+from hep_executor.engine._slot import slot_main
+from hep_executor.engine._state import remember_key
+from hep_executor.engine._transport import Endpoint, connect_dealer
 
 __all__ = ["Worker", "main"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hep_executor import Manager, run
-from hep_executor.batch.base import WorkerSpec
-from hep_executor.batch.slurm import SlurmBatch
+from hep_executor.batch import WorkerSpec
+from hep_executor.batch import SlurmBatch
 from hep_executor.errors import RemoteAccessError
 from tests.analysis.simple_processor import MuonPtProcessor, SlowProcessor
 from tests.analysis.test_analysis import assert_same

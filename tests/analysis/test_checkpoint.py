@@ -22,9 +22,9 @@ import psutil
 import pytest
 
 from hep_executor import run
-from hep_executor.analysis.checkpoint import CheckpointStore
+from hep_executor.analysis import CheckpointStore
 from hep_executor.errors import CheckpointMismatchError, RunInterrupted
-from hep_executor.planning.chunking import Coverage
+from hep_executor.planning import Coverage
 from tests.analysis.simple_processor import MuonPtProcessor, SlowProcessor
 from tests.helpers import try_assert
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hep_executor.analysis.chunk_tasks import ChunkSpec
-from hep_executor.analysis.pipeline import FailFast
-from hep_executor.engine.results import TaskReport, TaskResult
+from hep_executor.analysis import ChunkSpec
+from hep_executor.analysis import FailFast
+from hep_executor.engine import TaskReport, TaskResult
 from hep_executor.errors import ChunkError, CodeUnavailableError, FileMissingError, WorkerLostError
 
 

@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from hep_executor import run
-from hep_executor.analysis.fileset import load_fileset, normalize_fileset
+from hep_executor.analysis import load_fileset, normalize_fileset
 from hep_executor.errors import DuplicateFileError, EmptyInputError, FilesetError
 from tests.analysis.simple_processor import MuonPtProcessor
 
@@ -70,7 +70,7 @@ def test_file_in_two_datasets_is_refused_also_under_another_spelling(manager, tw
 
 def test_dedupe_keeps_the_first_with_a_warning(manager, two, caplog):
     clean = run({"ttbar": two}, MuonPtProcessor(), manager=manager, chunksize=1000)
-    with caplog.at_level(logging.WARNING, logger="hep_executor.analysis.fileset"):
+    with caplog.at_level(logging.WARNING, logger="hep_executor.analysis._fileset"):
         result = run({"ttbar": two, "again": [two[0]]}, MuonPtProcessor(), manager=manager,
                      chunksize=1000, dedupe=True)
     assert result.output["events"] == clean.output["events"] == {"ttbar": 6000}

@@ -23,7 +23,7 @@ from tests.analysis.simple_processor import MuonPtProcessor
 @pytest.fixture(scope="module")
 def short_file(tmp_path_factory):
     """A file like the samples' but of 1000 entries."""
-    from hep_executor.demo.samples import make_samples
+    from hep_executor.demo import make_samples
 
     made = make_samples(tmp_path_factory.mktemp("short"), events_per_file=1000, files_per_dataset=1,
                         datasets=["data"], extra_branches=30, seed=3)
@@ -201,9 +201,9 @@ def test_memory_kill_is_a_chunk_error(samples, manager):
 def test_checked_output_pickles_as_its_value_and_names_the_leaf():
     import threading
 
-    from hep_executor.analysis.chunk_errors import CheckedOutput
-    from hep_executor.analysis.chunk_tasks import ChunkSpec
-    from hep_executor.engine.serialization import dumps, loads
+    from hep_executor.analysis import CheckedOutput
+    from hep_executor.analysis import ChunkSpec
+    from hep_executor.engine import dumps, loads
 
     chunk = ChunkSpec("d", "f.root", "Events", 0, 10)
     assert loads(*dumps(CheckedOutput({"out": {"n": 3}}, chunk))) == {"out": {"n": 3}}

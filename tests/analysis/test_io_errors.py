@@ -21,7 +21,7 @@ from hep_executor.errors import (
     TreeNotFoundError,
     TruncatedFileError,
 )
-from hep_executor.analysis.io import FileCache, FileInfo, file_info, is_remote, open_file, open_tree
+from hep_executor.analysis import FileCache, FileInfo, file_info, is_remote, open_file, open_tree
 
 N = 600
 BASKET = 200

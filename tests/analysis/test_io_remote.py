@@ -1,4 +1,4 @@
-"""hep_executor.analysis.io against a real XRootD server: same data as local, right errors, no hangs."""
+"""hep_executor.analysis._io against a real XRootD server: same data as local, right errors, no hangs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hep_executor.errors import (
     TreeNotFoundError,
     TruncatedFileError,
 )
-from hep_executor.analysis.io import FileCache, file_info, open_file, open_tree
+from hep_executor.analysis import FileCache, file_info, open_file, open_tree
 from tests.servers import call_with_deadline, free_port
 
 pytestmark = pytest.mark.xrootd
@@ -63,7 +63,7 @@ def test_missing_url(xrootd_server, handler):
 
 
 def test_missing_url_is_not_retried(xrootd_server, caplog):
-    with caplog.at_level("WARNING", logger="hep_executor.analysis.io"), pytest.raises(FileMissingError):
+    with caplog.at_level("WARNING", logger="hep_executor.analysis._io"), pytest.raises(FileMissingError):
         open_file(xrootd_server.url("nope.root"), retries=3, backoff=5.0, timeout=10)
     assert not [r for r in caplog.records if "retry" in r.getMessage()]
 

@@ -11,8 +11,8 @@ from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 
 from hep_executor import HepExecutor, run
-from hep_executor.analysis.metadata_cache import CachedMetadata, MetadataCache
-from hep_executor.demo.samples import make_samples
+from hep_executor.analysis import CachedMetadata, MetadataCache
+from hep_executor.demo import make_samples
 from tests.analysis.simple_processor import MuonPtProcessor
 from tests.analysis.test_analysis import assert_same
 

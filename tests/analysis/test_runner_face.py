@@ -8,7 +8,7 @@ from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 
 from hep_executor import HepExecutor, run
-from hep_executor.analysis.coffea_work import RunnerMetadata, RunnerWork, recognise
+from hep_executor.analysis import RunnerMetadata, RunnerWork, recognise
 from hep_executor.errors import FileMissingError, NotRootFileError, TreeNotFoundError
 from tests.analysis.simple_processor import FailingProcessor, MuonPtProcessor
 from tests.analysis.test_analysis import assert_same
@@ -157,7 +157,7 @@ def test_allocator_waits_briefly_without_workers():
     import time
 
     from hep_executor import Manager
-    from hep_executor.analysis.sources import make_allocator
+    from hep_executor.analysis import make_allocator
 
     with Manager(local_workers=0) as empty:
         t0 = time.monotonic()

@@ -1,14 +1,14 @@
-"""Tests of hep_executor.analysis.sources.ChunkSource: the order chunks are cut in and their coverage."""
+"""Tests of hep_executor.analysis._sources.ChunkSource: the order chunks are cut in and their coverage."""
 
 from __future__ import annotations
 
-from hep_executor.planning.allocation import Allocator, Resources
-from hep_executor.analysis.chunk_tasks import ChunkSpec
-from hep_executor.planning.chunking import Coverage
+from hep_executor.planning import Allocator, Resources
+from hep_executor.analysis import ChunkSpec
+from hep_executor.planning import Coverage
 from hep_executor.errors import ResourceExhaustedError
-from hep_executor.engine.results import TaskReport, TaskResult
-from hep_executor.planning.sizing import ChunkSizer
-from hep_executor.analysis.sources import PROBE_FLOOR, ChunkSource, Segment
+from hep_executor.engine import TaskReport, TaskResult
+from hep_executor.planning import ChunkSizer
+from hep_executor.analysis import PROBE_FLOOR, ChunkSource, Segment
 
 
 def _segments(entries):

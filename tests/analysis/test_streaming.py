@@ -5,7 +5,7 @@ import os
 import pytest
 
 from hep_executor import run
-from hep_executor.demo.samples import make_samples
+from hep_executor.demo import make_samples
 from hep_executor.errors import InputError
 from tests.analysis.simple_processor import MuonPtProcessor
 from tests.analysis.test_analysis import assert_same

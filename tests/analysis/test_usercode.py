@@ -19,8 +19,8 @@ from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 
 from hep_executor import HepExecutor, Manager, run, run_uproot_job
-from hep_executor.analysis.pipeline import FAIL_FAST_AFTER
-from hep_executor.engine.files import SANDBOX_ENV
+from hep_executor.analysis import FAIL_FAST_AFTER
+from hep_executor.engine import SANDBOX_ENV
 from hep_executor.errors import CodeUnavailableError
 from tests.analysis import usercode_sources
 from tests.analysis.test_analysis import assert_same

@@ -1,4 +1,4 @@
-"""Tests of hep_executor.analysis.warm: NanoEvents from a slot's cached schema equal coffea's own."""
+"""Tests of hep_executor.analysis._warm: NanoEvents from a slot's cached schema equal coffea's own."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import awkward as ak
 import pytest
 
 from hep_executor.errors import RemoteAccessError
-from hep_executor.analysis.io import FileCache, open_file, open_tree
+from hep_executor.analysis import FileCache, open_file, open_tree
 from tests.servers import call_with_deadline
 
 pytestmark = pytest.mark.xrootd
@@ -45,7 +45,7 @@ def test_server_that_stays_down(fresh_xrootd_server, caplog):
     server = fresh_xrootd_server
     url = server.url("good.root")
     server.stop()
-    with caplog.at_level("WARNING", logger="hep_executor.analysis.io"):
+    with caplog.at_level("WARNING", logger="hep_executor.analysis._io"):
         with pytest.raises(RemoteAccessError) as info:
             call_with_deadline(lambda: open_file(url, timeout=1, retries=2, backoff=0.2), 60)
     assert url in str(info.value) and info.value.path == url

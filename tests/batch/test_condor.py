@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from hep_executor.batch import WorkerSpec, get_batch_system
-from hep_executor.batch.condor import CondorBatch, _parse_terse, condor_arguments
+from hep_executor.batch import CondorBatch, parse_terse, condor_arguments
 from hep_executor.errors import BatchError, ConfigError
 
 htcondor = pytest.importorskip("htcondor2", reason="htcondor bindings (pip install htcondor) not installed")
@@ -98,5 +98,5 @@ def test_submit_without_a_schedd(tmp_path):
 
 
 def test_terse_output_gives_one_id_per_job():
-    assert _parse_terse("4711.0 - 4711.2\n") == ["4711.0", "4711.1", "4711.2"]
-    assert _parse_terse("") == []
+    assert parse_terse("4711.0 - 4711.2\n") == ["4711.0", "4711.1", "4711.2"]
+    assert parse_terse("") == []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hep_executor import Manager, run
-from hep_executor.batch.env import LAUNCHER, archive_digest, find_x509_proxy, pack, unpack, write_runner
+from hep_executor.batch import LAUNCHER, archive_digest, find_x509_proxy, pack, unpack, write_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def test_three_jobs_on_one_node_unpack_once(tmp_path):
     scratch = tmp_path / "scratch"
     runner = write_runner(archive, proxy=None)
     env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(ROOT)}
-    code = ("import os, sys; from hep_executor.batch.env import unpack; d = unpack(sys.argv[1], sys.argv[2]); "
+    code = ("import os, sys; from hep_executor.batch._env import unpack; d = unpack(sys.argv[1], sys.argv[2]); "
             "print(d, (d / '.complete').read_text().strip() == str(os.getpid()))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(archive), str(scratch)], env=env,
                               stdout=subprocess.PIPE, text=True) for _ in range(2)]

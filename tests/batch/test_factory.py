@@ -14,7 +14,7 @@ import pytest
 
 from hep_executor.batch import WorkerSpec
 from hep_executor.errors import ConfigError
-from hep_executor.batch.factory import (
+from hep_executor.batch import (
     FactoryPolicy,
     add_factory_arguments,
     add_submit_arguments,
@@ -24,14 +24,14 @@ from hep_executor.batch.factory import (
 )
 from tests.servers import wait_until
 
-from hep_executor.engine import manager as manager_mod  # noqa: E402
+from hep_executor.engine import Manager  # noqa: E402
 
 
 class CountingLocalBatch:
     """LocalBatch that remembers the most jobs it had alive at once."""
 
     def __init__(self):
-        from hep_executor.batch.local import LocalBatch
+        from hep_executor.batch import LocalBatch
 
         self.inner = LocalBatch()
         self.most_alive = 0
@@ -67,7 +67,7 @@ def start_factory(batch, spec, **options):
 def test_factory_with_local_workers(tmp_path):
     key_file = tmp_path / "run.key"
     batch = CountingLocalBatch()
-    with manager_mod.Manager(local_workers=0, key_file=str(key_file)) as manager:
+    with Manager(local_workers=0, key_file=str(key_file)) as manager:
         spec = WorkerSpec(manager=manager.address, key_file=str(key_file), memory_mb=300)
         thread, stop = start_factory(batch, spec, min_workers=1, max_workers=2, poll_interval=0.2,
                                      idle_timeout=60, unreachable_timeout=1.5, query_timeout=1.0)
@@ -97,7 +97,7 @@ def test_factory_with_local_workers(tmp_path):
 def test_factory_stops_on_request_and_cancels(tmp_path):
     key_file = tmp_path / "run.key"
     batch = CountingLocalBatch()
-    with manager_mod.Manager(local_workers=0, key_file=str(key_file)) as manager:
+    with Manager(local_workers=0, key_file=str(key_file)) as manager:
         spec = WorkerSpec(manager=manager.address, key_file=str(key_file), memory_mb=300)
         thread, stop = start_factory(batch, spec, min_workers=2, max_workers=3, poll_interval=0.2)
         assert manager.wait_for_workers(2, timeout=30) == 2
@@ -156,7 +156,7 @@ def test_address_forms():
 
 def test_submit_command_line_with_local_workers(tmp_path, capsys):
     key_file = tmp_path / "run.key"
-    with manager_mod.Manager(local_workers=0, key_file=str(key_file),
+    with Manager(local_workers=0, key_file=str(key_file),
                              address_file=str(tmp_path / "address")) as manager:
         parser = argparse.ArgumentParser()
         add_submit_arguments(parser)

@@ -10,8 +10,8 @@ import psutil
 import pytest
 
 from hep_executor.batch import WorkerSpec, get_batch_system
-from hep_executor.batch.slurm import SlurmBatch
-from hep_executor.engine import manager as manager_mod
+from hep_executor.batch import SlurmBatch
+from hep_executor.engine import Manager
 from hep_executor.errors import BatchError, ConfigError
 from tests.servers import wait_until
 
@@ -104,14 +104,14 @@ def test_unreachable_controller_is_batch_error(slurm, shared_dir):
 
 
 def test_factory_gives_up_when_slurm_keeps_failing(slurm, shared_dir):
-    from hep_executor.batch.factory import MAX_BATCH_ERRORS, run_factory
+    from hep_executor.batch import MAX_BATCH_ERRORS, run_factory
 
     conf = shared_dir / "slurm.conf"
     text = slurm.conf_path.read_text()
     port = next(line for line in text.splitlines() if line.startswith("SlurmctldPort="))
     conf.write_text(text.replace(port, "SlurmctldPort=1") + "MessageTimeout=1\n")
     key_file = shared_dir / "run.key"
-    with manager_mod.Manager(local_workers=0, key_file=str(key_file)) as manager:
+    with Manager(local_workers=0, key_file=str(key_file)) as manager:
         batch = SlurmBatch(log_dir=shared_dir / "logs", slurm_conf=conf)
         spec = WorkerSpec(manager=manager.address, key_file=str(key_file), memory_mb=100)
         outcome = {}
@@ -134,7 +134,7 @@ def test_factory_gives_up_when_slurm_keeps_failing(slurm, shared_dir):
 
 def test_manager_with_slurm_workers(slurm, shared_dir):
     key_file = shared_dir / "run.key"
-    with manager_mod.Manager(local_workers=0, key_file=str(key_file)) as manager:
+    with Manager(local_workers=0, key_file=str(key_file)) as manager:
         batch = SlurmBatch(log_dir=shared_dir / "logs", slurm_conf=slurm.conf_path)
         spec = WorkerSpec(manager=manager.address, key_file=str(key_file), cores=1, memory_mb=300)
         ids = batch.submit(spec, 2)
@@ -158,10 +158,10 @@ def test_manager_with_slurm_workers(slurm, shared_dir):
 
 
 def test_factory_keeps_slurm_workers_within_bounds(slurm, shared_dir):
-    from hep_executor.batch.factory import run_factory
+    from hep_executor.batch import run_factory
 
     key_file = shared_dir / "run.key"
-    with manager_mod.Manager(local_workers=0, key_file=str(key_file)) as manager:
+    with Manager(local_workers=0, key_file=str(key_file)) as manager:
         batch = SlurmBatch(log_dir=shared_dir / "logs", slurm_conf=slurm.conf_path)
         spec = WorkerSpec(manager=manager.address, key_file=str(key_file), cores=1, memory_mb=200)
         stop = threading.Event()

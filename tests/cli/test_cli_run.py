@@ -179,7 +179,7 @@ def test_version(capsys):
 
 
 def test_config_and_cli_fileset_json_forms(tmp_path):
-    from hep_executor.cli.config import load_config
+    from hep_executor.cli import load_config
 
     (tmp_path / "fs.json").write_text(json.dumps({"a": {"files": {"x.root": "T"}, "metadata": {"k": 1}},
                                                   "b": {"files": ["y.root"], "treename": "U"},

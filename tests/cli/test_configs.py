@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hep_executor.cli.config import load_config
-from hep_executor.cli.run import run_config
+from hep_executor.cli import load_config
+from hep_executor.cli import run_config
 
 REPO = Path(__file__).resolve().parents[2]
 

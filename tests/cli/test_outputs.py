@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import uproot
 
-from hep_executor.cli.eft_plot import plot_eft
-from hep_executor.cli.plots import slot_names, write_plots
-from hep_executor.cli.progress import RunProgress
-from hep_executor.cli.root_out import root_title, write_root
-from hep_executor.cli.summary import plural
+from hep_executor.cli import plot_eft
+from hep_executor.cli import slot_names, write_plots
+from hep_executor.cli import RunProgress
+from hep_executor.cli import root_title, write_root
+from hep_executor.cli import plural
 from processors import eft
 from processors.topeft_like import TopEFTLikeProcessor
 from tests.cli.test_plots import assert_png, make_report
@@ -131,7 +131,7 @@ def test_chunk_total_estimated_from_entries():
 
 
 def test_run_folders_never_reused_and_latest_moves(tmp_path):
-    from hep_executor.cli.rundir import link_latest, new_run_dir
+    from hep_executor.cli import link_latest, new_run_dir
 
     first = new_run_dir(tmp_path, "demo")
     second = new_run_dir(tmp_path, "demo")  # the same second: a suffix, not the same folder
@@ -144,7 +144,7 @@ def test_run_folders_never_reused_and_latest_moves(tmp_path):
 def test_run_log_is_debug_and_console_level_unchanged(tmp_path):
     import logging
 
-    from hep_executor.cli.rundir import run_log
+    from hep_executor.cli import run_log
 
     root = logging.getLogger()
     console = logging.StreamHandler()

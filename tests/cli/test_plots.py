@@ -1,4 +1,4 @@
-"""Tests of the run report plots (hep_executor.cli.plots)."""
+"""Tests of the run report plots (hep_executor.cli._plots)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from hep_executor.cli.main import main as cli_main
 from hep_executor.errors import ConfigError
-from hep_executor.cli.plots import report_main, write_plots
+from hep_executor.cli import report_main, write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CATEGORIES = ("process:ttbar", "process:ttH_EFT", "process:data")
@@ -83,7 +83,7 @@ def test_without_sizing_or_allocation_only_timeline(tmp_path, caplog):
     report = make_report()
     for key in ("sizing", "chunk_history", "allocation", "allocation_history", "config"):
         del report[key]
-    with caplog.at_level(logging.INFO, logger="hep_executor.cli.plots"):
+    with caplog.at_level(logging.INFO, logger="hep_executor.cli._plots"):
         written = write_plots(report, tmp_path)
     assert list(written) == ["timeline"]
     assert_png(written["timeline"])
@@ -130,7 +130,7 @@ def test_cli_report_missing_file_exit_code_2(tmp_path, capsys):
 def test_malformed_section_skips_only_its_plot(tmp_path, caplog):
     report = make_report()
     report["chunk_history"] = [["not", "a"]]
-    with caplog.at_level(logging.WARNING, logger="hep_executor.cli.plots"):
+    with caplog.at_level(logging.WARNING, logger="hep_executor.cli._plots"):
         written = write_plots(report, tmp_path)
     assert set(written) == {"task_model", "allocation", "timeline"}
     assert "chunksize.png not written" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests of the NanoAOD-like sample generator (hep_executor.demo.samples)."""
+"""Tests of the NanoAOD-like sample generator (hep_executor.demo._samples)."""
 
 from __future__ import annotations
 

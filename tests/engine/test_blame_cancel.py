@@ -3,7 +3,7 @@
 import time
 
 from hep_executor import Manager
-from hep_executor.engine.state import TaskState, TaskTable, WorkerRecord
+from hep_executor.engine import TaskState, TaskTable, WorkerRecord
 from hep_executor.errors import WorkerLostError
 from tests.engine import tasks
 from tests.helpers import drain

@@ -11,7 +11,7 @@ import time
 import distributed
 import pytest
 
-from hep_executor.engine.dask_manager import DaskManager, RemotePayload
+from hep_executor.engine import DaskManager, RemotePayload
 from hep_executor.errors import ResourceExhaustedError, WorkerLostError
 from tests.helpers import drain, try_assert
 

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from hep_executor import Manager
-from hep_executor.engine.dispatch import FreeIndex
-from hep_executor.engine.state import TaskTable, WorkerRecord
+from hep_executor.engine import FreeIndex
+from hep_executor.engine import TaskTable, WorkerRecord
 from hep_executor.errors import NoWorkersError, TaskError
 from tests.engine import tasks
 from tests.engine.rawpeer import RawPeer

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from hep_executor import Manager
-from hep_executor.engine.files import SANDBOX_ENV, ShippedFiles, with_files
+from hep_executor.engine import SANDBOX_ENV, ShippedFiles, with_files
 from hep_executor.errors import ConfigError
 from tests.helpers import drain
 

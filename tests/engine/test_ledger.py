@@ -3,7 +3,7 @@
 import json
 
 from hep_executor import Manager
-from hep_executor.engine.ledger import FunctionStore
+from hep_executor.engine import FunctionStore
 from tests.engine import tasks
 from tests.helpers import drain
 

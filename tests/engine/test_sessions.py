@@ -7,7 +7,7 @@ import pytest
 
 from hep_executor import Manager
 from hep_executor.engine import protocol
-from hep_executor.engine.serialization import pickle_bytes
+from hep_executor.engine import pickle_bytes
 from tests.engine import tasks
 from tests.engine.rawpeer import RawPeer, answer
 
@@ -100,7 +100,7 @@ def test_reordered_sequence_number_is_dropped_and_logged(caplog):
             late = a.frames(protocol.Heartbeat())
             a.send(protocol.Heartbeat())
             a.send(late)
-            with caplog.at_level(logging.WARNING, logger="hep_executor.engine.transport"):
+            with caplog.at_level(logging.WARNING, logger="hep_executor.engine._transport"):
                 _pump(m)
             assert m.endpoint.replayed == 1
             assert "replayed or reordered" in caplog.text
@@ -148,7 +148,7 @@ def test_results_payload_of_a_dropped_message_is_never_unpickled(tmp_path):
 def test_status_query_is_answered_outside_the_session_and_forgotten():
     import threading
 
-    from hep_executor.engine.status_client import query_status
+    from hep_executor.engine import query_status
 
     with Manager(local_workers=0) as m:
         m.submit(tasks.square, 1)

@@ -1,6 +1,6 @@
 """The manager's task/worker table, without sockets."""
 
-from hep_executor.engine.state import TaskState, TaskTable, WorkerRecord
+from hep_executor.engine import TaskState, TaskTable, WorkerRecord
 
 
 def _worker(name=b"w1", cores=2, memory=1000):

@@ -139,7 +139,7 @@ def test_a_flood_of_wrong_key_registrations_is_one_log_line(caplog):
     with Manager(local_workers=0) as m:
         peers = [RawPeer(m.address, b"w" * 32) for _ in range(50)]
         try:
-            with caplog.at_level(logging.ERROR, logger="hep_executor.engine.inbox"):
+            with caplog.at_level(logging.ERROR, logger="hep_executor.engine._inbox"):
                 for peer in peers:
                     peer.send(protocol.Hello(protocol.PROTOCOL_VERSION, "x" * 10_000))
                 try_assert(lambda: m.wait_for_workers(1, timeout=0.1) == 0 and m.stats["refused"] == 50,

@@ -1,4 +1,4 @@
-"""Tests of the adaptive resource allocator (hep_executor.planning.allocation)."""
+"""Tests of the adaptive resource allocator (hep_executor.planning._allocation)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hep_executor.planning.allocation import (
+from hep_executor.planning import (
     Allocator,
     Resources,
     exhaustive_buckets,

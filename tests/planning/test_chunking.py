@@ -1,4 +1,4 @@
-"""Tests of entry-range planning and coverage (hep_executor.planning.chunking)."""
+"""Tests of entry-range planning and coverage (hep_executor.planning._chunking)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hep_executor.planning.chunking import Coverage, CoverageReport, FileCursor, plan_ranges, split_range
+from hep_executor.planning import Coverage, CoverageReport, FileCursor, plan_ranges, split_range
 from hep_executor.errors import ConfigError
 
 
@@ -193,7 +193,7 @@ def test_cursor_stop_hands_out_nothing_more():
 
 
 def test_subtract_ranges():
-    from hep_executor.planning.chunking import subtract_ranges
+    from hep_executor.planning import subtract_ranges
 
     assert subtract_ranges([(0, 10), (10, 30)], [(5, 12), (25, 40)]) == [(0, 5), (12, 25)]
     assert subtract_ranges([(0, 10)], []) == [(0, 10)]

@@ -1,4 +1,4 @@
-"""Tests of the merge-tree planner (hep_executor.planning.reduction)."""
+"""Tests of the merge-tree planner (hep_executor.planning._reduction)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from hep_executor.errors import ConfigError
-from hep_executor.planning.reduction import TreeReducer
+from hep_executor.planning import TreeReducer
 
 
 def simulate(n_inputs, fan_in, *, seed, output_size="sum"):

@@ -1,4 +1,4 @@
-"""Tests of the dynamic chunk sizer (hep_executor.planning.sizing)."""
+"""Tests of the dynamic chunk sizer (hep_executor.planning._sizing)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hep_executor.errors import ConfigError
-from hep_executor.planning.sizing import ChunkSizer, SizingTargets, theil_sen
+from hep_executor.planning import ChunkSizer, SizingTargets, theil_sen
 
 MEMORY_TARGET = 1500.0
 HEADROOM = 0.1  # the sizer's default memory_headroom

@@ -1,0 +1,102 @@
+"""The slot process: runs tasks one after another for its worker.
+
+A worker keeps one slot per core. A slot lives across tasks, so imported
+modules, functions and anything a task caches (open files, NanoEvents
+forms) stay warm. It talks to its worker over a pipe: the worker has
+already checked every message's signature, so the pipe carries plain
+pickles. A task's exception comes back with its traceback text and never
+ends the slot; a task that ends the process (a crash, ``os._exit``, the
+worker stopping it for memory) is reported by the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+import traceback
+
+import cloudpickle
+
+from hep_executor.engine import _monitor as monitor
+from hep_executor.engine._serialization import dumps
+from hep_executor.errors import CodeUnavailableError
+
+__all__ = ["slot_main"]
+
+def _run(fn, args_bytes: bytes):
+    args, kwargs = _unpickle(pickle.loads, args_bytes, "arguments")
+    return fn(*args, **kwargs)
+
+
+def _unpickle(load, data: bytes, what: str):
+    """``load(data)``; a module missing here becomes :class:`CodeUnavailableError` naming it."""
+    try:
+        return load(data)
+    except (ImportError, AttributeError) as exc:
+        module = getattr(exc, "name", None) or _module_in(str(exc))
+        msg = (f"the task's {what} could not be unpickled on worker {socket.gethostname()} "
+               f"(cwd {os.getcwd()}): {type(exc).__name__}: {exc}. The module {module!r} is not "
+               "importable there: install it in the worker environment (hep-executor pack-env), "
+               "or ship it with files=[...] / extra_input_files=[...]")
+        raise CodeUnavailableError(msg, module) from exc
+
+
+def _module_in(text: str) -> str:
+    """The module named in ``Can't get attribute 'X' on <module 'M' from ...>``, or ``?``."""
+    start = text.find("<module '")
+    return text[start + 9:text.find("'", start + 9)] if start >= 0 else "?"
+
+
+def _error_payload(exc: BaseException) -> tuple[bytes, str, str]:
+    text = f"{type(exc).__name__}: {exc}"
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        data = cloudpickle.dumps(exc)
+        pickle.loads(data)
+    except Exception:
+        data = b""
+    return data, text, tb
+
+
+def slot_main(conn, slot_index: int) -> None:
+    """Serve tasks from ``conn`` until it closes or a ``stop`` arrives."""
+    monitor.set_parent_death_signal()
+    functions: dict[str, object] = {}
+    pid = os.getpid()
+    while True:
+        try:
+            message = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        kind = message[0]
+        if kind == "stop":
+            return
+        if kind == "fn":
+            _, fn_hash, fn_bytes = message
+            functions[fn_hash] = fn_bytes  # unpickled on first use
+            continue
+        _, task_id, fn_hash, args_bytes = message
+        monitor.reset_peak()
+        cpu0 = time.process_time()
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            fn = functions[fn_hash]
+            if isinstance(fn, bytes):
+                fn = functions[fn_hash] = _unpickle(cloudpickle.loads, fn, "function")
+            value = _run(fn, args_bytes)
+            status, error, tb = "ok", "", ""
+            payload, compressed = dumps(value)
+        except BaseException as exc:  # a task's exception never ends the slot
+            status = "error"
+            payload, error, tb = _error_payload(exc)
+            compressed = False
+        wall = time.perf_counter() - t0
+        report = (task_id, status, payload, compressed, wall, time.process_time() - cpu0,
+                  monitor.peak_mb(), error, tb, started, pid, slot_index)
+        try:
+            conn.send_bytes(pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, OSError):
+            return

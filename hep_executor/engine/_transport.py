@@ -1,0 +1,244 @@
+"""ZeroMQ sockets for manager and workers, with signed messages.
+
+:class:`Endpoint` wraps one socket (the manager's ROUTER or a worker's
+DEALER), the key file's secret and the run's session: it sends typed
+messages with a sequence number per link, and receives them checked,
+dropping (and logging) any message that fails the signature, belongs to
+another run or repeats a sequence number, before it is parsed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+import zmq
+
+from hep_executor.engine import _protocol as protocol
+from hep_executor.errors import (AuthenticationError, ConfigError, ProtocolError, ReplayError,
+                                 SessionMismatchError)
+
+__all__ = ["Endpoint", "bind_router", "connect_dealer", "format_address"]
+
+log = logging.getLogger(__name__)
+
+
+def format_address(host: str, port: int) -> str:
+    """``tcp://HOST:PORT``, with a wildcard host replaced by this machine's name."""
+    if host in ("*", "0.0.0.0", ""):
+        host = socket.getfqdn()
+    return f"tcp://{host}:{port}"
+
+
+def bind_router(ctx: zmq.Context, host: str = "127.0.0.1", port: int | tuple | list = 0):
+    """Bind a ROUTER socket; return ``(socket, port)``.
+
+    ``port`` is 0 (any free port), a number, or a ``[low, high]`` range.
+    """
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    bind_host = "*" if host in ("0.0.0.0", "") else host
+    try:
+        if isinstance(port, (list, tuple)):
+            if len(port) != 2 or port[0] > port[1]:
+                msg = f"port range must be [low, high], got {port!r}"
+                raise ConfigError(msg)
+            chosen = sock.bind_to_random_port(f"tcp://{bind_host}", int(port[0]), int(port[1]) + 1, 200)
+        elif int(port) == 0:
+            chosen = sock.bind_to_random_port(f"tcp://{bind_host}")
+        else:
+            sock.bind(f"tcp://{bind_host}:{int(port)}")
+            chosen = int(port)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        msg = f"cannot bind the manager to {host}:{port}: {exc} (is the port in use?)"
+        raise ConfigError(msg) from exc
+    return sock, chosen
+
+
+def connect_dealer(ctx: zmq.Context, address: str, identity: bytes | None = None):
+    """Connect a DEALER socket to ``address`` (``tcp://HOST:PORT``)."""
+    if not address.startswith("tcp://"):
+        address = "tcp://" + address
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    try:
+        sock.connect(address)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        msg = f"cannot connect to manager address {address!r}: {exc}"
+        raise ConfigError(msg) from exc
+    return sock
+
+
+_NO_SESSION_OPS = frozenset({"hello", "session", "status_query", "status_reply", "refuse"})
+
+
+class Endpoint:
+    """One socket, the key file's secret, and the session its messages belong to.
+
+    Every message sent carries the session id and the next sequence number
+    of its link (per peer on a ROUTER), signed with the session's key and
+    the worker's identity. A message received is dropped, and logged at
+    most once a second, before its header is parsed when its signature
+    fails, when it belongs to another run (:class:`SessionMismatchError`,
+    which the caller may answer), or when its sequence number is not past
+    the last one of its link (:class:`ReplayError`).
+
+    Parameters
+    ----------
+    sock : zmq.Socket
+        A ROUTER (``routed=True``) or DEALER socket.
+    key : bytes
+        The key file's secret (the session keys are derived from it).
+    routed : bool
+        Whether frames carry a peer identity first (ROUTER: the manager).
+    session : bytes, optional
+        The run's session id (the manager's; a worker learns it with :meth:`join`).
+    identity : bytes
+        A DEALER's own routing identity (signed into every message).
+    """
+
+    def __init__(self, sock: zmq.Socket, key: bytes, routed: bool, *, session: bytes | None = None,
+                 identity: bytes = b""):
+        self.sock = sock
+        self.key = key
+        self.routed = routed
+        self.identity = identity
+        self.session = protocol.NO_SESSION
+        self._keys = {protocol.NO_SESSION: protocol.derive_key(key, protocol.NO_SESSION)}
+        self._sent: dict = {}   # peer (None on a DEALER) -> last sequence number sent
+        self._heard: dict = {}  # peer -> last sequence number accepted
+        self.dropped = 0
+        self.replayed = 0
+        self._last_drop_log = 0.0
+        if session is not None:
+            self.join(session)
+
+    def join(self, session: bytes) -> None:
+        """Speak in ``session`` from now on (a worker, once the manager named it)."""
+        self.session = session
+        self._keys[session] = protocol.derive_key(self.key, session)
+
+    def forget(self, peer: bytes) -> None:
+        """Drop the sequence numbers of ``peer`` (a status client done with its question)."""
+        self._sent.pop(peer, None)
+        self._heard.pop(peer, None)
+
+    def _key_for(self, session: bytes) -> bytes:
+        key = self._keys.get(session)
+        return key if key is not None else protocol.derive_key(self.key, session)
+
+    def send(self, msg: Any, payloads=(), peer: bytes | None = None, *,
+             session: bytes | None = None) -> bool:
+        """Send ``msg`` (in ``session``, default this endpoint's); return False if the peer is gone."""
+        session = self.session if session is None else session
+        seq = self._sent.get(peer, 0) + 1
+        self._sent[peer] = seq
+        direction = protocol.TO_WORKER if self.routed else protocol.TO_MANAGER
+        envelope = protocol.Envelope(session, seq, direction)
+        frames = protocol.encode(msg, self._key_for(session), payloads, envelope=envelope,
+                                 identity=peer if self.routed else self.identity)
+        if self.routed:
+            frames = [peer, *frames]
+        try:
+            self.sock.send_multipart(frames, copy=False)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
+        return True
+
+    def send_unsigned(self, msg: Any, peer: bytes) -> None:
+        """Send a message signed with an empty key (only :class:`protocol.Refuse`).
+
+        Used to tell a worker whose key does not match why it is refused;
+        such a worker can read the reason but nothing it would act on.
+        """
+        envelope = protocol.Envelope(protocol.NO_SESSION, 0, protocol.TO_WORKER)
+        frames = protocol.encode(msg, b"", (), envelope=envelope, identity=peer)
+        try:
+            self.sock.send_multipart([peer, *frames])
+        except zmq.ZMQError:
+            pass
+
+    def recv(self) -> tuple[bytes | None, Any, list] | None:
+        """Receive one message without blocking.
+
+        Returns ``(peer, message, payloads)``, or None when nothing is
+        waiting. A message that fails its checks is dropped and logged,
+        and comes back as ``(peer, exception, raw_frames)`` so that the
+        caller may answer a refused registration.
+        """
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return None
+        peer = frames.pop(0) if self.routed else None
+        try:
+            msg, payloads = self._open(peer, frames)
+        except (AuthenticationError, ProtocolError) as exc:
+            self._note_drop(peer, exc)
+            return peer, exc, frames
+        return peer, msg, payloads
+
+    def _open(self, peer: bytes | None, frames: list) -> tuple[Any, list]:
+        """Check direction, session, signature and sequence number, then parse the header."""
+        envelope = protocol.peek_envelope(frames)
+        identity = peer if self.routed else self.identity
+        if envelope.direction != (protocol.TO_MANAGER if self.routed else protocol.TO_WORKER):
+            msg = "message signed for the other direction (reflected back?)"
+            raise AuthenticationError(msg)
+        if envelope.session not in self._keys:
+            self._refuse_other_session(frames, envelope, identity)
+        protocol.check_signature(frames, self._keys[envelope.session], identity)
+        header = bytes(frames[2])
+        if envelope.seq <= self._heard.get(peer, 0):
+            self.replayed += 1
+            if self.routed or b'"op":"refuse"' not in header[:20]:
+                msg = (f"sequence number {envelope.seq} is not past {self._heard.get(peer, 0)} "
+                       "on this link: a replayed or reordered message")
+                raise ReplayError(msg)
+        else:
+            self._heard[peer] = envelope.seq
+        msg = protocol.parse_header(header)
+        if envelope.session == protocol.NO_SESSION and msg.op not in _NO_SESSION_OPS:
+            msg = f"a {msg.op!r} message outside the run's session"
+            raise AuthenticationError(msg)
+        return msg, frames[3:]
+
+    def _refuse_other_session(self, frames: list, envelope, identity: bytes) -> None:
+        try:
+            protocol.verify(frames, protocol.derive_key(self.key, envelope.session), identity)
+        except AuthenticationError:
+            msg = "message signature does not match the key (wrong key file?)"
+            raise AuthenticationError(msg) from None
+        msg = (f"message of another run (session {envelope.session.hex()[:12]}, this run is "
+               f"{self.session.hex()[:12]}): a worker of an earlier run of this key file")
+        raise SessionMismatchError(msg, envelope.session)
+
+    def _note_drop(self, peer: bytes | None, exc: Exception) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log > 1.0:
+            self._last_drop_log = now
+            who = peer.hex()[:12] if peer else "manager"
+            log.warning("dropped a message from %s: %s (%d dropped so far)", who,
+                        ascii(str(exc)[:300]), self.dropped)
+
+    def poll(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for a message; return whether one is waiting."""
+        return bool(self.sock.poll(max(0, int(timeout_s * 1000)), zmq.POLLIN))
+
+    def close(self) -> None:
+        """Close the socket now."""
+        self.sock.close(0)
