@@ -8,6 +8,7 @@ password file (any bytes) becomes a key through :func:`read_password_file`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import stat
@@ -15,7 +16,10 @@ from pathlib import Path
 
 from hep_executor.errors import ConfigError
 
-__all__ = ["KEY_ENV", "generate_key", "load_key", "read_key_file", "read_password_file", "write_key_file"]
+__all__ = ["KEY_ENV", "generate_key", "load_key", "read_key_file", "read_password_file", "warn_if_readable",
+           "write_key_file"]
+
+log = logging.getLogger(__name__)
 
 #: environment variable that hands the key to local workers
 KEY_ENV = "HEP_EXECUTOR_KEY"
@@ -32,6 +36,7 @@ def write_key_file(path: str | os.PathLike, key: bytes | None = None) -> bytes:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+    os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)  # an existing file keeps its mode through O_CREAT
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex() + "\n")
     return key
@@ -44,6 +49,7 @@ def read_key_file(path: str | os.PathLike) -> bytes:
     except OSError as exc:
         msg = f"cannot read key file {str(path)!r}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
+    warn_if_readable(path)
     try:
         key = bytes.fromhex(text)
     except ValueError:
@@ -53,6 +59,20 @@ def read_key_file(path: str | os.PathLike) -> bytes:
                "make one with 'hep-executor keygen PATH'")
         raise ConfigError(msg)
     return key
+
+
+def warn_if_readable(path: str | os.PathLike) -> bool:
+    """Log a warning, and return True, when others than the owner may read the key file ``path``."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return False
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return False
+    log.warning("key file %s has mode %04o: others can read the key, and a key holder can run "
+                "code on every worker; chmod 600 it (or make a new one with 'hep-executor keygen')",
+                path, mode)
+    return True
 
 
 def read_password_file(path: str | os.PathLike) -> bytes:

@@ -33,6 +33,7 @@ import psutil
 import zmq
 
 from hep_executor.engine import _protocol as protocol
+from hep_executor.engine._keeper import Keeper, held
 from hep_executor.engine._keys import KEY_ENV, load_key
 from hep_executor.engine._files import ShippedFiles
 from hep_executor.engine._ledger import FunctionStore, ReportLog
@@ -147,6 +148,7 @@ class Manager(MessageSteps, DispatchSteps):
         self._bind(host, port, address_file)
         self._start_local_workers(local_workers, launcher, worker_env, worker_cores, worker_memory_mb,
                                   worker_timeout, worker_preload, worker_slot_keys)
+        self._keeper = Keeper(self, heartbeat_interval)  # answers workers while the caller is away
         self._finalizer = weakref.finalize(self, _close_quietly, self._local, self.endpoint, self._ctx)
         atexit.register(self._finalizer)
 
@@ -182,6 +184,7 @@ class Manager(MessageSteps, DispatchSteps):
             self._local.submit(self._local_spec, count)
 
     # ------------------------------------------------------------ public face
+    @held
     def submit(self, fn, *args, kwargs: dict | None = None, cores: int = 1, memory_mb: int = 0,
                category: str = "default", retries: int = 0, tag=None, affinity: str | None = None) -> int:
         """Queue ``fn(*args, **kwargs)``; return its task id.
@@ -215,6 +218,7 @@ class Manager(MessageSteps, DispatchSteps):
         return self.submit(apply_to_payloads, fn, payloads, cores=cores, memory_mb=memory_mb,
                            category=category, retries=retries, tag=tag)
 
+    @held
     def wait(self, timeout: float | None = None, max_results: int | None = None) -> list[TaskResult]:
         """Return finished tasks (see the module docstring for when it returns).
 
@@ -264,6 +268,7 @@ class Manager(MessageSteps, DispatchSteps):
         """Whether more tasks would keep the workers busier."""
         return self.table.n_waiting < 2 * max(1, self.table.total_cores)
 
+    @held
     def cancel(self, task_id: int) -> bool:
         """Cancel a waiting or running task; return whether it was known.
 
@@ -282,10 +287,12 @@ class Manager(MessageSteps, DispatchSteps):
         self.stats["cancelled"] += 1
         return True
 
+    @held
     def workers(self) -> list[dict]:
         """The registered workers, as plain dicts."""
         return [w.describe() for w in self.table.workers.values()]
 
+    @held
     def wait_for_workers(self, count: int, timeout: float = 30.0) -> int:
         """Process messages until ``count`` workers have joined or ``timeout``; return the count."""
         deadline = time.monotonic() + timeout
@@ -294,6 +301,7 @@ class Manager(MessageSteps, DispatchSteps):
             self._pass()
         return len(self.table.workers)
 
+    @held
     def status(self) -> dict:
         """How much work there is and how many slots are free."""
         free = sum(max(0, w.free_cores) for w in self.table.workers.values())
@@ -301,11 +309,13 @@ class Manager(MessageSteps, DispatchSteps):
                 "workers": len(self.table.workers), "slots_free": free,
                 "tasks_unplaced": max(0, self.table.n_waiting - free), "closing": self._closed}
 
+    @held
     def close(self) -> None:
         """Tell workers to stop, stop local workers, release the socket. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._keeper.stop()
         for worker in list(self.table.workers.values()):
             self.endpoint.send(protocol.Shutdown("manager closing"), peer=worker.identity)
         self.reports.close()

@@ -34,7 +34,7 @@ import zmq
 from hep_executor.engine import _monitor as monitor
 from hep_executor.engine import _protocol as protocol
 from hep_executor.errors import AuthenticationError, ConfigError, ProtocolError
-from hep_executor.engine._keys import load_key
+from hep_executor.engine._keys import KEY_ENV, load_key
 from hep_executor.engine._pipes import SlotWriter
 from hep_executor.engine._slot import slot_main
 from hep_executor.engine._state import remember_key
@@ -320,6 +320,9 @@ class Worker:
                 self.manager_timeout = min(self.manager_timeout, msg.worker_timeout)
                 self._last_heard = time.monotonic()
                 return True
+        if self.stopping:
+            log.info("worker %s stopped before it registered (%s)", self.worker_id, self.stopping)
+            return False
         log.error("no answer from manager %s within %.0f s (is the address right, and the key the same?)",
                   self.manager, self.manager_timeout)
         self.exit_code = EXIT_MANAGER_LOST
@@ -430,6 +433,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     key = load_key(None, args.key_file, who="a worker")
+    os.environ.pop(KEY_ENV, None)  # the slots run user code: they never see the key
     preload(m for m in args.preload.split(",") if m)
     worker = Worker(args.manager, key, cores=args.cores, memory_mb=args.memory, disk_mb=args.disk,
                     heartbeat_interval=args.heartbeat, manager_timeout=args.manager_timeout,

@@ -150,3 +150,48 @@ def test_a_flood_of_wrong_key_registrations_is_one_log_line(caplog):
         finally:
             for peer in peers:
                 peer.close()
+
+
+def test_a_worker_stopped_while_registering_says_so_and_blames_no_manager(tmp_path):
+    import socket
+    import time
+
+    key_file = tmp_path / "run.key"
+    keys.write_key_file(key_file)
+    with socket.socket() as s:  # a port nobody listens on: the Hello goes unanswered
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = subprocess.Popen([*_worker_cmd(f"tcp://127.0.0.1:{port}", key_file), "--log-level", "INFO"],
+                              stderr=subprocess.PIPE, text=True)
+    # its slot starts after the signal handlers are in place and before the Hello
+    try_assert(lambda: psutil.Process(worker.pid).children(), timeout=60)
+    time.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=30)
+    assert "stopped before it registered" in err
+    assert "no answer from manager" not in err
+
+
+def test_workers_and_status_queries_are_answered_while_the_caller_is_away(tmp_path):
+    import time
+
+    from hep_executor.engine import query_status
+
+    key_file = tmp_path / "run.key"
+    with Manager(local_workers=0, key_file=str(key_file), heartbeat_interval=0.5,
+                 heartbeat_timeout=5.0) as m:
+        # the worker gives its manager up after 3 s of silence: the caller is away for 8
+        worker = subprocess.Popen([*_worker_cmd(m.address, key_file)[:-2], "--manager-timeout", "3",
+                                   "--heartbeat", "0.5"])
+        try:
+            assert m.wait_for_workers(1, timeout=30) == 1
+            m.submit(tasks.pid_of_worker)
+            time.sleep(8.0)
+            status = query_status(m.address, m.key, timeout=10)
+            assert worker.poll() is None, "the worker left while the caller was away"
+            assert status["workers"] == 1
+            (r,) = drain(m)  # the task ran while the caller slept
+            assert r.ok and r.value == worker.pid
+        finally:
+            m.close()
+            assert worker.wait(timeout=20) == 0
