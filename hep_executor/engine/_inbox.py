@@ -99,7 +99,8 @@ class MessageSteps:
             return
         worker = WorkerRecord(peer, msg.worker_id, msg.host, msg.pid, msg.cores, msg.memory_mb, msg.disk_mb)
         self.table.add_worker(worker)
-        self.endpoint.send(protocol.Welcome(self.heartbeat_interval, self.worker_timeout), peer=peer)
+        self.endpoint.send(protocol.Welcome(self.heartbeat_interval, self.worker_timeout, self.max_message_mb),
+                           peer=peer)
         worker.last_sent = time.monotonic()
         log.info("worker %s joined from %s: %d cores, %d MB", msg.worker_id, msg.host, msg.cores, msg.memory_mb)
 

@@ -107,6 +107,13 @@ class Manager(MessageSteps, DispatchSteps):
         Files (or folders) every task function carries to its workers: they
         arrive once per worker in its sandbox, which is on ``sys.path``
         (see :mod:`hep_executor.engine._files`).
+    max_message_mb : int
+        Largest frame (one task result, serialized and compressed) the
+        manager accepts, MB (0: no limit). A peer that sends more is
+        dropped by ZeroMQ before the bytes are held; a worker whose result
+        is larger reports the task as failed, naming this setting. The
+        default (2048) leaves room for the largest merged coffea outputs;
+        lower it when the manager listens on an open network.
     """
 
     def __init__(self, local_workers: int | None = None, *, host: str = "127.0.0.1",
@@ -117,7 +124,8 @@ class Manager(MessageSteps, DispatchSteps):
                  max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
                  worker_env: dict | None = None, worker_preload: tuple = (),
                  worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4,
-                 unfit_grace_s: float = 60.0, journal: str | None = None, files: list | None = None):
+                 unfit_grace_s: float = 60.0, journal: str | None = None, files: list | None = None,
+                 max_message_mb: int = 2048):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
@@ -133,6 +141,7 @@ class Manager(MessageSteps, DispatchSteps):
         self.worker_timeout = worker_timeout
         self.restart_workers = restart_workers
         self.unfit_grace_s = unfit_grace_s
+        self.max_message_mb = max(0, int(max_message_mb))
         self.prefetch = prefetch
         self.table = TaskTable(max_worker_kills)
         self.stats: collections.Counter = collections.Counter()
@@ -155,7 +164,7 @@ class Manager(MessageSteps, DispatchSteps):
     def _bind(self, host: str, port, address_file: str | None) -> None:
         """Bind the ROUTER socket, open this run's session and publish the address."""
         self._ctx = zmq.Context()
-        sock, self.port = bind_router(self._ctx, host, port)
+        sock, self.port = bind_router(self._ctx, host, port, self.max_message_mb * 2**20 or -1)
         self.session = protocol.new_session()  # fresh for every run: messages of other runs fail
         self.endpoint = Endpoint(sock, self.key, routed=True, session=self.session)
         self.address = format_address(host, self.port)

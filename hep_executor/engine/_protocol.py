@@ -122,6 +122,7 @@ class Welcome:
     op: ClassVar[str] = "welcome"
     heartbeat_interval: float
     worker_timeout: float  # the manager's wish; a worker keeps its own if smaller
+    max_message_mb: int = 0  # largest frame the manager takes (0: no limit)
 
 
 @dataclass(frozen=True)

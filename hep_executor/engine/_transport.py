@@ -32,13 +32,18 @@ def format_address(host: str, port: int) -> str:
     return f"tcp://{host}:{port}"
 
 
-def bind_router(ctx: zmq.Context, host: str = "127.0.0.1", port: int | tuple | list = 0):
+def bind_router(ctx: zmq.Context, host: str = "127.0.0.1", port: int | tuple | list = 0,
+                max_frame_bytes: int = -1):
     """Bind a ROUTER socket; return ``(socket, port)``.
 
     ``port`` is 0 (any free port), a number, or a ``[low, high]`` range.
+    ZeroMQ drops a peer that sends a frame over ``max_frame_bytes`` (-1:
+    no limit) before buffering it, so no unauthenticated peer can make the
+    manager hold more than that per frame.
     """
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)

@@ -93,6 +93,7 @@ class Worker:
         self.cores, self.memory_mb, self.disk_mb = cores, memory_mb, disk_mb
         self.heartbeat_interval = heartbeat_interval
         self.manager_timeout = manager_timeout
+        self.max_result_bytes = 0  # the manager's frame limit, from its Welcome (0: none)
         self.parent_pid = parent_pid
         self.slot_keys = slot_keys
         self.worker_id = uuid.uuid4().hex[:12]
@@ -203,11 +204,18 @@ class Worker:
                 if task_id in self._discard:
                     self._discard.discard(task_id)
                     continue
+                if self.max_result_bytes and len(payload) > self.max_result_bytes:
+                    status, error, tb, payload = "error", self._oversize(len(payload)), "", b""
                 self.outbox.append(({"id": task_id, "status": status, "wall": wall, "cpu": cpu,
                                      "peak_mb": peak, "compressed": compressed, "error": error,
                                      "traceback": tb, "started": started,
                                      "slot": f"{self.worker_id}/{index}",
                                      "host": socket.gethostname()}, payload))
+
+    def _oversize(self, size: int) -> str:
+        limit = self.max_result_bytes / 2**20
+        return (f"the task's result is {size / 2**20:.0f} MB serialized, over the manager's limit of "
+                f"{limit:.0f} MB per message: raise Manager(max_message_mb=...) or return less")
 
     def _slot_died(self, slot: _Slot, status: str = "lost", note: str = "") -> None:
         """The slot's process ended under its running task: report it, requeue the rest."""
@@ -318,6 +326,7 @@ class Worker:
                 self.heartbeat_interval = msg.heartbeat_interval
                 # the smaller wins: a worker started with a short --manager-timeout keeps it
                 self.manager_timeout = min(self.manager_timeout, msg.worker_timeout)
+                self.max_result_bytes = msg.max_message_mb * 2**20
                 self._last_heard = time.monotonic()
                 return True
         if self.stopping:
