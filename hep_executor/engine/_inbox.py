@@ -97,12 +97,13 @@ class MessageSteps:
     def _register(self, peer: bytes, msg: protocol.Register) -> None:
         if peer in self.table.workers:
             return
-        worker = WorkerRecord(peer, msg.worker_id, msg.host, msg.pid, msg.cores, msg.memory_mb, msg.disk_mb)
+        cores, memory_mb = _within_the_host(msg)
+        worker = WorkerRecord(peer, msg.worker_id, msg.host, msg.pid, cores, memory_mb, msg.disk_mb)
         self.table.add_worker(worker)
         self.endpoint.send(protocol.Welcome(self.heartbeat_interval, self.worker_timeout, self.max_message_mb),
                            peer=peer)
         worker.last_sent = time.monotonic()
-        log.info("worker %s joined from %s: %d cores, %d MB", msg.worker_id, msg.host, msg.cores, msg.memory_mb)
+        log.info("worker %s joined from %s: %d cores, %d MB", msg.worker_id, msg.host, cores, memory_mb)
 
     def _file_results(self, worker: WorkerRecord, items: list, payloads: list) -> None:
         for item, payload in zip(items, payloads):
@@ -156,3 +157,17 @@ class MessageSteps:
         result = failed(task.id, task.category, "lost", error, attempts=task.attempts)
         result.tag = self._tags.pop(task.id, None)
         self._deliver(task, result)
+
+
+def _within_the_host(msg: protocol.Register) -> tuple[int, int]:
+    """The worker's cores and memory, capped (with a warning) at what its machine says it has."""
+    cores, memory_mb = msg.cores, msg.memory_mb
+    if msg.host_cores and cores > msg.host_cores:
+        log.warning("worker %s on %s offers %d cores, its machine has %d: taking %d", msg.worker_id,
+                    ascii(msg.host)[:80], cores, msg.host_cores, msg.host_cores)
+        cores = msg.host_cores
+    if msg.host_memory_mb and memory_mb > msg.host_memory_mb:
+        log.warning("worker %s on %s offers %d MB, its machine has %d MB: taking %d MB", msg.worker_id,
+                    ascii(msg.host)[:80], memory_mb, msg.host_memory_mb, msg.host_memory_mb)
+        memory_mb = msg.host_memory_mb
+    return cores, memory_mb

@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 
-__all__ = ["peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal"]
+__all__ = ["peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal", "total_memory_mb"]
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
 
@@ -44,6 +44,16 @@ def peak_mb() -> float:
     """Peak resident memory of this process since the last :func:`reset_peak`, in MB."""
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def total_memory_mb() -> int:
+    """This machine's memory in MB (0 if it cannot be read)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total / 2**20)
+    except Exception:
+        return 0
 
 
 def rss_mb(pid: int) -> float:

@@ -113,6 +113,8 @@ class Register:
     cores: int
     memory_mb: int
     disk_mb: int
+    host_cores: int = 0  # what the worker's machine has (0: not said)
+    host_memory_mb: int = 0
 
 
 @dataclass(frozen=True)

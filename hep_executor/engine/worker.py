@@ -318,7 +318,8 @@ class Worker:
                 self.endpoint.join(bytes.fromhex(msg.session))
                 self.endpoint.send(protocol.Register(
                     protocol.PROTOCOL_VERSION, self.worker_id, socket.gethostname(), os.getpid(),
-                    self.cores, self.memory_mb, self.disk_mb))
+                    self.cores, self.memory_mb, self.disk_mb, os.cpu_count() or 0,
+                    monitor.total_memory_mb()))
             elif isinstance(msg, protocol.Refuse):
                 self._refused(msg.reason)
                 return False

@@ -46,3 +46,48 @@ def test_an_unauthenticated_frame_over_the_limit_is_dropped_before_it_is_read():
         for s, c in ((sock, ctx), (big_sock, big_ctx)):
             s.close(0)
             c.term()
+
+
+def test_a_worker_offering_more_than_its_machine_has_is_capped_with_a_warning(caplog):
+    import logging
+
+    from hep_executor.engine import protocol
+    from tests.engine.rawpeer import RawPeer, answer
+
+    with Manager(local_workers=0) as m:
+        peer = RawPeer(m.local_address, m.key)
+        try:
+            peer.send(protocol.Hello(protocol.PROTOCOL_VERSION, peer.identity.decode()))
+            peer.session = bytes.fromhex(answer(m, peer).session)
+            with caplog.at_level(logging.WARNING, logger="hep_executor.engine"):
+                peer.send(protocol.Register(protocol.PROTOCOL_VERSION, peer.identity.decode(), "node7",
+                                            1, 64, 500_000, 1000, 8, 16_000))
+                assert isinstance(answer(m, peer), protocol.Welcome)
+            (worker,) = m.workers()
+            assert worker["cores"] == 8 and worker["memory_mb"] == 16_000
+            text = " ".join(r.getMessage() for r in caplog.records)
+            assert "offers 64 cores, its machine has 8" in text
+            assert "offers 500000 MB, its machine has 16000 MB" in text
+        finally:
+            peer.close()
+
+
+def test_a_real_worker_started_with_too_many_cores_is_capped_at_its_machine(tmp_path):
+    import subprocess
+    import sys
+
+    import psutil
+
+    key_file = tmp_path / "run.key"
+    with Manager(local_workers=0, key_file=str(key_file)) as m:
+        worker = subprocess.Popen([sys.executable, "-m", "hep_executor.worker", "--manager", m.address,
+                                   "--key-file", str(key_file), "--cores", str(4 * os.cpu_count()),
+                                   "--memory", str(10**8)])
+        try:
+            assert m.wait_for_workers(1, timeout=60) == 1
+            (info,) = m.workers()
+            assert info["cores"] == os.cpu_count()
+            assert info["memory_mb"] == int(psutil.virtual_memory().total / 2**20)
+        finally:
+            m.close()
+            assert worker.wait(timeout=30) == 0
