@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 _ERRORS = (
     "HepExecutorError", "ConfigError", "InputError", "FileMissingError", "CoverageError",
-    "TaskError", "ChunkError", "WorkerLostError", "ResourceExhaustedError",
+    "TaskError", "ChunkError", "WorkerLostError", "ResourceExhaustedError", "TaskTimeoutError",
 )
 
 _EXPORTS = {

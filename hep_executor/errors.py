@@ -32,6 +32,7 @@ setting at fault and, where it helps, what to do about it::
     │   │   └── UnpicklableResultError      the processor's output cannot be pickled
     │   ├── WorkerLostError                 the task killed its worker too often
     │   ├── ResourceExhaustedError (MemoryError)   over its memory allocation
+    │   ├── TaskTimeoutError (TimeoutError)   ran longer than its max_wall_s and was stopped
     │   └── CodeUnavailableError (ImportError)   the worker cannot import the task's code
     ├── CoverageError                       output misses or doubles entry ranges
     ├── BatchError (RuntimeError)           a batch system refused or failed a job
@@ -232,6 +233,28 @@ class ResourceExhaustedError(TaskError, MemoryError):
 
     def __reduce__(self):
         return (type(self), (self.args[0] if self.args else "", self.peak_mb, self.limit_mb))
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """A task ran longer than its ``max_wall_s`` and was stopped.
+
+    Parameters
+    ----------
+    message : str
+        Names the task, its category, the worker's host and the limit.
+    wall_s : float
+        How long it had run when it was stopped.
+    limit_s : float
+        Its ``max_wall_s``.
+    """
+
+    def __init__(self, message: str, wall_s: float = 0.0, limit_s: float = 0.0):
+        super().__init__(message)
+        self.wall_s = wall_s
+        self.limit_s = limit_s
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.wall_s, self.limit_s))
 
 
 class CoverageError(HepExecutorError):

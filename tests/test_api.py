@@ -9,7 +9,7 @@ DOCUMENTED = {
     "HepExecutor", "run_uproot_job", "run", "RunResult", "Manager", "TaskResult", "TaskReport",
     "WorkerSpec", "errors", "__version__",
     "HepExecutorError", "ConfigError", "InputError", "FileMissingError", "CoverageError",
-    "TaskError", "ChunkError", "WorkerLostError", "ResourceExhaustedError",
+    "TaskError", "ChunkError", "WorkerLostError", "ResourceExhaustedError", "TaskTimeoutError",
 }
 
 

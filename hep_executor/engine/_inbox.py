@@ -16,7 +16,8 @@ from hep_executor.engine import _protocol as protocol
 from hep_executor.engine._results import TaskReport, TaskResult, failed
 from hep_executor.engine._state import WorkerRecord
 from hep_executor.errors import (AuthenticationError, ProtocolError, ReplayError, ResourceExhaustedError,
-                                 SessionMismatchError, VersionMismatchError, WorkerLostError)
+                                 SessionMismatchError, TaskTimeoutError, VersionMismatchError,
+                                 WorkerLostError)
 
 __all__ = ["MessageSteps"]
 
@@ -122,7 +123,7 @@ class MessageSteps:
                 if outcome == "failed":
                     self._fail_lost(task, item["error"])
                 continue
-            if status == "error" and self.table.retry(task.id):
+            if status in ("error", "timeout") and self.table.retry(task.id):
                 self.stats["retried"] += 1
                 continue
             self.table.finish(task.id, ok=status == "ok")
@@ -133,6 +134,10 @@ class MessageSteps:
             if status == "error":
                 result.error = TaskResult.remote_error(item, payload)
                 result.payload = b""
+            elif status == "timeout":
+                result.error = TaskTimeoutError(
+                    f"task {task.id} ({task.category}) ran {item['wall']:.1f} s on {report.host}, over its "
+                    f"max_wall_s of {task.max_wall_s:g} s: stopped", wall_s=item["wall"], limit_s=task.max_wall_s)
             elif status == "exhausted":
                 result.error = ResourceExhaustedError(
                     f"task {task.id} ({task.category}) went over its memory allocation on "

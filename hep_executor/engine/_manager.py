@@ -195,7 +195,8 @@ class Manager(MessageSteps, DispatchSteps):
     # ------------------------------------------------------------ public face
     @held
     def submit(self, fn, *args, kwargs: dict | None = None, cores: int = 1, memory_mb: int = 0,
-               category: str = "default", retries: int = 0, tag=None, affinity: str | None = None) -> int:
+               category: str = "default", retries: int = 0, tag=None, affinity: str | None = None,
+               max_wall_s: float | None = None) -> int:
         """Queue ``fn(*args, **kwargs)``; return its task id.
 
         ``fn`` travels once per worker (cached there by content hash);
@@ -205,13 +206,16 @@ class Manager(MessageSteps, DispatchSteps):
         task that raised. ``tag`` comes back on the result. ``affinity``
         (a file path, say) is a hint: a free worker takes a waiting task
         whose key it ran recently before the next in line, so the files a
-        worker's slots keep open are read again there.
+        worker's slots keep open are read again there. ``max_wall_s``
+        stops a task that runs longer (a hung read, a stopped process) and
+        fails it with :class:`TaskTimeoutError` (after its ``retries``).
         """
         self._check_open()
         fn_hash = self._functions.add(fn)
         args_bytes = pickle_bytes((args, kwargs or {}))
         task = self.table.add(fn_hash, args_bytes, cores=int(cores), memory_mb=int(memory_mb or 0),
-                              category=category, retries=int(retries), affinity=affinity)
+                              category=category, retries=int(retries), affinity=affinity,
+                              max_wall_s=float(max_wall_s or 0.0))
         if tag is not None:
             self._tags[task.id] = tag
         self.stats["submitted"] += 1

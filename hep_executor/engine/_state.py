@@ -55,6 +55,7 @@ class TaskRecord:
     dispatched_at: float = 0.0  # time.monotonic() of the last assign
     unfit_since: float | None = None  # time.monotonic() when it was first seen larger than every worker
     affinity: str | None = None
+    max_wall_s: float = 0.0  # stopped on its worker after this long (0: no limit)
 
     def wire(self) -> dict:
         """The task as it travels in a :class:`~hep_executor.engine._protocol.Tasks` item."""
@@ -62,6 +63,8 @@ class TaskRecord:
                 "memory_mb": self.memory_mb, "category": self.category}
         if self.affinity is not None:
             item["affinity"] = self.affinity
+        if self.max_wall_s:
+            item["max_wall_s"] = self.max_wall_s
         return item
 
 
@@ -138,10 +141,11 @@ class TaskTable:
 
     # -- tasks
     def add(self, fn_hash: str, args: bytes, *, cores: int = 1, memory_mb: int = 0,
-            category: str = "default", retries: int = 0, affinity: str | None = None) -> TaskRecord:
+            category: str = "default", retries: int = 0, affinity: str | None = None,
+            max_wall_s: float = 0.0) -> TaskRecord:
         """Register a new waiting task and return it."""
         task = TaskRecord(self._next_id, fn_hash, args, cores, memory_mb, category, retries,
-                          affinity=affinity)
+                          affinity=affinity, max_wall_s=max_wall_s)
         self._next_id += 1
         self.tasks[task.id] = task
         self.waiting.append(task)

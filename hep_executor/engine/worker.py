@@ -59,6 +59,7 @@ class _Slot:
     functions: set = field(default_factory=set)
     queue: collections.deque = field(default_factory=collections.deque)  # items sent; head runs
     peak_seen: float = 0.0
+    head_since: float = 0.0  # time.monotonic() when the task at the head of ``queue`` started
     keys: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent affinity keys
 
 
@@ -144,6 +145,8 @@ class Worker:
             slot.writer.send(pickle.dumps(("fn", fn_hash, self.functions[fn_hash])))
             slot.functions.add(fn_hash)
         slot.writer.send(pickle.dumps(("task", item["id"], fn_hash, args)))
+        if not slot.queue:
+            slot.head_since = time.monotonic()
         slot.queue.append((item, args))
         slot.peak_seen = 0.0
 
@@ -200,6 +203,7 @@ class Worker:
                 (task_id, status, payload, compressed, wall, cpu, peak, error, tb,
                  started, pid, index) = report
                 item, _ = slot.queue.popleft()
+                slot.head_since = time.monotonic()
                 self._ewma_wall = 0.8 * self._ewma_wall + 0.2 * wall
                 if task_id in self._discard:
                     self._discard.discard(task_id)
@@ -217,14 +221,14 @@ class Worker:
         return (f"the task's result is {size / 2**20:.0f} MB serialized, over the manager's limit of "
                 f"{limit:.0f} MB per message: raise Manager(max_message_mb=...) or return less")
 
-    def _slot_died(self, slot: _Slot, status: str = "lost", note: str = "") -> None:
+    def _slot_died(self, slot: _Slot, status: str = "lost", note: str = "", wall: float = 0.0) -> None:
         """The slot's process ended under its running task: report it, requeue the rest."""
         slot.proc.join(timeout=5)  # the exit code is None until the process is reaped
         if slot.queue:
             item, _ = slot.queue.popleft()
             reason = note or (f"the task's process ended {describe_exit(slot.proc.exitcode)} "
                               "(crashed, called os._exit, or was killed)")
-            self.outbox.append(({"id": item["id"], "status": status, "wall": 0.0, "cpu": 0.0,
+            self.outbox.append(({"id": item["id"], "status": status, "wall": wall, "cpu": 0.0,
                                  "peak_mb": slot.peak_seen, "compressed": False,
                                  "error": reason, "traceback": "", "started": 0.0,
                                  "slot": f"{self.worker_id}/{slot.index}",
@@ -250,6 +254,18 @@ class Worker:
                 slot.proc.join(timeout=5)
                 self._slot_died(slot, status="exhausted",
                                 note=f"task used {rss:.0f} MB, over its {limit} MB allocation")
+
+    def _enforce_wall(self) -> None:
+        now = time.monotonic()
+        for slot in list(self.slots):
+            limit = slot.queue[0][0].get("max_wall_s") if slot.queue else 0
+            if limit and now - slot.head_since > limit:
+                ran = now - slot.head_since
+                log.warning("task %s ran %.1f s, over its max_wall_s of %g s: stopping it",
+                            slot.queue[0][0]["id"], ran, limit)
+                slot.proc.kill()
+                self._slot_died(slot, status="timeout", note=f"task ran {ran:.1f} s, over its max_wall_s",
+                                wall=ran)
 
     def _feed_slots(self) -> None:
         depth = 2 if self._ewma_wall < 0.02 else 1
@@ -294,11 +310,13 @@ class Worker:
 
     def step(self, timeout: float) -> None:
         """One pass of the worker's loop."""
-        busy = any(s.queue and (s.queue[0][0].get("memory_mb") or 0) for s in self.slots)
+        busy = any(s.queue and (s.queue[0][0].get("memory_mb") or s.queue[0][0].get("max_wall_s"))
+                   for s in self.slots)
         events = dict(self._poller.poll(int(1000 * (min(timeout, 0.05) if busy else timeout))))
         self._process_manager_messages()
         self._process_slot_results({fd for fd in events if isinstance(fd, int)})
         self._enforce_memory()
+        self._enforce_wall()
         self._feed_slots()
         self._flush_results()
         self._heartbeat_and_watch()

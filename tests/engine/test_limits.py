@@ -91,3 +91,39 @@ def test_a_real_worker_started_with_too_many_cores_is_capped_at_its_machine(tmp_
         finally:
             m.close()
             assert worker.wait(timeout=30) == 0
+
+
+def _stop_myself():
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return "never"
+
+
+def test_a_task_over_its_max_wall_is_stopped_and_named_and_the_worker_goes_on():
+    import time
+
+    from hep_executor import TaskTimeoutError
+
+    with Manager(local_workers=1) as m:
+        start = time.monotonic()
+        slow = m.submit(tasks.slow_square, 3, 30.0, max_wall_s=1.0, category="hung")
+        after = m.submit(tasks.square, 4)
+        results = {r.id: r for r in drain(m)}
+        assert time.monotonic() - start < 20
+        error = results[slow].error
+        assert isinstance(error, TaskTimeoutError) and isinstance(error, TimeoutError)
+        assert "max_wall_s of 1 s" in str(error) and "(hung)" in str(error)
+        assert error.limit_s == 1.0 and error.wall_s >= 1.0
+        assert results[after].value == 16
+
+
+def test_a_stopped_slot_is_caught_by_max_wall_and_retried():
+    from hep_executor import TaskTimeoutError
+
+    with Manager(local_workers=1) as m:
+        tid = m.submit(_stop_myself, max_wall_s=1.0, retries=1)
+        (result,) = drain(m)
+        assert result.id == tid and isinstance(result.error, TaskTimeoutError)
+        assert result.report.attempts == 2
+        assert m.stats["retried"] == 1
