@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 
-__all__ = ["peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal", "total_memory_mb"]
+__all__ = ["descendants", "peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal", "total_memory_mb"]
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
 
@@ -44,6 +44,41 @@ def peak_mb() -> float:
     """Peak resident memory of this process since the last :func:`reset_peak`, in MB."""
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def _parents() -> dict[int, int]:
+    """Every process's parent pid, from one read of /proc (empty where there is no /proc)."""
+    out = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                data = fh.read()
+            out[int(name)] = int(data[data.rindex(b")") + 2:].split(None, 2)[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def descendants(roots) -> dict[int, list[int]]:
+    """The pids of each root's child processes, their children, and so on (one scan of /proc)."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in _parents().items():
+        children.setdefault(parent, []).append(pid)
+    out = {}
+    for root in roots:
+        found, stack = [], list(children.get(root, ()))
+        while stack:
+            pid = stack.pop()
+            found.append(pid)
+            stack.extend(children.get(pid, ()))
+        out[root] = found
+    return out
 
 
 def total_memory_mb() -> int:

@@ -44,6 +44,7 @@ __all__ = ["Worker", "main"]
 
 DEFAULT_SLOT_KEYS = 4  # affinity keys remembered per slot (the manager passes its caller's cache size)
 _SLOT_LOOKAHEAD = 16  # queued tasks looked at for one whose key a free slot holds
+_TREE_SCAN_S = 1.0  # how often the process trees under busy slots are read (one /proc scan)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class _Slot:
     queue: collections.deque = field(default_factory=collections.deque)  # items sent; head runs
     peak_seen: float = 0.0
     head_since: float = 0.0  # time.monotonic() when the task at the head of ``queue`` started
+    children: list = field(default_factory=list)  # pids the running task started, last scan
+    children_mb: float = 0.0  # their resident memory, last scan
+    children_peak: float = 0.0  # the most they held during the running task
     keys: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent affinity keys
 
 
@@ -110,6 +114,7 @@ class Worker:
         self._ewma_wall = 1.0
         self._last_heard = time.monotonic()
         self._last_sent = time.monotonic()
+        self._last_tree_scan = 0.0
         self._ctx = None
         self.endpoint: Endpoint | None = None
         self._poller = zmq.Poller()
@@ -146,7 +151,7 @@ class Worker:
             slot.functions.add(fn_hash)
         slot.writer.send(pickle.dumps(("task", item["id"], fn_hash, args)))
         if not slot.queue:
-            slot.head_since = time.monotonic()
+            self._head_started(slot)
         slot.queue.append((item, args))
         slot.peak_seen = 0.0
 
@@ -203,7 +208,8 @@ class Worker:
                 (task_id, status, payload, compressed, wall, cpu, peak, error, tb,
                  started, pid, index) = report
                 item, _ = slot.queue.popleft()
-                slot.head_since = time.monotonic()
+                peak += slot.children_peak  # what the task's own child processes held
+                self._head_started(slot)
                 self._ewma_wall = 0.8 * self._ewma_wall + 0.2 * wall
                 if task_id in self._discard:
                     self._discard.discard(task_id)
@@ -239,19 +245,47 @@ class Worker:
         self.queue.extendleft(reversed(rest))
         self._restart_slot(slot)
 
+    @staticmethod
+    def _head_started(slot: _Slot) -> None:
+        slot.head_since = time.monotonic()
+        slot.children, slot.children_mb, slot.children_peak = [], 0.0, 0.0
+
+    def _scan_trees(self) -> None:
+        """Once a second, the processes each running task started, and their memory."""
+        now = time.monotonic()
+        busy = [s for s in self.slots if s.queue]
+        if not busy or now - self._last_tree_scan < _TREE_SCAN_S:
+            return
+        self._last_tree_scan = now
+        found = monitor.descendants([s.proc.pid for s in busy])
+        for slot in busy:
+            slot.children = found.get(slot.proc.pid, [])
+            slot.children_mb = sum(monitor.rss_mb(pid) for pid in slot.children)
+            slot.children_peak = max(slot.children_peak, slot.children_mb)
+
+    def _kill_slot(self, slot: _Slot) -> None:
+        """Kill a slot and the processes its task started (they would outlive it)."""
+        for pid in [*slot.children, *monitor.descendants([slot.proc.pid])[slot.proc.pid]]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        slot.proc.kill()
+        slot.proc.join(timeout=5)
+
     def _enforce_memory(self) -> None:
+        self._scan_trees()
         for slot in list(self.slots):
             if not slot.queue:
                 continue
             item = slot.queue[0][0]
-            rss = monitor.rss_mb(slot.proc.pid)
+            rss = monitor.rss_mb(slot.proc.pid) + slot.children_mb
             slot.peak_seen = max(slot.peak_seen, rss)
             limit = item.get("memory_mb") or 0
             if limit and rss > limit:
                 log.warning("task %s used %.0f MB, over its %d MB allocation: stopping it",
                             item["id"], rss, limit)
-                slot.proc.kill()
-                slot.proc.join(timeout=5)
+                self._kill_slot(slot)
                 self._slot_died(slot, status="exhausted",
                                 note=f"task used {rss:.0f} MB, over its {limit} MB allocation")
 
@@ -263,7 +297,7 @@ class Worker:
                 ran = now - slot.head_since
                 log.warning("task %s ran %.1f s, over its max_wall_s of %g s: stopping it",
                             slot.queue[0][0]["id"], ran, limit)
-                slot.proc.kill()
+                self._kill_slot(slot)
                 self._slot_died(slot, status="timeout", note=f"task ran {ran:.1f} s, over its max_wall_s",
                                 wall=ran)
 

@@ -79,3 +79,18 @@ def segfault():
     import signal
 
     os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def child_allocates(mb, hold, pid_file=None):
+    """Start a child process that holds ``mb`` MB for ``hold`` seconds, and wait for it."""
+    import subprocess
+    import sys
+
+    code = (f"import time; b = bytearray({int(mb)} * 2**20)\n"
+            f"for i in range(0, len(b), 4096): b[i] = 1\n"
+            f"time.sleep({hold})")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    if pid_file:
+        with open(pid_file, "w") as fh:
+            fh.write(str(child.pid))
+    return child.wait()

@@ -127,3 +127,31 @@ def test_a_stopped_slot_is_caught_by_max_wall_and_retried():
         assert result.id == tid and isinstance(result.error, TaskTimeoutError)
         assert result.report.attempts == 2
         assert m.stats["retried"] == 1
+
+
+def test_memory_of_a_tasks_child_processes_counts_and_the_child_is_stopped_with_it(tmp_path):
+    import time
+
+    import psutil
+
+    from hep_executor import ResourceExhaustedError
+
+    pid_file = tmp_path / "child.pid"
+    with Manager(local_workers=1) as m:
+        tid = m.submit(tasks.child_allocates, 400, 60, str(pid_file), memory_mb=250)
+        (result,) = drain(m)
+        assert result.id == tid and isinstance(result.error, ResourceExhaustedError)
+        assert "over its 250 MB allocation" in str(result.error)
+        child = int(pid_file.read_text())
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the task's child outlived its slot"
+            time.sleep(0.1)
+
+
+def test_a_tasks_child_processes_count_in_its_peak():
+    with Manager(local_workers=1) as m:
+        m.submit(tasks.child_allocates, 200, 3.0)
+        (result,) = drain(m)
+        assert result.ok and result.value == 0
+        assert result.report.peak_mb >= 200
