@@ -5,7 +5,8 @@ hungry / empty / cancel / workers / status / close) and the
 :class:`~hep_executor.engine._dask_manager.DaskManager` with the same face
 over a dask.distributed cluster, the Manager's task and worker
 tables, the signed wire protocol, the transport, serialization, the run's
-key, the worker process with its slots and resource monitor, and local
+key, the worker process with its slots and resource monitor (its rules in
+a network-free :class:`WorkerState`), and local
 worker processes.
 
 May import: the standard library, pyzmq, cloudpickle, lz4, psutil, dask
@@ -21,6 +22,9 @@ from __future__ import annotations
 from hep_executor._lazy import lazy_exports
 
 _EXPORTS = {
+    "Stop": ("hep_executor.engine._worker_state", "Stop"),
+    "WorkerState": ("hep_executor.engine._worker_state", "WorkerState"),
+    "Write": ("hep_executor.engine._worker_state", "Write"),
     "DaskManager": ("hep_executor.engine._dask_manager", "DaskManager"),
     "RemotePayload": ("hep_executor.engine._dask_manager", "RemotePayload"),
     "FreeIndex": ("hep_executor.engine._dispatch", "FreeIndex"),

@@ -16,8 +16,6 @@ gone.
 from __future__ import annotations
 
 import argparse
-import collections
-import itertools
 import logging
 import multiprocessing
 import os
@@ -27,7 +25,7 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import zmq
 
@@ -37,13 +35,12 @@ from hep_executor.errors import AuthenticationError, ConfigError, ProtocolError
 from hep_executor.engine._keys import KEY_ENV, load_key
 from hep_executor.engine._pipes import SlotWriter
 from hep_executor.engine._slot import slot_main
-from hep_executor.engine._state import remember_key
+from hep_executor.engine._worker_state import WorkerState
 from hep_executor.engine._transport import Endpoint, connect_dealer
 
 __all__ = ["Worker", "main"]
 
 DEFAULT_SLOT_KEYS = 4  # affinity keys remembered per slot (the manager passes its caller's cache size)
-_SLOT_LOOKAHEAD = 16  # queued tasks looked at for one whose key a free slot holds
 _TREE_SCAN_S = 1.0  # how often the process trees under busy slots are read (one /proc scan)
 
 log = logging.getLogger(__name__)
@@ -52,23 +49,20 @@ EXIT_OK, EXIT_REFUSED, EXIT_MANAGER_LOST = 0, 3, 4
 
 
 @dataclass
-class _Slot:
-    index: int
+class _SlotProcess:
+    """A slot's process and the worker's ends of its pipe."""
+
     proc: multiprocessing.Process
     conn: object
     writer: SlotWriter
-    functions: set = field(default_factory=set)
-    queue: collections.deque = field(default_factory=collections.deque)  # items sent; head runs
-    peak_seen: float = 0.0
-    head_since: float = 0.0  # time.monotonic() when the task at the head of ``queue`` started
-    children: list = field(default_factory=list)  # pids the running task started, last scan
-    children_mb: float = 0.0  # their resident memory, last scan
-    children_peak: float = 0.0  # the most they held during the running task
-    keys: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent affinity keys
 
 
 class Worker:
     """A worker: one connection to the manager, ``cores`` slot processes.
+
+    What to run where, and who is blamed for what, is decided by its
+    :class:`~hep_executor.engine._worker_state.WorkerState`; the worker
+    moves messages between the manager, that state and the slot processes.
 
     Parameters
     ----------
@@ -98,20 +92,13 @@ class Worker:
         self.cores, self.memory_mb, self.disk_mb = cores, memory_mb, disk_mb
         self.heartbeat_interval = heartbeat_interval
         self.manager_timeout = manager_timeout
-        self.max_result_bytes = 0  # the manager's frame limit, from its Welcome (0: none)
         self.parent_pid = parent_pid
-        self.slot_keys = slot_keys
         self.worker_id = uuid.uuid4().hex[:12]
+        self.state = WorkerState(self.worker_id, socket.gethostname(), cores, slot_keys)
         self._mp = multiprocessing.get_context("fork")
-        self.slots: list[_Slot] = []
-        self.queue: collections.deque = collections.deque()  # (item, args) from the manager
-        self.functions: dict[str, bytes] = {}
-        self.outbox: list[tuple[dict, bytes]] = []
-        self._running_sent: list = []
-        self._discard: set = set()  # cancelled tasks already written to a slot: their results are dropped
+        self.slots: list[_SlotProcess] = []
         self.stopping: str | None = None
         self.exit_code = EXIT_OK
-        self._ewma_wall = 1.0
         self._last_heard = time.monotonic()
         self._last_sent = time.monotonic()
         self._last_tree_scan = 0.0
@@ -119,18 +106,18 @@ class Worker:
         self.endpoint: Endpoint | None = None
         self._poller = zmq.Poller()
 
-    # ------------------------------------------------------------ slots
-    def _start_slot(self, index: int) -> _Slot:
+    # ------------------------------------------------------------ slot processes
+    def _start_slot(self, index: int) -> _SlotProcess:
         parent, child = self._mp.Pipe(duplex=True)
         proc = self._mp.Process(target=slot_main, args=(child, index), daemon=True,
                                 name=f"hep-slot-{index}")
         proc.start()
         child.close()
-        slot = _Slot(index, proc, parent, SlotWriter(parent, f"hep-slot-writer-{index}"))
         self._poller.register(parent.fileno(), zmq.POLLIN)
-        return slot
+        return _SlotProcess(proc, parent, SlotWriter(parent, f"hep-slot-writer-{index}"))
 
-    def _restart_slot(self, slot: _Slot) -> _Slot:
+    def _restart_slot(self, index: int) -> None:
+        slot = self.slots[index]
         try:
             self._poller.unregister(slot.conn.fileno())
         except (KeyError, OSError, ValueError):
@@ -140,20 +127,18 @@ class Worker:
         slot.proc.join(timeout=5)
         slot.writer.close()
         slot.conn.close()
-        fresh = self._start_slot(slot.index)
-        self.slots[slot.index] = fresh
-        return fresh
+        self.slots[index] = self._start_slot(index)
 
-    def _send_to_slot(self, slot: _Slot, item: dict, args: bytes) -> None:
-        fn_hash = item["fn"]
-        if fn_hash not in slot.functions:
-            slot.writer.send(pickle.dumps(("fn", fn_hash, self.functions[fn_hash])))
-            slot.functions.add(fn_hash)
-        slot.writer.send(pickle.dumps(("task", item["id"], fn_hash, args)))
-        if not slot.queue:
-            self._head_started(slot)
-        slot.queue.append((item, args))
-        slot.peak_seen = 0.0
+    def _kill_slot(self, index: int) -> None:
+        """Kill a slot and the processes its task started (they would outlive it)."""
+        proc = self.slots[index].proc
+        for pid in [*self.state.slots[index].children, *monitor.descendants([proc.pid])[proc.pid]]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        proc.kill()
+        proc.join(timeout=5)
 
     # ------------------------------------------------------------ steps
     def _process_manager_messages(self) -> None:
@@ -166,35 +151,18 @@ class Worker:
                 continue
             self._last_heard = time.monotonic()
             if isinstance(msg, protocol.Tasks):
-                for fn_hash, fn_bytes in zip(msg.functions, payloads):
-                    self.functions[fn_hash] = fn_bytes
-                for item, args in zip(msg.items, payloads[len(msg.functions):]):
-                    self.queue.append((item, args))
+                functions = dict(zip(msg.functions, payloads))
+                self.state.tasks_arrived(functions, zip(msg.items, payloads[len(msg.functions):]))
             elif isinstance(msg, protocol.Cancel):
-                self._cancel(set(msg.ids))
+                for index in self.state.cancel(set(msg.ids)):
+                    self._restart_slot(index)
             elif isinstance(msg, protocol.Shutdown):
                 self.stopping = msg.reason or "manager asked to stop"
             elif isinstance(msg, protocol.Refuse):
                 self._refused(msg.reason)
 
-    def _cancel(self, ids: set) -> None:
-        """Drop cancelled tasks: a queued one is forgotten, a running one stops its slot.
-
-        A cancelled task already written to a slot behind the running one is
-        left to run and its result dropped, so the running task is not disturbed.
-        """
-        self.queue = collections.deque(e for e in self.queue if e[0]["id"] not in ids)
-        for slot in list(self.slots):
-            if slot.queue and slot.queue[0][0]["id"] in ids:
-                keep = [e for e in list(slot.queue)[1:] if e[0]["id"] not in ids]
-                slot.queue.clear()
-                self._restart_slot(slot)
-                self.queue.extendleft(reversed(keep))
-            else:
-                self._discard.update(item["id"] for item, _ in slot.queue if item["id"] in ids)
-
     def _process_slot_results(self, ready: set) -> None:
-        for slot in list(self.slots):
+        for index, slot in enumerate(list(self.slots)):
             if slot.conn.fileno() not in ready:
                 continue
             while True:
@@ -203,132 +171,51 @@ class Worker:
                         break
                     report = pickle.loads(slot.conn.recv_bytes())
                 except (EOFError, OSError):
-                    self._slot_died(slot)
+                    self._slot_died(index)
                     break
-                (task_id, status, payload, compressed, wall, cpu, peak, error, tb,
-                 started, pid, index) = report
-                item, _ = slot.queue.popleft()
-                peak += slot.children_peak  # what the task's own child processes held
-                self._head_started(slot)
-                self._ewma_wall = 0.8 * self._ewma_wall + 0.2 * wall
-                if task_id in self._discard:
-                    self._discard.discard(task_id)
-                    continue
-                if self.max_result_bytes and len(payload) > self.max_result_bytes:
-                    status, error, tb, payload = "error", self._oversize(len(payload)), "", b""
-                self.outbox.append(({"id": task_id, "status": status, "wall": wall, "cpu": cpu,
-                                     "peak_mb": peak, "compressed": compressed, "error": error,
-                                     "traceback": tb, "started": started,
-                                     "slot": f"{self.worker_id}/{index}",
-                                     "host": socket.gethostname()}, payload))
+                self.state.slot_result(index, report, time.monotonic())
 
-    def _oversize(self, size: int) -> str:
-        limit = self.max_result_bytes / 2**20
-        return (f"the task's result is {size / 2**20:.0f} MB serialized, over the manager's limit of "
-                f"{limit:.0f} MB per message: raise Manager(max_message_mb=...) or return less")
-
-    def _slot_died(self, slot: _Slot, status: str = "lost", note: str = "", wall: float = 0.0) -> None:
-        """The slot's process ended under its running task: report it, requeue the rest."""
-        slot.proc.join(timeout=5)  # the exit code is None until the process is reaped
-        if slot.queue:
-            item, _ = slot.queue.popleft()
-            reason = note or (f"the task's process ended {describe_exit(slot.proc.exitcode)} "
-                              "(crashed, called os._exit, or was killed)")
-            self.outbox.append(({"id": item["id"], "status": status, "wall": wall, "cpu": 0.0,
-                                 "peak_mb": slot.peak_seen, "compressed": False,
-                                 "error": reason, "traceback": "", "started": 0.0,
-                                 "slot": f"{self.worker_id}/{slot.index}",
-                                 "host": socket.gethostname()}, b""))
-        rest = [e for e in slot.queue if e[0]["id"] not in self._discard]
-        self._discard.difference_update(e[0]["id"] for e in slot.queue)
-        slot.queue.clear()
-        self.queue.extendleft(reversed(rest))
-        self._restart_slot(slot)
-
-    @staticmethod
-    def _head_started(slot: _Slot) -> None:
-        slot.head_since = time.monotonic()
-        slot.children, slot.children_mb, slot.children_peak = [], 0.0, 0.0
+    def _slot_died(self, index: int, status: str = "lost", note: str = "", wall: float = 0.0) -> None:
+        """The slot's process ended under its running task: report it, requeue the rest, restart it."""
+        proc = self.slots[index].proc
+        proc.join(timeout=5)  # the exit code is None until the process is reaped
+        note = note or (f"the task's process ended {describe_exit(proc.exitcode)} "
+                        "(crashed, called os._exit, or was killed)")
+        self.state.slot_died(index, status, note, wall)
+        self._restart_slot(index)
 
     def _scan_trees(self) -> None:
         """Once a second, the processes each running task started, and their memory."""
         now = time.monotonic()
-        busy = [s for s in self.slots if s.queue]
+        busy = self.state.busy()
         if not busy or now - self._last_tree_scan < _TREE_SCAN_S:
             return
         self._last_tree_scan = now
-        found = monitor.descendants([s.proc.pid for s in busy])
-        for slot in busy:
-            slot.children = found.get(slot.proc.pid, [])
-            slot.children_mb = sum(monitor.rss_mb(pid) for pid in slot.children)
-            slot.children_peak = max(slot.children_peak, slot.children_mb)
+        found = monitor.descendants([self.slots[i].proc.pid for i in busy])
+        for index in busy:
+            pids = found.get(self.slots[index].proc.pid, [])
+            self.state.children_seen(index, pids, sum(monitor.rss_mb(pid) for pid in pids))
 
-    def _kill_slot(self, slot: _Slot) -> None:
-        """Kill a slot and the processes its task started (they would outlive it)."""
-        for pid in [*slot.children, *monitor.descendants([slot.proc.pid])[slot.proc.pid]]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        slot.proc.kill()
-        slot.proc.join(timeout=5)
-
-    def _enforce_memory(self) -> None:
+    def _enforce_limits(self) -> None:
         self._scan_trees()
-        for slot in list(self.slots):
-            if not slot.queue:
-                continue
-            item = slot.queue[0][0]
-            rss = monitor.rss_mb(slot.proc.pid) + slot.children_mb
-            slot.peak_seen = max(slot.peak_seen, rss)
-            limit = item.get("memory_mb") or 0
-            if limit and rss > limit:
-                log.warning("task %s used %.0f MB, over its %d MB allocation: stopping it",
-                            item["id"], rss, limit)
-                self._kill_slot(slot)
-                self._slot_died(slot, status="exhausted",
-                                note=f"task used {rss:.0f} MB, over its {limit} MB allocation")
-
-    def _enforce_wall(self) -> None:
-        now = time.monotonic()
-        for slot in list(self.slots):
-            limit = slot.queue[0][0].get("max_wall_s") if slot.queue else 0
-            if limit and now - slot.head_since > limit:
-                ran = now - slot.head_since
-                log.warning("task %s ran %.1f s, over its max_wall_s of %g s: stopping it",
-                            slot.queue[0][0]["id"], ran, limit)
-                self._kill_slot(slot)
-                self._slot_died(slot, status="timeout", note=f"task ran {ran:.1f} s, over its max_wall_s",
-                                wall=ran)
+        rss = {i: monitor.rss_mb(self.slots[i].proc.pid) for i in self.state.busy()}
+        for stop in self.state.over_limits(time.monotonic(), rss):
+            log.warning("task %s: %s: stopping it", self.state.slots[stop.index].head()["id"], stop.note)
+            self._kill_slot(stop.index)
+            self._slot_died(stop.index, stop.status, stop.note, stop.wall)
 
     def _feed_slots(self) -> None:
-        depth = 2 if self._ewma_wall < 0.02 else 1
-        for slot in self.slots:
-            while self.queue and len(slot.queue) < depth:
-                item, args = self._next_for(slot)
-                self._send_to_slot(slot, item, args)
-
-    def _next_for(self, slot: _Slot) -> tuple[dict, bytes]:
-        """The first queued task whose affinity key ``slot`` holds (a few looked at), else the next in line."""
-        ahead = itertools.islice(self.queue, _SLOT_LOOKAHEAD) if slot.keys else ()
-        i = next((i for i, (item, _) in enumerate(ahead) if item.get("affinity") in slot.keys), 0)
-        entry = self.queue[i]
-        del self.queue[i]
-        key = entry[0].get("affinity")
-        if key is not None:
-            remember_key(slot.keys, key, self.slot_keys)
-        return entry
+        for write in self.state.feed(time.monotonic()):
+            writer = self.slots[write.index].writer
+            for message in write.messages:
+                writer.send(pickle.dumps(message))
 
     def _flush_results(self) -> None:
         """Send finished tasks, and which tasks run now when that changed (the manager blames only those)."""
-        running = sorted(s.queue[0][0]["id"] for s in self.slots if s.queue)
-        changed = running != self._running_sent
-        if self.outbox or changed:
-            items = [i for i, _ in self.outbox]
-            self.endpoint.send(protocol.Results(items, running if changed else None),
-                               [p for _, p in self.outbox])
-            self.outbox = []
-            self._running_sent = running
+        batch = self.state.flush()
+        if batch is not None:
+            items, payloads, running = batch
+            self.endpoint.send(protocol.Results(items, running), payloads)
             self._last_sent = time.monotonic()
 
     def _heartbeat_and_watch(self) -> None:
@@ -344,13 +231,11 @@ class Worker:
 
     def step(self, timeout: float) -> None:
         """One pass of the worker's loop."""
-        busy = any(s.queue and (s.queue[0][0].get("memory_mb") or s.queue[0][0].get("max_wall_s"))
-                   for s in self.slots)
-        events = dict(self._poller.poll(int(1000 * (min(timeout, 0.05) if busy else timeout))))
+        watching = self.state.watching()
+        events = dict(self._poller.poll(int(1000 * (min(timeout, 0.05) if watching else timeout))))
         self._process_manager_messages()
         self._process_slot_results({fd for fd in events if isinstance(fd, int)})
-        self._enforce_memory()
-        self._enforce_wall()
+        self._enforce_limits()
         self._feed_slots()
         self._flush_results()
         self._heartbeat_and_watch()
@@ -379,7 +264,7 @@ class Worker:
                 self.heartbeat_interval = msg.heartbeat_interval
                 # the smaller wins: a worker started with a short --manager-timeout keeps it
                 self.manager_timeout = min(self.manager_timeout, msg.worker_timeout)
-                self.max_result_bytes = msg.max_message_mb * 2**20
+                self.state.max_result_bytes = msg.max_message_mb * 2**20
                 self._last_heard = time.monotonic()
                 return True
         if self.stopping:
