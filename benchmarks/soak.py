@@ -31,7 +31,7 @@ import time
 
 import psutil
 
-from hep_executor import Manager, TaskTimeoutError, WorkerLostError
+from hep_executor import HepExecutorError, Manager, TaskTimeoutError, WorkerLostError
 
 log = logging.getLogger(__name__)
 
@@ -157,26 +157,39 @@ def soak(duration: float = 600.0, workers: int = 3, cores: int = 2, seed: int = 
     results: list = []
     chaos = Chaos(rng, chaos_interval, heartbeat_timeout)
     start = time.monotonic()
+    error = None
     with Manager(local_workers=workers, worker_cores=cores, heartbeat_interval=0.5,
                  heartbeat_timeout=heartbeat_timeout, max_worker_kills=5) as m:
         m.wait_for_workers(workers, timeout=60)
         chaos.start()
-        while time.monotonic() - start < duration:
-            _submit_some(m, rng, submitted, 4 * workers * cores, task_s)
-            results.extend(m.wait(timeout=0.5))
-        chaos.done.set()
-        chaos.join()
-        deadline = time.monotonic() + drain_s
-        while not m.empty() and time.monotonic() < deadline:
-            results.extend(m.wait(timeout=1.0))
+        try:
+            _run_and_drain(m, chaos, submitted, results, start + duration, drain_s, task_s, workers * cores)
+        except HepExecutorError as exc:  # the run gave up: a failed soak, said as such
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            chaos.done.set()
+            chaos.join()
         hung = not m.empty()
         stats = dict(m.stats)
     summary = _check(results, submitted)
-    summary.update(hung=hung, chaos=dict(chaos.counts), seconds=round(time.monotonic() - start, 1),
-                   manager_stats=stats, leftover=_leftover_after(10.0))
-    summary["ok"] = not (hung or summary["twice"] or summary["n_missing"] or summary["wrong"]
+    summary.update(hung=hung, error=error, chaos=dict(chaos.counts), manager_stats=stats,
+                   seconds=round(time.monotonic() - start, 1), leftover=_leftover_after(10.0))
+    summary["ok"] = not (hung or error or summary["twice"] or summary["n_missing"] or summary["wrong"]
                          or summary["unnamed"] or summary["leftover"])
     return summary
+
+
+def _run_and_drain(m: Manager, chaos: Chaos, submitted: dict, results: list, until: float, drain_s: float,
+                   task_s: float, slots: int) -> None:
+    """Submit and collect under chaos until ``until``; then stop the chaos and collect the rest."""
+    while time.monotonic() < until:
+        _submit_some(m, chaos.rng, submitted, 4 * slots, task_s)
+        results.extend(m.wait(timeout=0.5))
+    chaos.done.set()
+    chaos.join()
+    deadline = time.monotonic() + drain_s
+    while not m.empty() and time.monotonic() < deadline:
+        results.extend(m.wait(timeout=1.0))
 
 
 def _leftover_after(grace: float) -> list[int]:

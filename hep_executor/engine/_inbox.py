@@ -112,6 +112,9 @@ class MessageSteps:
             if task is None:
                 continue  # cancelled, or requeued elsewhere
             status = item["status"]
+            if status != "ok" and self.table.drop_holder(task, worker.identity):
+                continue  # one copy of a straggler failed; the other may still succeed
+            others = [h for h in task.holders() if h != worker.identity]
             report = TaskReport(task.id, task.category, status, item["wall"], item["cpu"],
                                 item["peak_mb"], task.cores, task.memory_mb, item.get("slot", ""),
                                 item.get("host", worker.host), item.get("started", 0.0),
@@ -127,6 +130,9 @@ class MessageSteps:
                 self.stats["retried"] += 1
                 continue
             self.table.finish(task.id, ok=status == "ok")
+            for identity in others:  # the first copy back wins; the other is stopped
+                self.endpoint.send(protocol.Cancel([task.id]), peer=identity)
+                self.stats["copies_cancelled"] += 1
             prev = self._wall_ewma.get(task.category, item["wall"])
             self._wall_ewma[task.category] = 0.8 * prev + 0.2 * item["wall"]
             result = TaskResult(task.id, report, payload, item["compressed"],

@@ -41,6 +41,7 @@ from hep_executor.engine._local import LocalProcesses
 from hep_executor.engine._spec import WorkerSpec
 from hep_executor.engine._dispatch import DispatchSteps
 from hep_executor.engine._inbox import MessageSteps
+from hep_executor.engine._stragglers import StragglerSteps
 from hep_executor.errors import ConfigError, ManagerClosedError, NoWorkersError
 from hep_executor.engine._serialization import apply_to_payloads, pickle_bytes
 from hep_executor.engine._results import TaskResult
@@ -51,8 +52,11 @@ __all__ = ["Manager"]
 
 log = logging.getLogger(__name__)
 
+#: local workers restarted more than 10 times per worker within this many seconds: a crash loop
+RESTART_WINDOW_S = 300.0
 
-class Manager(MessageSteps, DispatchSteps):
+
+class Manager(MessageSteps, DispatchSteps, StragglerSteps):
     """Runs submitted Python calls on worker processes.
 
     Parameters
@@ -114,6 +118,13 @@ class Manager(MessageSteps, DispatchSteps):
         is larger reports the task as failed, naming this setting. The
         default (2048) leaves room for the largest merged coffea outputs;
         lower it when the manager listens on an open network.
+    straggler_factor, straggler_min_s : float
+        When nothing waits and only a few tasks run, a task running this
+        many times longer than its category's mean, and at least
+        ``straggler_min_s`` seconds, gets a copy on another worker; the
+        first back wins and the other is stopped (0: no copies; see
+        :mod:`hep_executor.engine._stragglers`). Tasks must be safe to run
+        twice, as for ``retries``.
     """
 
     def __init__(self, local_workers: int | None = None, *, host: str = "127.0.0.1",
@@ -125,7 +136,8 @@ class Manager(MessageSteps, DispatchSteps):
                  worker_env: dict | None = None, worker_preload: tuple = (),
                  worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4,
                  unfit_grace_s: float = 60.0, journal: str | None = None, files: list | None = None,
-                 max_message_mb: int = 2048):
+                 max_message_mb: int = 2048, straggler_factor: float = 3.0,
+                 straggler_min_s: float = 5.0):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
@@ -142,6 +154,7 @@ class Manager(MessageSteps, DispatchSteps):
         self.restart_workers = restart_workers
         self.unfit_grace_s = unfit_grace_s
         self.max_message_mb = max(0, int(max_message_mb))
+        self.straggler_factor, self.straggler_min_s = float(straggler_factor), float(straggler_min_s)
         self.prefetch = prefetch
         self.table = TaskTable(max_worker_kills)
         self.stats: collections.Counter = collections.Counter()
@@ -188,7 +201,7 @@ class Manager(MessageSteps, DispatchSteps):
                         "--preload", ",".join(preload),
                         "--slot-keys", str(slot_keys)))
         self._local_target = count
-        self._local_restarts = 0
+        self._local_restarts: collections.deque = collections.deque()  # when local workers were restarted
         if count:
             self._local.submit(self._local_spec, count)
 
@@ -291,10 +304,10 @@ class Manager(MessageSteps, DispatchSteps):
         task = self.table.tasks.get(task_id)
         if task is None:
             return False
-        holder = task.worker if task.state is TaskState.DISPATCHED else None
+        holders = task.holders() if task.state is TaskState.DISPATCHED else []
         self.table.cancel(task_id)
         self._functions.release(task.fn_hash)
-        if holder is not None:
+        for holder in holders:
             self.endpoint.send(protocol.Cancel([task_id]), peer=holder)
         self._tags.pop(task_id, None)
         self.stats["cancelled"] += 1
@@ -362,6 +375,7 @@ class Manager(MessageSteps, DispatchSteps):
             elif now - worker.last_sent > self.heartbeat_interval:
                 self.endpoint.send(protocol.Heartbeat(), peer=identity)
                 worker.last_sent = now
+        self._copy_stragglers()
         self._replace_dead_local_workers()
 
     def _replace_dead_local_workers(self) -> None:
@@ -374,12 +388,16 @@ class Manager(MessageSteps, DispatchSteps):
                     log.warning("local worker %s (pid %d) died: requeueing its tasks", worker.worker_id, pid)
                     self._remove_worker(identity, counts_as_kill=True)
         if dead and self.restart_workers and not self._closed:
-            self._local_restarts += len(dead)
-            if self._local_restarts <= 10 * max(1, self._local_target):
+            now = time.monotonic()
+            self._local_restarts.extend([now] * len(dead))
+            while self._local_restarts[0] < now - RESTART_WINDOW_S:
+                self._local_restarts.popleft()
+            recent = len(self._local_restarts)
+            if recent <= 10 * max(1, self._local_target):
                 self._local.submit(self._local_spec, len(dead))
             else:
-                self._no_more_workers = (f"local workers keep dying ({self._local_restarts} restarts): "
-                                         "not starting more")
+                self._no_more_workers = (f"local workers keep dying ({recent} restarts in "
+                                         f"{RESTART_WINDOW_S:.0f} s): not starting more")
                 log.error("%s", self._no_more_workers)
 
     def _remove_worker(self, identity: bytes, *, counts_as_kill: bool) -> None:

@@ -56,6 +56,12 @@ class TaskRecord:
     unfit_since: float | None = None  # time.monotonic() when it was first seen larger than every worker
     affinity: str | None = None
     max_wall_s: float = 0.0  # stopped on its worker after this long (0: no limit)
+    copy_on: bytes | None = None  # the worker running a second copy of this straggler, if any
+    copied: bool = False  # a straggler gets one copy, ever
+
+    def holders(self) -> list[bytes]:
+        """The workers running this task: its own, and the one with its copy."""
+        return [w for w in (self.worker, self.copy_on) if w is not None]
 
     def wire(self) -> dict:
         """The task as it travels in a :class:`~hep_executor.engine._protocol.Tasks` item."""
@@ -165,13 +171,37 @@ class TaskTable:
         if task.affinity is not None:
             remember_key(worker.affinity, task.affinity, self.affinity_keys * worker.cores)
 
-    def _release(self, task: TaskRecord) -> WorkerRecord | None:
-        worker = self.workers.get(task.worker) if task.worker is not None else None
+    def add_copy(self, task: TaskRecord, worker: WorkerRecord) -> None:
+        """Run a second copy of the dispatched ``task`` on ``worker`` (a straggler's)."""
+        task.copy_on = worker.identity
+        task.copied = True
+        worker.tasks[task.id] = task
+        worker.used_cores += task.cores
+        worker.used_memory_mb += task.memory_mb
+        self.index.touch(worker)
+
+    def drop_holder(self, task: TaskRecord, identity: bytes) -> bool:
+        """``identity``'s run of ``task`` ended without a result; return True if another copy runs on."""
+        if task.copy_on is None:
+            return False
+        other = task.copy_on if task.worker == identity else task.worker
+        self._release_from(task, identity)
+        task.worker, task.copy_on = other, None
+        return True
+
+    def _release_from(self, task: TaskRecord, identity: bytes) -> WorkerRecord | None:
+        worker = self.workers.get(identity)
         if worker is not None and worker.tasks.pop(task.id, None) is not None:
             worker.used_cores -= task.cores
             worker.used_memory_mb -= task.memory_mb
             self.index.touch(worker)
-        task.worker = None
+        return worker
+
+    def _release(self, task: TaskRecord) -> WorkerRecord | None:
+        worker = self.workers.get(task.worker) if task.worker is not None else None
+        for identity in task.holders():
+            self._release_from(task, identity)
+        task.worker = task.copy_on = None
         return worker
 
     def finish(self, task_id: int, ok: bool = True) -> TaskRecord | None:
@@ -245,6 +275,10 @@ class TaskTable:
         requeued, failed = [], []
         suspects = _suspects(worker) if counts_as_kill else set()
         for task in sorted(worker.tasks.values(), key=lambda t: t.id, reverse=True):
+            if task.copy_on is not None:  # its other copy runs on: nothing to requeue or blame
+                task.worker = task.copy_on if task.worker == identity else task.worker
+                task.copy_on = None
+                continue
             task.worker = None
             if task.id in suspects:
                 task.worker_kills += 1

@@ -94,3 +94,25 @@ def child_allocates(mb, hold, pid_file=None):
         with open(pid_file, "w") as fh:
             fh.write(str(child.pid))
     return child.wait()
+
+
+def slow_first_time(marker, x, hold=120.0):
+    """Square ``x``; the first call (the one that makes ``marker``) hangs for ``hold`` seconds."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return x * x
+    os.close(fd)
+    time.sleep(hold)
+    return -1
+
+
+def crash_second_time(marker, hold):
+    """The first call (the one that makes ``marker``) returns "first" after ``hold`` s; a second dies."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        os._exit(3)
+    os.close(fd)
+    time.sleep(hold)
+    return "first"
