@@ -86,7 +86,9 @@ def test_own_path_writes_the_logs(samples, manager, tmp_path):
     run_uproot_job({"ttbar": samples["ttbar"]}, "Events", MuonPtProcessor(), executor=ex,
                    executor_args={"schema": NanoAODSchema}, chunksize=1000)
     tasks = [json.loads(line) for line in open(logs["transactions_log"])]
-    assert {t["category"].split(":")[0] for t in tasks} == {"process", "accumulate"}
+    kinds = {t["category"].split(":")[0] for t in tasks}
+    # preprocessing shows only when the metadata cache does not hold the files yet
+    assert kinds - {"preprocess"} == {"process", "accumulate"}, kinds
     assert all(json.loads(line)["category"] == "accumulate" for line in open(logs["tasks_accum_log"]))
     stats = json.loads(open(logs["stats_log"]).read().splitlines()[-1])
     assert stats["events"] == 6000 and stats["merges"] >= 1
