@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hep_executor.analysis import PRELOAD, WORKER_SETUP
-from hep_executor.analysis import run
+from hep_executor.analysis import dashboard_port, run, serving
 from hep_executor.cli._config import RunConfig, load_config
 from hep_executor.cli._eft_plot import plot_eft
 from hep_executor.cli._outputs import save_histograms, save_report
@@ -61,7 +61,7 @@ def _start_manager(config: RunConfig, run_dir: Path):
 
 def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: str | None = None,
                show_progress: bool = True, console: Console | None = None,
-               search_path: list[str] | None = None, dashboard: bool = False):
+               search_path: list[str] | None = None, dashboard: bool | int | None = False):
     """Run the analysis ``config`` describes in a new run folder; return the RunResult.
 
     Parameters
@@ -76,9 +76,10 @@ def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: st
     console : rich Console, optional
     search_path : list of str, optional
         Extra folders to look for the processor module in (``--path``).
-    dashboard : bool
-        Serve a live status page on 127.0.0.1 (its URL printed and written to
-        ``dashboard.url`` in the run folder) while the run goes on.
+    dashboard : bool or int
+        Serve a live status page on 127.0.0.1 (True or 0: any free port; an int: that
+        port) while the run goes on; its URL printed and written to ``dashboard.url``
+        in the run folder.
 
     Raises
     ------
@@ -96,33 +97,24 @@ def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: st
         log.info("run folder %s", run_dir)
         tracker = RunProgress(n_files=0, chunksize=config.chunking.chunksize,
                               maxchunks=config.chunking.maxchunks, console=console, show=show_progress)
-        board = _start_dashboard(run_dir, tracker, console) if dashboard else None
         try:
-            result, module = _execute(config, run_dir, tracker, search_path)
+            with serving(tracker, dashboard_port(dashboard)) as board:
+                if board is not None:
+                    _announce(board, run_dir, console)
+                result, module = _execute(config, run_dir, tracker, search_path)
         except BaseException as exc:
             _write_failure(config, run_dir, exc, tracker)
-            if board is not None:
-                board.publish(tracker.snapshot("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"))
-                board.close()
             raise
         paths = _write_outputs(config, run_dir, result, tracker)
-        if board is not None:
-            board.publish(tracker.snapshot("done"))
-            board.close()
         log.info("run done: %s", run_dir)
     print_summary(console, result, paths, summarize=getattr(module, "summarize", None))
     return result
 
 
-def _start_dashboard(run_dir: Path, tracker: RunProgress, console: Console):
-    from hep_executor.cli._dashboard import Dashboard
-
-    board = Dashboard()
-    tracker.on_update = board.publish
-    board.publish(tracker.snapshot())
+def _announce(board, run_dir: Path, console: Console) -> None:
+    """Print the dashboard's URL and write it to ``dashboard.url`` in the run folder."""
     (run_dir / "dashboard.url").write_text(board.url + "\n")
     console.print(f"dashboard: {board.url}", highlight=False, soft_wrap=True)
-    return board
 
 
 def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, search_path):

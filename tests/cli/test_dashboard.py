@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hep_executor.cli import Dashboard, fetch_status, format_status
+from hep_executor.analysis import Dashboard
+from hep_executor.cli import fetch_status, format_status
 from hep_executor.cli.main import main as cli_main
 from tests.cli.test_cli_run import REPO, write_processor
 from tests.helpers import try_assert
