@@ -37,6 +37,7 @@ _EXPORTS = {
     "serving": ("hep_executor.analysis._dashboard", "serving"),
     "load_fileset": ("hep_executor.analysis._fileset", "load_fileset"),
     "normalize_fileset": ("hep_executor.analysis._fileset", "normalize_fileset"),
+    "resolve_paths": ("hep_executor.analysis._fileset", "resolve_paths"),
     "FileCache": ("hep_executor.analysis._io", "FileCache"),
     "FileInfo": ("hep_executor.analysis._io", "FileInfo"),
     "file_info": ("hep_executor.analysis._io", "file_info"),
