@@ -40,11 +40,14 @@ th{background:#eee} td:first-child,th:first-child{text-align:left} .bar{backgrou
 <table id="progress"><tr><th></th><th>done</th><th>total</th><th></th></tr></table>
 <p id="rate"></p>
 <h2>Workers</h2><table id="workers"></table>
-<h2>Chunk size per dataset</h2><table id="sizes"></table>
+<h2>Chunk size per dataset over time</h2><table id="sizes"></table>
 <h2>Recent tasks: memory against allocation</h2><table id="memory"></table>
 <p id="updated"></p>
 <script>
 function row(cells, head){return "<tr>"+cells.map(c=>(head?"<th>":"<td>")+c+(head?"</th>":"</td>")).join("")+"</tr>";}
+function spark(h){if(!h||h.length<2)return "";const w=180,y=26,t0=h[0][0],dt=Math.max(h[h.length-1][0]-t0,1e-9),
+  top=Math.max(...h.map(p=>p[1]));const pts=h.map(p=>((p[0]-t0)/dt*w).toFixed(1)+","+(y-1-p[1]/top*(y-3)).toFixed(1));
+  return '<svg width="'+w+'" height="'+y+'"><polyline fill="none" stroke="#1f77b4" points="'+pts.join(" ")+'"/></svg>';}
 function bar(d,t){const f=t?Math.min(100,100*d/t):0;return '<div class="bar"><div class="fill" style="width:'+f+'%"></div></div>';}
 async function tick(){
   try{
@@ -57,11 +60,11 @@ async function tick(){
     document.getElementById("rate").textContent=Math.round(s.events_per_s).toLocaleString()+" events/s, ETA "+
       (s.eta_s==null?"?":Math.round(s.eta_s)+" s")+", elapsed "+Math.round(s.elapsed_s)+" s, failures "+s.failed+
       ", retries "+s.retries;
-    let w=row(["worker","host","slots busy","cores","memory MB"],true);
-    for(const x of s.workers){w+=row([x.name,x.host,x.busy,x.cores,x.memory_mb??"-"]);}
+    let w=row(["worker","host","slots busy","slots idle","cores","memory MB","tasks done"],true);
+    for(const x of s.workers){w+=row([x.name,x.host,x.busy,Math.max(x.cores-x.busy,0),x.cores,x.memory_mb??"-",x.completed??"-"]);}
     document.getElementById("workers").innerHTML=w;
-    let z=row(["dataset","last chunk (events)","chunks done"],true);
-    for(const [d,v] of Object.entries(s.chunk_sizes)){z+=row([d,v.last.toLocaleString(),v.chunks]);}
+    let z=row(["dataset","last chunk (events)","chunks done","size over time"],true);
+    for(const [d,v] of Object.entries(s.chunk_sizes)){z+=row([d,v.last.toLocaleString(),v.chunks,spark(v.history)]);}
     document.getElementById("sizes").innerHTML=z;
     let m=row(["task","dataset","events","peak MB","allocated MB"],true);
     for(const t of s.recent_tasks){m+=row([t.task_id,t.dataset,t.events.toLocaleString(),t.peak_mb.toFixed(0),t.memory_mb||"-"]);}

@@ -25,6 +25,8 @@ __all__ = ["RunStatus"]
 
 #: recent process tasks the snapshot lists (memory against allocation)
 RECENT_TASKS = 20
+#: chunk sizes per dataset the snapshot keeps, as (elapsed s, events), for the size-over-time line
+SIZE_HISTORY = 200
 
 
 @dataclass
@@ -53,6 +55,7 @@ class RunStatus:
     done: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     chunks_done: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_size: dict[str, int] = field(default_factory=dict)
+    size_history: dict[str, list] = field(default_factory=lambda: defaultdict(list))
     failed: int = 0
     preprocess_tasks: list[dict] = field(default_factory=list)
     cached: int = 0  # files whose metadata came from the cache
@@ -102,6 +105,9 @@ class RunStatus:
             self.done[item.filename] += events
             self.chunks_done[item.dataset] += 1
             self.last_size[item.dataset] = events
+            history = self.size_history[item.dataset]
+            history.append((round(time.time() - self.t0, 2), events))
+            del history[:-SIZE_HISTORY]
         else:
             self.failed += 1
         self.changed()
@@ -162,7 +168,8 @@ class RunStatus:
                            "estimated": not (complete and events_total and events_done >= events_total)},
                 "events": {"done": events_done, "total": events_total, "estimated": not complete},
                 "failed": self.failed, "retries": self.retries, "workers": self.workers(),
-                "chunk_sizes": {ds: {"last": n, "chunks": self.chunks_done.get(ds, 0)}
+                "chunk_sizes": {ds: {"last": n, "chunks": self.chunks_done.get(ds, 0),
+                                     "history": [list(h) for h in self.size_history.get(ds, ())]}
                                 for ds, n in sorted(self.last_size.items())},
                 "recent_tasks": list(self.recent)}
 

@@ -69,7 +69,10 @@ def test_run_serves_its_own_numbers_and_stops(samples, manager, caplog):
     assert last["files"] == {"done": 2, "total": 2}
     assert last["events"]["done"] == totals["events"] == 6000 and last["events"]["total"] == 6000
     assert last["chunks"]["done"] == totals["chunks"] == 6 and last["chunks"]["total"] == 6
-    assert last["chunk_sizes"]["ttbar"] == {"last": 1000, "chunks": 6}
+    sizes = last["chunk_sizes"]["ttbar"]
+    assert sizes["last"] == 1000 and sizes["chunks"] == 6
+    assert [n for _, n in sizes["history"]] == [1000] * 6  # the size over time: one point a chunk
+    assert [t for t, _ in sizes["history"]] == sorted(t for t, _ in sizes["history"])
     assert [s["events"]["done"] for s in seen] == sorted(s["events"]["done"] for s in seen)
     assert seen[0]["events"]["done"] < 6000
     assert last["workers"] and len(last["recent_tasks"]) == 6

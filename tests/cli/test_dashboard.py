@@ -57,8 +57,10 @@ def _screenshot(url: str, png: Path) -> None:
 def _snapshot(events_done: int) -> dict:
     return {"state": "running", "elapsed_s": 1.0, "events_per_s": 10.0, "eta_s": 5.0,
             "files": {"done": 1, "total": 1}, "chunks": {"done": 1, "total": 4, "estimated": True},
-            "events": {"done": events_done, "total": 4000}, "failed": 0, "retries": 0, "workers": [],
-            "chunk_sizes": {}, "recent_tasks": []}
+            "events": {"done": events_done, "total": 4000}, "failed": 0, "retries": 0,
+            "workers": [{"name": "worker 1", "host": "vm", "busy": 1, "cores": 3, "memory_mb": 2000}],
+            "chunk_sizes": {"ttbar": {"last": 400, "chunks": 3, "history": [[0.5, 100], [1.0, 200], [2.0, 400]]}},
+            "recent_tasks": []}
 
 
 @pytest.mark.skipif(not CHROMIUM, reason="no chromium on PATH (tests/run.sh installs Debian's chromium when root)")
@@ -89,6 +91,8 @@ def test_page_refreshes_its_numbers_every_second(caplog):
     assert len(fetches) >= 4, len(fetches)
     shown = f"<td>events</td><td>{1111 * (len(fetches) - 1):,}</td>"
     assert shown in dom, dom[-800:]
+    assert "<td>worker 1</td><td>vm</td><td>1</td><td>2</td>" in dom  # busy and idle slots
+    assert '<polyline fill="none" stroke="#1f77b4" points="0.0,' in dom  # the chunk size over time, drawn
 
 
 def test_run_dashboard_numbers_change_and_page_loads(sample_files, tmp_path):
