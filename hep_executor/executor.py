@@ -416,11 +416,11 @@ def _counting_files(status: RunStatus | None, items) -> RunStatus | None:
 def _counting_events(status: RunStatus | None, items) -> RunStatus | None:
     """``status`` told of the processing call's work: its files and the entries to run of each."""
     if status is not None:
-        todo: dict[str, int] = {}
+        todo: dict[tuple[str, str], int] = {}
         for item in items:
-            todo[item.filename] = todo.get(item.filename, 0) + len(item)
-            status.dataset_of[item.filename] = item.dataset
-        status.entries.update(todo)
+            todo[item.dataset, item.filename] = todo.get((item.dataset, item.filename), 0) + len(item)
+        for (dataset, filename), entries in todo.items():
+            status.expect(dataset, filename, entries)
         status.n_files = max(status.n_files, len(todo))
         status.changed()
     return status

@@ -41,9 +41,8 @@ class RunProgress(RunStatus):
         if getattr(self, "bar", None) is not None:
             chunks = sum(self.chunks_done.values())
             self.bar.update(self.files_bar, completed=self.files_done, total=self.n_files)
-            self.bar.update(self.chunks_bar, completed=chunks, total=max(self.estimated_chunks(), chunks),
+            self.bar.update(self.chunks_bar, completed=chunks, total=self.chunk_estimate(),
                             description="chunks" if self.chunks_exact() else "chunks (est.)")
-            self.bar.update(self.events_bar, completed=self.events_done,
-                            total=sum(self.entries.values()) or None,
+            self.bar.update(self.events_bar, completed=self.events_done, total=self.entries_total or None,
                             rate=f"{self.events_per_s():,.0f} ev/s" if self.events_done else "")
         super().changed()
