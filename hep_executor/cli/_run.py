@@ -93,39 +93,41 @@ def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: st
     Raises
     ------
     ConfigError
-        The fileset or processor cannot be loaded: raised before any run folder is made.
+        The fileset or processor cannot be loaded, or the dashboard's port is in use:
+        raised before any run folder is made.
     HepExecutorError, KeyboardInterrupt
         What ended the run; ``report.json`` and ``run.log`` are written first.
     """
     console = console or Console(stderr=True)
     work, port = _Work.load(config, search_path), dashboard_port(dashboard)
-    if run_dir is None:
-        stem = name or config.processor.cls.rpartition(":")[2].lower() or "run"
-        run_dir = new_run_dir(runs_base(config), stem)
-    run_dir = Path(run_dir)
-    link_latest(run_dir)
-    console.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
-    with run_log(run_dir / "run.log"):
-        log.info("run folder %s", run_dir)
-        tracker = RunProgress(n_files=work.n_files, chunksize=config.chunking.chunksize,
-                              maxchunks=config.chunking.maxchunks, console=console, show=show_progress)
-        try:
-            with serving(tracker, port) as board:
-                if board is not None:
-                    _announce(board, run_dir, console)
+    tracker = RunProgress(n_files=work.n_files, chunksize=config.chunking.chunksize,
+                          maxchunks=config.chunking.maxchunks, console=console, show=show_progress)
+    with serving(tracker, port) as board:  # a port in use fails here, before any run folder
+        if run_dir is None:
+            stem = name or config.processor.cls.rpartition(":")[2].lower() or "run"
+            run_dir = new_run_dir(runs_base(config), stem)
+        run_dir = Path(run_dir)
+        link_latest(run_dir)
+        console.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
+        with run_log(run_dir / "run.log"):
+            log.info("run folder %s", run_dir)
+            if board is not None:
+                _announce(board, run_dir, console)
+            try:
                 result = _execute(config, run_dir, tracker, work)
-        except BaseException as exc:
-            _write_failure(config, run_dir, exc, tracker)
-            raise
-        _drop_own_checkpoint(config, run_dir, result)
-        paths = _write_outputs(config, run_dir, result, tracker)
-        log.info("run done: %s", run_dir)
+            except BaseException as exc:
+                _write_failure(config, run_dir, exc, tracker)
+                raise
+            _drop_own_checkpoint(config, run_dir, result)
+            paths = _write_outputs(config, run_dir, result, tracker)
+            log.info("run done: %s", run_dir)
     print_summary(console, result, paths, summarize=getattr(work.module, "summarize", None))
     return result
 
 
 def _announce(board, run_dir: Path, console: Console) -> None:
     """Print the dashboard's URL and write it to ``dashboard.url`` in the run folder."""
+    log.info("dashboard %s (written to dashboard.url)", board.url)
     (run_dir / "dashboard.url").write_text(board.url + "\n")
     console.print(f"dashboard: {board.url}", highlight=False, soft_wrap=True)
 

@@ -202,22 +202,30 @@ def test_interrupted_run_leaves_log_report_and_partial_histograms(sample_files, 
     assert report["partial"]["checkpoint"] == str(run_dir / "checkpoint")
 
 
-@pytest.mark.parametrize("case", ["bad key", "missing fileset", "no files key", "missing module"])
+@pytest.mark.parametrize("case", ["bad key", "missing fileset", "no files key", "missing module", "port in use"])
 def test_a_config_error_makes_no_run_folder(sample_files, tmp_path, monkeypatch, capsys, case):
+    from hep_executor.analysis import Dashboard
+
     monkeypatch.chdir(tmp_path)
+    taken = Dashboard()  # holds a port that --dashboard PORT cannot have
     (tmp_path / "fs.json").write_text(json.dumps({"ttbar": [str(sample_files["good"])]}))
     write_processor(tmp_path, "cli_counter_cfg", "CountCfg")
     argv = {"bad key": ["run", "run.yaml"],
             "missing fileset": ["run", "--fileset", "nope.json", "--processor", "cli_counter_cfg:CountCfg"],
             "no files key": ["run", "--fileset", "empty.json", "--processor", "cli_counter_cfg:CountCfg"],
-            "missing module": ["run", "--fileset", "fs.json", "--processor", "cli_nowhere:P"]}[case]
+            "missing module": ["run", "--fileset", "fs.json", "--processor", "cli_nowhere:P"],
+            "port in use": ["run", "--fileset", "fs.json", "--processor", "cli_counter_cfg:CountCfg",
+                            "--dashboard", str(taken.port)]}[case]
     (tmp_path / "run.yaml").write_text("fileset: fs.json\nprocessor: {class: 'cli_counter_cfg:CountCfg'}\n"
                                        "chunking: {chunksiz: 1000}\n")
     (tmp_path / "empty.json").write_text(json.dumps({"ttbar": {"treename": "Events"}}))
-    assert cli_main([*argv, "--no-progress"]) == 2
+    try:
+        assert cli_main([*argv, "--no-progress"]) == 2
+    finally:
+        taken.close()
     line = capsys.readouterr().err.strip().splitlines()[-1]
     named = {"bad key": "chunking.chunksiz", "missing fileset": "nope.json", "no files key": "'files'",
-             "missing module": "cli_nowhere"}[case]
+             "missing module": "cli_nowhere", "port in use": f"127.0.0.1:{taken.port}"}[case]
     assert named in line, line
     assert not (tmp_path / "hep-executor-runs").exists()
 
