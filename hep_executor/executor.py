@@ -31,6 +31,7 @@ from hep_executor.analysis import (RunnerMetadata, RunnerWork, fetch_metadata, p
 from hep_executor.analysis import ReducePipeline
 from hep_executor.analysis import gather
 from hep_executor.analysis import ChunkSource, Segment, build_source, segments_of_workitems
+from hep_executor.analysis import Dashboard, RunStatus, dashboard_port, end_state
 
 __all__ = ["HepExecutor", "WorkerPool"]
 
@@ -59,6 +60,9 @@ class WorkerPool:
         self.owned = False
         self.warned = False
         self.clusters: dict[str, list] = {}  # file -> cluster starts, read by preprocessing
+        self.board: Dashboard | None = None  # the live dashboard of the run under way
+        self.status: RunStatus | None = None  # what it serves (None: no dashboard)
+        self.dashboard_url: str | None = None  # the last run's, kept after it stopped
 
     def get(self, executor: HepExecutor):
         if executor.manager is not None:
@@ -84,7 +88,23 @@ class WorkerPool:
             self.owned = True
         return self.manager
 
+    def start_dashboard(self, port: int | None, manager) -> None:
+        """Serve the run's counts on a dashboard (``port`` None: none), unless one is up already."""
+        if port is None or self.board is not None:
+            return
+        self.status = RunStatus(manager=manager)
+        self.board = Dashboard(port=port)
+        self.dashboard_url = self.board.url
+        self.board.follow(self.status)
+
+    def stop_dashboard(self, state: str) -> None:
+        """The run ended (``state``: done, failed, interrupted): publish that and stop serving."""
+        if self.board is not None:
+            self.board.stop(self.status, state)
+        self.board = self.status = None
+
     def close(self) -> None:
+        self.stop_dashboard("done")
         if self.manager is not None and self.owned:
             self.manager.close()
         self.manager = None
@@ -146,6 +166,11 @@ class HepExecutor(ExecutorBase):
     checkpoint : str, optional
         Checkpoint folder of the processing call (as ``run(checkpoint=...)``):
         a call with the same folder runs only the entry ranges not covered yet.
+    dashboard : bool or int, optional
+        Serve a live status page and ``/status.json`` on 127.0.0.1 during each
+        Runner call (True: any free port; an int: that port), from its metadata
+        call to the end of its processing call, also when one fails. The URL is
+        logged at INFO and kept as :attr:`dashboard_url`.
     """
 
     workers: int | None = None
@@ -187,6 +212,7 @@ class HepExecutor(ExecutorBase):
     custom_init: Any = None
     bar_format: str | None = None
     checkpoint: str | None = None
+    dashboard: Any = None
     pool: WorkerPool = field(default_factory=WorkerPool, repr=False)
 
     # -- lifetime
@@ -199,6 +225,11 @@ class HepExecutor(ExecutorBase):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """Where the dashboard of the run under way (else of the last one) is served; None: no dashboard."""
+        return self.pool.dashboard_url
 
     @property
     def fan_in(self) -> int:
@@ -236,9 +267,16 @@ class HepExecutor(ExecutorBase):
         if not items:
             return accumulator, 0
         manager = self.pool.get(self)
-        if self.function_name == "get_metadata":
-            return self._preprocess(manager, items, function, accumulator)
-        return self._process(manager, items, function, accumulator)
+        self.pool.start_dashboard(dashboard_port(self.dashboard), manager)
+        try:
+            if self.function_name == "get_metadata":
+                return self._preprocess(manager, items, function, accumulator)
+            out = self._process(manager, items, function, accumulator)
+        except BaseException as exc:
+            self.pool.stop_dashboard(end_state(exc))
+            raise
+        self.pool.stop_dashboard("done" if out[1] == 0 else "failed")  # processing is Runner's last call
+        return out
 
     def _preprocess(self, manager, items, function, accumulator):
         """Read file metadata (on the slots' warm files when Runner's closure is recognised).
@@ -251,9 +289,15 @@ class HepExecutor(ExecutorBase):
         fn, tolerate, retries = function, None, 0
         if isinstance(spec, RunnerMetadata):
             fn, tolerate, retries = functools.partial(fetch_metadata, spec), tolerance(spec), spec.retries
+        status = _counting_files(self.pool.status, items)
         with _progress(self, len(items)) as advance:
+            def on_result(result):
+                advance()
+                if status is not None:
+                    status.preprocessed(result, _file_entries(result))
+
             values, skipped = gather(manager, fn, [((item,), item.filename) for item in items],
-                                     tolerate=tolerate, retries=retries, progress=lambda result: advance())
+                                     tolerate=tolerate, retries=retries, progress=on_result)
         for i, error in sorted(skipped.items()):
             warnings.warn(f"Skipping bad file {items[i].filename}: {error}", stacklevel=3)
         for value in values.values():
@@ -290,10 +334,13 @@ class HepExecutor(ExecutorBase):
         source = self.make_source(manager, items)
         if resume is not None:
             resume.restore_planner(source)
+        status = _counting_events(self.pool.status, items)
         with _progress(self, sum(len(i) for i in items), unit="event") as advance:
             def on_result(result, item):
                 if result.ok:
                     advance(len(item))
+                if status is not None:
+                    status.processed(result, item)
 
             make = ReducePipeline if resume is None else resume.make_pipeline
             pipeline = make(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
@@ -356,6 +403,36 @@ def _first_error(outcome, tolerate) -> BaseException | None:
         elif error is None:
             error = exc
     return error
+
+
+def _counting_files(status: RunStatus | None, items) -> RunStatus | None:
+    """``status`` (the dashboard's counts) told of the metadata call's files."""
+    if status is not None:
+        status.n_files = max(status.n_files, len({i.filename for i in items}))
+        status.changed()
+    return status
+
+
+def _counting_events(status: RunStatus | None, items) -> RunStatus | None:
+    """``status`` told of the processing call's work: its files and the entries to run of each."""
+    if status is not None:
+        todo: dict[tuple[str, str], int] = {}
+        for item in items:
+            todo[item.dataset, item.filename] = todo.get((item.dataset, item.filename), 0) + len(item)
+        for (dataset, filename), entries in todo.items():
+            status.expect(dataset, filename, entries)
+        status.n_files = max(status.n_files, len(todo))
+        status.changed()
+    return status
+
+
+def _file_entries(result) -> tuple[str, str, int] | None:
+    """(dataset, filename, entries) of a metadata task's result (Runner's FileMeta), if it has them."""
+    for meta in (result.value or ()) if result.ok else ():
+        entries = (getattr(meta, "metadata", None) or {}).get("numentries")
+        if entries is not None:
+            return meta.dataset, meta.filename, int(entries)
+    return None
 
 
 class _progress:

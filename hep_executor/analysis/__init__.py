@@ -4,10 +4,12 @@ fileset -> file metadata (preprocessing tasks) -> chunk plan -> chunk
 tasks -> reduction on the workers -> output with its coverage. Holds the
 run (:func:`hep_executor.analysis._runner.run`), the feed-and-merge
 pipeline, the chunk sources, the chunk and merge tasks that workers run,
-the slots' warm caches and ROOT I/O (local files, ``root://``).
+the slots' warm caches, ROOT I/O (local files, ``root://``), and the run's
+counts (:class:`RunStatus`) with the live dashboard that serves them.
 
 May import: engine, planning, errors, coffea, uproot, awkward. Never
-imports cli, batch or the coffea executor faces; knows nothing of sockets.
+imports cli, batch or the coffea executor faces; knows nothing of the
+workers' sockets (the dashboard's read-only HTTP server is its one listener).
 """
 
 from __future__ import annotations
@@ -29,8 +31,13 @@ _EXPORTS = {
     "recognise": ("hep_executor.analysis._coffea_work", "recognise"),
     "tolerance": ("hep_executor.analysis._coffea_work", "tolerance"),
     "work_chunk": ("hep_executor.analysis._coffea_work", "work_chunk"),
+    "Dashboard": ("hep_executor.analysis._dashboard", "Dashboard"),
+    "dashboard_port": ("hep_executor.analysis._dashboard", "dashboard_port"),
+    "end_state": ("hep_executor.analysis._dashboard", "end_state"),
+    "serving": ("hep_executor.analysis._dashboard", "serving"),
     "load_fileset": ("hep_executor.analysis._fileset", "load_fileset"),
     "normalize_fileset": ("hep_executor.analysis._fileset", "normalize_fileset"),
+    "resolve_paths": ("hep_executor.analysis._fileset", "resolve_paths"),
     "FileCache": ("hep_executor.analysis._io", "FileCache"),
     "FileInfo": ("hep_executor.analysis._io", "FileInfo"),
     "file_info": ("hep_executor.analysis._io", "file_info"),
@@ -43,6 +50,7 @@ _EXPORTS = {
     "FailFast": ("hep_executor.analysis._pipeline", "FailFast"),
     "ReducePipeline": ("hep_executor.analysis._pipeline", "ReducePipeline"),
     "gather": ("hep_executor.analysis._preprocess", "gather"),
+    "RunStatus": ("hep_executor.analysis._run_status", "RunStatus"),
     "run": ("hep_executor.analysis._runner", "run"),
     "ChunkSource": ("hep_executor.analysis._sources", "ChunkSource"),
     "DEFAULT_INITIAL_CHUNK": ("hep_executor.analysis._sources", "DEFAULT_INITIAL_CHUNK"),

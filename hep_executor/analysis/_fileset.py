@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 from hep_executor.errors import DuplicateFileError, EmptyInputError, FilesetError
 
-__all__ = ["FileEntry", "load_fileset", "normalize_fileset"]
+__all__ = ["FileEntry", "load_fileset", "normalize_fileset", "resolve_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,13 @@ def _resolved(name: str, base: Path) -> str:
     return str((base / name).resolve())
 
 
-def _resolve_files(fileset: dict, base: Path) -> dict:
-    """``fileset`` with relative local paths taken relative to ``base`` (structure kept)."""
+def resolve_paths(fileset: dict, base: str | os.PathLike) -> dict:
+    """``fileset`` with relative local paths taken relative to ``base`` (structure kept, URLs unchanged).
+
+    What :func:`load_fileset` does to a file's fileset, for one given inline
+    (a config's ``fileset:`` mapping, relative to the config's folder).
+    """
+    base = Path(base)
     out = {}
     for dataset, spec in fileset.items():
         if isinstance(spec, dict) and "files" not in spec:
@@ -268,4 +273,4 @@ def load_fileset(path: str | os.PathLike) -> dict:
     if not isinstance(raw, dict) or not raw:
         msg = f"fileset file {str(path)!r}: expected a non-empty {{dataset: files}} object, not {_kind(raw)}"
         raise FilesetError(msg)
-    return _resolve_files(raw, path.parent.resolve())
+    return resolve_paths(raw, path.parent.resolve())

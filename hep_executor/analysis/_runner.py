@@ -19,10 +19,12 @@ from hep_executor.analysis._checkpoint_run import (DEFAULT_EVERY_CHUNKS, DEFAULT
                                                   RunCheckpoint)
 from hep_executor.analysis._chunk_errors import as_chunk_error
 from hep_executor.analysis._chunk_tasks import WORKER_SETUP, ChunkSpec, preprocess_file, process_chunk
+from hep_executor.analysis._dashboard import dashboard_port, serving
 from hep_executor.analysis._fileset import normalize_fileset
 from hep_executor.analysis._metadata_cache import CachedMetadata, MetadataCache, open_cache
 from hep_executor.analysis._pipeline import ReducePipeline
 from hep_executor.analysis._preprocess import MetadataStream, gather
+from hep_executor.analysis._run_status import RunStatus
 from hep_executor.analysis._sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
 from hep_executor.analysis._usercode import Shipment, prepare_task_function
 from hep_executor.errors import CoverageError, InputError
@@ -57,6 +59,8 @@ class RunResult:
     report: dict
     coverage: CoverageReport | None = None
     skipped: list[dict] = field(default_factory=list)
+    #: where the run's dashboard was served (``run(dashboard=...)``; it stopped with the run)
+    dashboard_url: str | None = None
 
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
@@ -166,7 +170,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         progress: Callable | None = None,
         checkpoint: str | None = None, force: bool = False, checkpoint_every_s: float = DEFAULT_EVERY_S,
         checkpoint_every_chunks: int = DEFAULT_EVERY_CHUNKS,
-        interrupt_grace_s: float = DEFAULT_GRACE_S) -> RunResult:
+        interrupt_grace_s: float = DEFAULT_GRACE_S, dashboard: bool | int | None = None) -> RunResult:
     """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
 
     Parameters
@@ -235,6 +239,11 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         :class:`~hep_executor.errors.RunInterrupted`.
     force : bool
         Start over in a checkpoint folder of another run instead of refusing it.
+    dashboard : bool or int, optional
+        Serve a live status page and ``/status.json`` on 127.0.0.1 while the run
+        goes on: True for any free port, an int for that port. Its URL is logged at
+        INFO and kept as ``RunResult.dashboard_url``; it stops with the run, also
+        on an error.
 
     Raises
     ------
@@ -261,6 +270,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     from hep_executor.engine import Manager
 
     entries = normalize_fileset(fileset, treename, dedupe=dedupe)
+    port = dashboard_port(dashboard)
     resume = None if checkpoint is None else RunCheckpoint.for_run(
         checkpoint, entries, treename, processor_instance, schema, force=force, every_s=checkpoint_every_s,
         every_chunks=checkpoint_every_chunks, grace_s=interrupt_grace_s)
@@ -272,29 +282,47 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                    align_clusters=align_clusters, resources_mode=resources_mode, memory_mb=memory_mb,
                    allocator=allocator, split_on_exhaustion=split_on_exhaustion, warm=warm,
                    retries=retries, files=files)
+    status = None if port is None else RunStatus(len(entries), chunksize, maxchunks, manager=manager)
+    progress = _with_status(status, progress)
     job = _Job(manager, processor_instance, options, {"timeout": timeout, "handler": handler},
                (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress, checkpoint=resume)
     try:
-        job.cache = open_cache(metadata_cache)
-        if streaming:
-            source, stream = _stream(job, entries)
-            outcome = _process(job, source, stream)
-        else:
-            hits = job.cache.hits if job.cache is not None else 0
-            job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
-                                                io_options=job.io_options, align_clusters=align_clusters,
-                                                progress=progress, warm=warm, cache=job.cache,
-                                                reports=job.pre_reports)
-            job.t_pre = time.time() - job.t0
-            job.cached = job.cache.hits - hits if job.cache is not None else 0
-            source = _chunk_source(job, _segments(job, job.files))
-            outcome = _process(job, source)
-        return _finish(job, source, outcome)
+        with serving(status, port) as board:
+            job.cache = open_cache(metadata_cache)
+            if streaming:
+                source, stream = _stream(job, entries)
+                outcome = _process(job, source, stream)
+            else:
+                hits = job.cache.hits if job.cache is not None else 0
+                job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
+                                                    io_options=job.io_options, align_clusters=align_clusters,
+                                                    progress=progress, warm=warm, cache=job.cache,
+                                                    reports=job.pre_reports)
+                job.t_pre = time.time() - job.t0
+                job.cached = job.cache.hits - hits if job.cache is not None else 0
+                source = _chunk_source(job, _segments(job, job.files))
+                outcome = _process(job, source)
+            result = _finish(job, source, outcome)
+        result.dashboard_url = board.url if board is not None else None
+        return result
     finally:
         if job.cache is not None and job.cache is not metadata_cache:
             job.cache.close()
         if own:
             manager.close()
+
+
+def _with_status(status: RunStatus | None, progress: Callable | None) -> Callable | None:
+    """``progress`` that first counts each task in ``status`` (the dashboard's numbers)."""
+    if status is None:
+        return progress
+
+    def both(stage, result, item=None):
+        status.progress(stage, result, item)
+        if progress is not None:
+            progress(stage, result=result, item=item)
+
+    return both
 
 
 def _segment(f: FilePlan) -> Segment:

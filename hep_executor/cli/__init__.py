@@ -2,7 +2,7 @@
 
 Also holds what only the command line needs: YAML configs mapped onto
 dataclasses, the processor lookup, run folders, the run's outputs (coffea
-file, ROOT histograms, report), plots and the live dashboard. The top
+file, ROOT histograms, report), plots and ``hep-executor status``. The top
 layer: may import every other layer.
 """
 
@@ -12,7 +12,6 @@ from hep_executor._lazy import lazy_exports
 
 _EXPORTS = {
     "load_config": ("hep_executor.cli._config", "load_config"),
-    "Dashboard": ("hep_executor.cli._dashboard", "Dashboard"),
     "fetch_status": ("hep_executor.cli._dashboard", "fetch_status"),
     "format_status": ("hep_executor.cli._dashboard", "format_status"),
     "plot_eft": ("hep_executor.cli._eft_plot", "plot_eft"),

@@ -11,7 +11,6 @@ embedded default of ``hep-executor run``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,14 +19,14 @@ from typing import Any
 
 import yaml
 
+from hep_executor.analysis import load_fileset, resolve_paths
 from hep_executor.errors import ConfigError
 
 DEMO_FILESET = "demo"
 SCHEMA_ALIASES = {"NanoAOD": "NanoAODSchema", "Base": "BaseSchema", "PFNano": "PFNanoAODSchema"}
 
 __all__ = ["DEMO_FILESET", "SCHEMA_ALIASES", "CacheConfig", "ChunkingConfig", "OutputConfig", "ProcessorConfig",
-           "ResourcesConfig", "RunConfig", "WorkersConfig", "default_config_path", "load_config",
-           "resolve_fileset"]
+           "ResourcesConfig", "RunConfig", "WorkersConfig", "default_config_path", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -185,27 +184,29 @@ class RunConfig:
     def load_fileset(self) -> dict:
         """The fileset dict, relative file paths made absolute against its JSON's folder.
 
-        ``fileset`` is inline, a JSON file in one of coffea's forms
-        (``{ds: [files]}``, ``{ds: {"files": {url: tree}, "metadata": ...}}``,
-        ``{ds: {"files": [...], "treename": ...}}``), or ``demo`` (the seeded
-        demo samples, written to the user's cache on first use).
+        ``fileset`` is inline, a file that :func:`hep_executor.analysis.load_fileset`
+        reads (JSON in one of coffea's forms, ``{ds: [files]}``,
+        ``{ds: {"files": {url: tree}, "metadata": ...}}``,
+        ``{ds: {"files": [...], "treename": ...}}``, or a ``.txt`` list), or
+        ``demo`` (the seeded demo samples, written to the user's cache on first use).
+
+        Raises
+        ------
+        ConfigError
+            The file is missing or unreadable (a FilesetError naming it), or
+            ``fileset`` is of another type.
         """
         if isinstance(self.fileset, dict):
-            return resolve_fileset(self.fileset, self.base_dir)
+            return resolve_paths(self.fileset, self.base_dir)
         if self.fileset == DEMO_FILESET:
             from hep_executor.cli._demo_data import demo_fileset
 
             return demo_fileset()
-        path = Path(self.resolve(self.fileset))
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            msg = f"fileset file {str(path)!r} not found"
-            raise ConfigError(msg) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            msg = f"fileset file {str(path)!r} cannot be read as JSON: {exc}"
-            raise ConfigError(msg) from None
-        return resolve_fileset(raw, str(path.parent), where=str(path))
+        if not isinstance(self.fileset, str):
+            msg = (f"config key 'fileset' must be a fileset file (.json, .txt), a {{dataset: files}} mapping "
+                   f"or 'demo', not {type(self.fileset).__name__}")
+            raise ConfigError(msg)
+        return load_fileset(self.resolve(self.fileset))
 
     def schema_class(self):
         from coffea.nanoevents import schemas
@@ -220,40 +221,6 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _absolute(path: str, base: str) -> str:
-    if "://" in path or Path(path).is_absolute():
-        return path
-    return str((Path(base) / path).resolve())
-
-
-def resolve_fileset(raw: Any, base: str, where: str = "the fileset") -> dict:
-    """``raw`` (a coffea fileset) with relative file paths made absolute against ``base``.
-
-    Keeps coffea's forms as they are (lists, ``{file: tree}`` maps,
-    ``treename``, ``metadata``); their validation is the runner's.
-    """
-    if not isinstance(raw, dict):
-        msg = f"{where} must map dataset names to files, not {type(raw).__name__}"
-        raise ConfigError(msg)
-    out = {}
-    for dataset, spec in raw.items():
-        if isinstance(spec, str):
-            spec = [spec]
-        if isinstance(spec, list):
-            out[dataset] = [_absolute(str(f), base) for f in spec]
-            continue
-        if isinstance(spec, dict) and isinstance(spec.get("files"), (list, str, dict)):
-            files = spec["files"]
-            if isinstance(files, dict):
-                files = {_absolute(str(f), base): tree for f, tree in files.items()}
-            else:
-                files = [_absolute(str(f), base) for f in ([files] if isinstance(files, str) else files)]
-            out[dataset] = {**spec, "files": files}
-            continue
-        out[dataset] = spec  # left to the runner's validation, which names the dataset
-    return out
 
 
 _SECTIONS = {"processor": ProcessorConfig, "workers": WorkersConfig, "chunking": ChunkingConfig,

@@ -2,7 +2,10 @@
 ``--processor``, into a new run folder, with progress, a summary and outputs.
 
 Each run gets its own folder (:mod:`hep_executor.cli._rundir`) holding ``run.log``
-(DEBUG) and ``report.json``, written also when the run fails or is interrupted.
+(DEBUG) and ``report.json``, written also when the run fails or is interrupted; the
+partial output it has then is saved beside them (``partial_output.coffea``,
+``partial_histograms.root``). A config error (the fileset or processor cannot be
+loaded) is raised before any run folder is made.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from hep_executor.analysis import PRELOAD, WORKER_SETUP
-from hep_executor.analysis import run
+from hep_executor.analysis import dashboard_port, normalize_fileset, run, serving
 from hep_executor.cli._config import RunConfig, load_config
 from hep_executor.cli._eft_plot import plot_eft
 from hep_executor.cli._outputs import save_histograms, save_report
@@ -25,9 +30,13 @@ from hep_executor.cli._summary import print_summary
 from hep_executor.cli._usercode import search_dirs
 from hep_executor.errors import ConfigError
 
-__all__ = ["run_main", "run_config", "runs_base"]
+__all__ = ["OWN_CHECKPOINT", "run_main", "run_config", "runs_base"]
 
 log = logging.getLogger(__name__)
+
+#: the run folder's checkpoint where the config names none: a Ctrl-C leaves the partial output
+#: there (and as partial_output.coffea, partial_histograms.root); removed when the run finishes
+OWN_CHECKPOINT = "checkpoint"
 
 
 def runs_base(config: RunConfig) -> Path:
@@ -61,7 +70,7 @@ def _start_manager(config: RunConfig, run_dir: Path):
 
 def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: str | None = None,
                show_progress: bool = True, console: Console | None = None,
-               search_path: list[str] | None = None, dashboard: bool = False):
+               search_path: list[str] | None = None, dashboard: bool | int | None = False):
     """Run the analysis ``config`` describes in a new run folder; return the RunResult.
 
     Parameters
@@ -76,61 +85,75 @@ def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: st
     console : rich Console, optional
     search_path : list of str, optional
         Extra folders to look for the processor module in (``--path``).
-    dashboard : bool
-        Serve a live status page on 127.0.0.1 (its URL printed and written to
-        ``dashboard.url`` in the run folder) while the run goes on.
+    dashboard : bool or int
+        Serve a live status page on 127.0.0.1 (True or 0: any free port; an int: that
+        port) while the run goes on; its URL printed and written to ``dashboard.url``
+        in the run folder.
 
     Raises
     ------
+    ConfigError
+        The fileset or processor cannot be loaded, or the dashboard's port is in use:
+        raised before any run folder is made.
     HepExecutorError, KeyboardInterrupt
         What ended the run; ``report.json`` and ``run.log`` are written first.
     """
     console = console or Console(stderr=True)
-    if run_dir is None:
-        stem = name or config.processor.cls.rpartition(":")[2].lower() or "run"
-        run_dir = new_run_dir(runs_base(config), stem)
-    run_dir = Path(run_dir)
-    link_latest(run_dir)
-    console.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
-    with run_log(run_dir / "run.log"):
-        log.info("run folder %s", run_dir)
-        tracker = RunProgress(n_files=0, chunksize=config.chunking.chunksize,
-                              maxchunks=config.chunking.maxchunks, console=console, show=show_progress)
-        board = _start_dashboard(run_dir, tracker, console) if dashboard else None
-        try:
-            result, module = _execute(config, run_dir, tracker, search_path)
-        except BaseException as exc:
-            _write_failure(config, run_dir, exc, tracker)
+    work, port = _Work.load(config, search_path), dashboard_port(dashboard)
+    tracker = RunProgress(n_files=work.n_files, chunksize=config.chunking.chunksize,
+                          maxchunks=config.chunking.maxchunks, console=console, show=show_progress)
+    with serving(tracker, port) as board:  # a port in use fails here, before any run folder
+        if run_dir is None:
+            stem = name or config.processor.cls.rpartition(":")[2].lower() or "run"
+            run_dir = new_run_dir(runs_base(config), stem)
+        run_dir = Path(run_dir)
+        link_latest(run_dir)
+        console.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
+        with run_log(run_dir / "run.log"):
+            log.info("run folder %s", run_dir)
             if board is not None:
-                board.publish(tracker.snapshot("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"))
-                board.close()
-            raise
-        paths = _write_outputs(config, run_dir, result, tracker)
-        if board is not None:
-            board.publish(tracker.snapshot("done"))
-            board.close()
-        log.info("run done: %s", run_dir)
-    print_summary(console, result, paths, summarize=getattr(module, "summarize", None))
+                _announce(board, run_dir, console)
+            try:
+                result = _execute(config, run_dir, tracker, work)
+            except BaseException as exc:
+                _write_failure(config, run_dir, exc, tracker)
+                raise
+            _drop_own_checkpoint(config, run_dir, result)
+            paths = _write_outputs(config, run_dir, result, tracker)
+            log.info("run done: %s", run_dir)
+    print_summary(console, result, paths, summarize=getattr(work.module, "summarize", None))
     return result
 
 
-def _start_dashboard(run_dir: Path, tracker: RunProgress, console: Console):
-    from hep_executor.cli._dashboard import Dashboard
-
-    board = Dashboard()
-    tracker.on_update = board.publish
-    board.publish(tracker.snapshot())
+def _announce(board, run_dir: Path, console: Console) -> None:
+    """Print the dashboard's URL and write it to ``dashboard.url`` in the run folder."""
+    log.info("dashboard %s (written to dashboard.url)", board.url)
     (run_dir / "dashboard.url").write_text(board.url + "\n")
     console.print(f"dashboard: {board.url}", highlight=False, soft_wrap=True)
-    return board
 
 
-def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, search_path):
-    """Load the fileset and processor, start the workers and run; return (result, module)."""
-    fileset = config.load_fileset()
-    dirs = search_dirs(config_dir=config.base_dir, fileset_path=config.fileset_path(), extra=search_path)
-    processor_instance, module = config.processor.build(dirs)
-    tracker.n_files = sum(len(v["files"] if isinstance(v, dict) else v) for v in fileset.values())
+@dataclasses.dataclass(frozen=True)
+class _Work:
+    """What a run works on, loaded before its run folder is made: a config error makes none."""
+
+    fileset: dict
+    n_files: int
+    processor: Any
+    module: Any
+
+    @classmethod
+    def load(cls, config: RunConfig, search_path: list[str] | None) -> _Work:
+        """The config's fileset (checked whole) and processor instance, or the ConfigError naming the fault."""
+        fileset = config.load_fileset()
+        n_files = len(normalize_fileset(fileset, config.treename))
+        dirs = search_dirs(config_dir=config.base_dir, fileset_path=config.fileset_path(), extra=search_path)
+        processor_instance, module = config.processor.build(dirs)
+        return cls(fileset, n_files, processor_instance, module)
+
+
+def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, work: _Work):
+    """Start the workers and run ``work``; return the RunResult."""
+    fileset, processor_instance = work.fileset, work.processor
     manager, batch, jobs = _start_manager(config, run_dir)
     tracker.manager = manager
     try:
@@ -141,13 +164,20 @@ def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, search_path
                          fan_in=config.chunking.fan_in, skipbadfiles=config.skipbadfiles,
                          align_clusters=config.chunking.align_clusters, timeout=config.timeout,
                          resources_mode=config.resources.mode, memory_mb=config.resources.memory,
-                         progress=tracker.progress, checkpoint=config.checkpoint_dir(),
+                         progress=tracker.progress, checkpoint=config.checkpoint_dir() or str(run_dir / OWN_CHECKPOINT),
                          metadata_cache=config.metadata_cache())
     finally:
         manager.close()
         if batch is not None:
             batch.cancel(jobs)
-    return result, module
+    return result
+
+
+def _drop_own_checkpoint(config: RunConfig, run_dir: Path, result) -> None:
+    """A finished run's own checkpoint (there for Ctrl-C) goes: its output holds the same."""
+    if config.checkpoint_dir() is None:
+        shutil.rmtree(run_dir / OWN_CHECKPOINT, ignore_errors=True)
+        result.report.pop("checkpoint", None)
 
 
 def _write_failure(config: RunConfig, run_dir: Path, exc: BaseException, tracker: RunProgress) -> None:
@@ -162,8 +192,14 @@ def _write_failure(config: RunConfig, run_dir: Path, exc: BaseException, tracker
     if partial is not None:
         from coffea.util import save
 
+        from hep_executor.cli._root_out import write_root
+
         save(partial, run_dir / "partial_output.coffea")
+        write_root(partial, run_dir / "partial_histograms.root")
         report["partial"]["output"] = str(run_dir / "partial_output.coffea")
+        report["partial"]["histograms"] = str(run_dir / "partial_histograms.root")
+    if getattr(exc, "checkpoint", None):
+        report["partial"]["checkpoint"] = exc.checkpoint  # --checkpoint DIR resumes from it
     write_json(report, run_dir / "report.json")
 
 

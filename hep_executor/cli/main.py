@@ -107,8 +107,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="read every file's metadata; use and keep no metadata cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--dashboard", action="store_true",
-                   help="serve a live status page on 127.0.0.1 (URL printed; 'hep-executor status URL')")
+    p.add_argument("--dashboard", nargs="?", type=int, const=0, default=None, metavar="PORT",
+                   help="serve a live status page on 127.0.0.1, on PORT or any free port (URL printed; "
+                        "'hep-executor status URL')")
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                    help="more log output; tracebacks on errors")
     p.set_defaults(func=_cmd_run)

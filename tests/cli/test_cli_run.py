@@ -78,6 +78,7 @@ def test_coffea_files_map_form_module_beside_fileset(sample_files, tmp_path, mon
     assert load(run_dir / "output.coffea") == {"events": {"ttbar": 4000}}
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "ok" and report["totals"]["events"] == 4000
+    assert "checkpoint" not in report and not (run_dir / "checkpoint").exists()  # kept only when interrupted
     out = capsys.readouterr().out
     merges = report["totals"]["merges"]
     assert f"{merges} merge{'' if merges == 1 else 's'} on workers" in out
@@ -141,19 +142,43 @@ def test_failing_run_leaves_log_and_report_with_traceback(sample_files, tmp_path
     assert "run failed" in log and "bad chunk on purpose" in log
 
 
-def test_interrupted_run_leaves_log_and_report(sample_files, tmp_path):
+SLOW_HIST_PROCESSOR = '''
+import os
+import time
+
+import awkward as ak
+import hist
+from coffea import processor
+
+
+class SlowHist(processor.ProcessorABC):
+    def process(self, events):
+        open({marker!r}, "a").close()
+        time.sleep(1.0)
+        h = hist.Hist.new.Reg(20, 0, 200, name="pt", label="$p_T$ [GeV]").Double()
+        h.fill(pt=ak.flatten(events.Muon.pt))
+        return {{"pt": h, "events": {{events.metadata["dataset"]: len(events)}}}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+'''
+
+
+def test_interrupted_run_leaves_log_report_and_partial_histograms(sample_files, tmp_path):
+    import uproot
+
     marker = tmp_path / "started"
-    write_processor(tmp_path, "cli_slow", "Slow", marker=str(marker), sleep=1.0)
+    (tmp_path / "cli_slow.py").write_text(SLOW_HIST_PROCESSOR.format(marker=str(marker)))
     (tmp_path / "fs.json").write_text(json.dumps({"ttbar": [str(sample_files["good"])]}))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "hep_executor.cli.main", "run", "--fileset", "fs.json",
-                             "--processor", "cli_slow:Slow", "--workers", "1", "--chunksize", "100",
+                             "--processor", "cli_slow:SlowHist", "--workers", "1", "--chunksize", "100",
                              "--no-progress"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         try_assert(marker.exists, timeout=120, message="the processor never started")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -163,10 +188,46 @@ def test_interrupted_run_leaves_log_and_report(sample_files, tmp_path):
     run_dir = only_run(tmp_path / "hep-executor-runs")
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "interrupted"
-    assert "KeyboardInterrupt" in report["error"]["traceback"]
+    assert report["error"]["type"] == "RunInterrupted" and "RunInterrupted" in report["error"]["traceback"]
     assert report["partial"]["files_preprocessed"] == 1
-    assert report["partial"]["chunks_done"] < 20
+    done = report["partial"]["events_done"]
+    assert 0 < done < 2000 and report["partial"]["chunks_done"] < 20
     assert "run interrupted" in (run_dir / "run.log").read_text()
+    # what was merged when Ctrl-C came: every chunk done, as coffea output and as ROOT histograms
+    partial = load(run_dir / "partial_output.coffea")
+    assert partial["events"] == {"ttbar": done}
+    with uproot.open(report["partial"]["histograms"]) as f:
+        assert f["pt/pt"].values().sum() == partial["pt"].values().sum() > 0
+        assert f["pt/pt"].member("fXaxis").member("fTitle") == "#it{p}_{T} [GeV]"
+    assert report["partial"]["checkpoint"] == str(run_dir / "checkpoint")
+
+
+@pytest.mark.parametrize("case", ["bad key", "missing fileset", "no files key", "missing module", "port in use"])
+def test_a_config_error_makes_no_run_folder(sample_files, tmp_path, monkeypatch, capsys, case):
+    from hep_executor.analysis import Dashboard
+
+    monkeypatch.chdir(tmp_path)
+    taken = Dashboard()  # holds a port that --dashboard PORT cannot have
+    (tmp_path / "fs.json").write_text(json.dumps({"ttbar": [str(sample_files["good"])]}))
+    write_processor(tmp_path, "cli_counter_cfg", "CountCfg")
+    argv = {"bad key": ["run", "run.yaml"],
+            "missing fileset": ["run", "--fileset", "nope.json", "--processor", "cli_counter_cfg:CountCfg"],
+            "no files key": ["run", "--fileset", "empty.json", "--processor", "cli_counter_cfg:CountCfg"],
+            "missing module": ["run", "--fileset", "fs.json", "--processor", "cli_nowhere:P"],
+            "port in use": ["run", "--fileset", "fs.json", "--processor", "cli_counter_cfg:CountCfg",
+                            "--dashboard", str(taken.port)]}[case]
+    (tmp_path / "run.yaml").write_text("fileset: fs.json\nprocessor: {class: 'cli_counter_cfg:CountCfg'}\n"
+                                       "chunking: {chunksiz: 1000}\n")
+    (tmp_path / "empty.json").write_text(json.dumps({"ttbar": {"treename": "Events"}}))
+    try:
+        assert cli_main([*argv, "--no-progress"]) == 2
+    finally:
+        taken.close()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    named = {"bad key": "chunking.chunksiz", "missing fileset": "nope.json", "no files key": "'files'",
+             "missing module": "cli_nowhere", "port in use": f"127.0.0.1:{taken.port}"}[case]
+    assert named in line, line
+    assert not (tmp_path / "hep-executor-runs").exists()
 
 
 def test_version(capsys):

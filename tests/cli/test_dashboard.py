@@ -5,6 +5,7 @@ a headless Chromium loads the page and its screenshot lands in the run folder.""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hep_executor.cli import Dashboard, fetch_status, format_status
+from hep_executor.analysis import Dashboard
+from hep_executor.cli import fetch_status, format_status
 from hep_executor.cli.main import main as cli_main
 from tests.cli.test_cli_run import REPO, write_processor
 from tests.helpers import try_assert
@@ -50,6 +52,47 @@ def _screenshot(url: str, png: Path) -> None:
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     f"--screenshot={png}", "--window-size=1100,900", "--virtual-time-budget=4000", url],
                    check=True, capture_output=True, timeout=120)
+
+
+def _snapshot(events_done: int) -> dict:
+    return {"state": "running", "elapsed_s": 1.0, "events_per_s": 10.0, "eta_s": 5.0,
+            "files": {"done": 1, "total": 1}, "chunks": {"done": 1, "total": 4, "estimated": True},
+            "events": {"done": events_done, "total": 4000}, "failed": 0, "retries": 0,
+            "workers": [{"name": "worker 1", "host": "vm", "busy": 1, "cores": 3, "memory_mb": 2000}],
+            "chunk_sizes": {"ttbar": {"last": 400, "chunks": 3, "history": [[0.5, 100], [1.0, 200], [2.0, 400]]}},
+            "recent_tasks": []}
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium on PATH (tests/run.sh installs Debian's chromium when root)")
+def test_page_refreshes_its_numbers_every_second(caplog):
+    """The page fetches /status.json on a timer: numbers published after its first fetch show up."""
+    board = Dashboard()
+    fetches = []
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            if "GET /status.json" in record.getMessage():
+                fetches.append(record)
+                board.publish(_snapshot(1111 * len(fetches)))  # each fetch is answered before this
+
+    counter = Count()
+    logger = logging.getLogger("hep_executor.analysis._dashboard")
+    logger.addHandler(counter)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="hep_executor.analysis._dashboard"):
+            board.publish(_snapshot(0))
+            dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--lang=en-US", "--dump-dom",
+                                  "--virtual-time-budget=5000", board.url],
+                                 check=True, capture_output=True, text=True, timeout=120).stdout
+    finally:
+        logger.removeHandler(counter)
+        board.close()
+    # one fetch at load, then one a second: 5 s of page time make at least 4
+    assert len(fetches) >= 4, len(fetches)
+    shown = f"<td>events</td><td>{1111 * (len(fetches) - 1):,}</td>"
+    assert shown in dom, dom[-800:]
+    assert "<td>worker 1</td><td>vm</td><td>1</td><td>2</td>" in dom  # busy and idle slots
+    assert '<polyline fill="none" stroke="#1f77b4" points="0.0,' in dom  # the chunk size over time, drawn
 
 
 def test_run_dashboard_numbers_change_and_page_loads(sample_files, tmp_path):
