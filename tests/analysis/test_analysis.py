@@ -78,8 +78,15 @@ def test_processor_exception_names_file_and_range(samples, manager):
     message = str(info.value)
     assert ".root entries 1000-2000" in message and "bad value in this chunk" in message
     assert info.value.filename.endswith(".root") and info.value.entrystart == 1000
+    held = info.value.partial_coverage.held  # what the partial output is made of, exactly
     partial = info.value.partial_output
-    assert partial is None or sum(partial["events"].values()) < 18000
+    assert (sum(partial["events"].values()) if partial is not None else 0) == _entries_in(held)
+    assert not any(start <= 1500 < stop for ranges in held.values() for start, stop in ranges)
+    assert _entries_in(held) < 18000
+
+
+def _entries_in(held) -> int:
+    return sum(stop - start for ranges in held.values() for start, stop in ranges)
 
 
 def test_run_uproot_job_with_hep_executor_takes_the_warm_own_path(samples, manager):
