@@ -200,6 +200,8 @@ class Worker:
         self._scan_trees()
         rss = {i: monitor.rss_mb(self.slots[i].proc.pid) for i in self.state.busy()}
         for stop in self.state.over_limits(time.monotonic(), rss):
+            if self.slots[stop.index].conn.poll():
+                continue  # a result waits in the pipe: take it first (the sample may be of a finished task)
             log.warning("task %s: %s: stopping it", self.state.slots[stop.index].head()["id"], stop.note)
             self._kill_slot(stop.index)
             self._slot_died(stop.index, stop.status, stop.note, stop.wall)
