@@ -310,10 +310,12 @@ class ChunkSource:
         exhausted = isinstance(result.error, ResourceExhaustedError)
         if result.ok:
             self._succeeded.add(category)
+        # a lifetime peak (the kernel's mark could not be reset) says nothing of this chunk's memory
+        learn_memory = exhausted or not report.peak_is_lifetime
         if self.sizer is not None and (result.ok or exhausted):
-            self.sizer.observe(category, _events(item), report.wall, report.peak_mb,
+            self.sizer.observe(category, _events(item), report.wall, report.peak_mb if learn_memory else 0.0,
                                failed_memory=exhausted)
-        if self.allocator is not None and (result.ok or exhausted):
+        if self.allocator is not None and (result.ok or exhausted) and learn_memory:
             self.allocator.observe(category, report.peak_mb, exhausted=exhausted,
                                    allocated=self._alloc.get(item))
         if not exhausted:

@@ -118,7 +118,7 @@ class MessageSteps:
             report = TaskReport(task.id, task.category, status, item["wall"], item["cpu"],
                                 item["peak_mb"], task.cores, task.memory_mb, item.get("slot", ""),
                                 item.get("host", worker.host), item.get("started", 0.0),
-                                task.attempts, len(payload))
+                                task.attempts, len(payload), bool(item.get("lifetime_peak")))
             if status == "lost":
                 outcome, task = self.table.task_killed_worker(task.id)
                 log.warning("task %d (%s) ended its process on %s: %s", task.id, task.category,

@@ -16,7 +16,8 @@ import os
 import resource
 import sys
 
-__all__ = ["descendants", "peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal", "total_memory_mb"]
+__all__ = ["PEAKS_PER_TASK", "descendants", "peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal",
+           "total_memory_mb"]
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
 
@@ -31,6 +32,8 @@ def _can_reset() -> bool:
 
 
 _CAN_RESET = sys.platform.startswith("linux") and _can_reset()
+#: whether a task's peak is its own (the kernel's mark reset before it) or its slot's lifetime peak so far
+PEAKS_PER_TASK = _CAN_RESET
 
 
 def reset_peak() -> None:

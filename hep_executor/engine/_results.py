@@ -20,7 +20,12 @@ class TaskReport:
     wall, cpu : float
         Wall-clock and CPU seconds of the task alone.
     peak_mb : float
-        Peak resident memory of the task (per task, not process lifetime).
+        Peak resident memory of the task (per task, not process lifetime;
+        see ``peak_is_lifetime``).
+    peak_is_lifetime : bool
+        True where the worker could not reset the kernel's peak mark
+        (``/proc/self/clear_refs`` denied): ``peak_mb`` is then the slot
+        process's peak so far, an upper bound of the task's.
     status : str
         ``ok``, ``error``, ``exhausted`` (over its memory allocation) or ``lost``.
     """
@@ -38,6 +43,7 @@ class TaskReport:
     started: float = 0.0
     attempts: int = 1
     result_bytes: int = 0
+    peak_is_lifetime: bool = False
 
     def as_dict(self) -> dict:
         """Plain-data form for run reports."""

@@ -88,6 +88,7 @@ class WorkerState:
         self.outbox: list[tuple[dict, bytes]] = []
         self.discard: set = set()  # cancelled tasks written behind a running one: results dropped
         self.max_result_bytes = 0  # the manager's frame limit (0: none)
+        self.lifetime_peaks = False  # slots' peaks are their lifetime peaks (the kernel's mark cannot be reset)
         self.ewma_wall = 1.0
         self._running_sent: list = []
 
@@ -238,9 +239,12 @@ class WorkerState:
         self.slots[index] = SlotState(index)
 
     def _item(self, task_id, index, status, wall, cpu, peak, compressed, error, tb, started) -> dict:
-        return {"id": task_id, "status": status, "wall": wall, "cpu": cpu, "peak_mb": peak,
+        item = {"id": task_id, "status": status, "wall": wall, "cpu": cpu, "peak_mb": peak,
                 "compressed": compressed, "error": error, "traceback": tb, "started": started,
                 "slot": f"{self.worker_id}/{index}", "host": self.host}
+        if self.lifetime_peaks:
+            item["lifetime_peak"] = True
+        return item
 
     def _oversize(self, size: int) -> str:
         limit = self.max_result_bytes / 2**20

@@ -95,6 +95,8 @@ class Worker:
         self.parent_pid = parent_pid
         self.worker_id = uuid.uuid4().hex[:12]
         self.state = WorkerState(self.worker_id, socket.gethostname(), cores, slot_keys)
+        self.state.lifetime_peaks = not monitor.PEAKS_PER_TASK
+        self._rss_warned = False
         self._mp = multiprocessing.get_context("fork")
         self.slots: list[_SlotProcess] = []
         self.stopping: str | None = None
@@ -199,6 +201,10 @@ class Worker:
     def _enforce_limits(self) -> None:
         self._scan_trees()
         rss = {i: monitor.rss_mb(self.slots[i].proc.pid) for i in self.state.busy()}
+        if not self._rss_warned and any(v <= 0 for v in rss.values()):
+            self._rss_warned = True
+            log.warning("worker %s cannot read the memory of its slot processes: memory allocations are "
+                        "not enforced here", self.worker_id)
         for stop in self.state.over_limits(time.monotonic(), rss):
             if self.slots[stop.index].conn.poll():
                 continue  # a result waits in the pipe: take it first (the sample may be of a finished task)
@@ -308,6 +314,9 @@ class Worker:
         self._poller.register(sock, zmq.POLLIN)
         try:
             if self._register():
+                if self.state.lifetime_peaks:
+                    log.warning("worker %s cannot reset the kernel's peak-memory mark (/proc/self/clear_refs): "
+                                "task peaks are the slots' lifetime peaks, an upper bound", self.worker_id)
                 log.info("worker %s joined %s with %d cores, %d MB",
                          self.worker_id, self.manager, self.cores, self.memory_mb)
                 while not self.stopping:

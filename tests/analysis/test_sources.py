@@ -110,3 +110,15 @@ def test_with_adaptive_allocation_the_first_chunk_goes_alone_then_one_per_new_ca
     assert source.take(3) == []
     _run(source, bkg)
     assert [c.dataset for c in source.take(3)] == ["bkg", "bkg", "bkg"]
+
+
+def test_a_lifetime_peak_teaches_neither_the_allocator_nor_the_memory_model():
+    allocator = Allocator("auto", max_resources=Resources(1, 4000), first_guess=Resources(1, 2000))
+    sizer = ChunkSizer({"memory": 2000}, initial=1000)
+    source = ChunkSource(_datasets(entries=5000), chunksize=None, sizer=sizer, allocator=allocator, spread=2)
+    (item,) = source.take(6)
+    report = TaskReport(1, "process", "ok", wall=0.5, peak_mb=3900.0, peak_is_lifetime=True)
+    assert source.observe(item, TaskResult(1, report)) == []
+    assert allocator.history == []  # 3,900 MB of a slot's lifetime says nothing of this chunk
+    (events, wall, memory, _), = sizer._categories[next(iter(sizer._categories))].reports
+    assert memory == 0.0 and wall == 0.5

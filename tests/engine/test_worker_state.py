@@ -124,3 +124,14 @@ def test_a_slot_takes_the_queued_task_whose_file_it_holds():
     state.slot_result(0, _report(1, 0), now=1.0)
     state.tasks_arrived({}, [_task(2, affinity="b.root"), _task(3, affinity="a.root")])
     assert _task_ids(state.feed(now=1.0)) == {0: [3]}
+
+
+def test_results_say_when_peaks_are_the_slots_lifetime_peaks():
+    state = _state(cores=1, tasks=[_task(1), _task(2)])
+    state.feed(now=0.0)
+    state.slot_result(0, _report(1, 0), now=1.0)
+    state.lifetime_peaks = True
+    state.feed(now=1.0)
+    state.slot_result(0, _report(2, 0), now=2.0)
+    first, second = state.flush()[0]
+    assert "lifetime_peak" not in first and second["lifetime_peak"] is True
