@@ -187,7 +187,8 @@ def _step(batch: BatchSystem, spec: WorkerSpec, policy: FactoryPolicy, key: byte
     now = time.monotonic()
     _refresh(batch, jobs)
     try:
-        status = query_status(spec.manager, key, timeout=policy.query_timeout)
+        status = query_status(spec.manager, key, timeout=policy.query_timeout,
+                              curve="--curve" in spec.extra_args)
     except RemoteAccessError as exc:
         watch.unreachable_since = watch.unreachable_since or now
         if now - watch.unreachable_since >= policy.unreachable_timeout:
@@ -276,6 +277,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", help="archive from hep-executor pack-env: each node unpacks it once "
                                       "into local scratch and runs the worker from there")
     parser.add_argument("--walltime", help="job wall-time limit, HH:MM:SS")
+    parser.add_argument("--curve", action="store_true",
+                        help="the manager encrypts with ZeroMQ CURVE (Manager(curve=True)): so do the workers")
     parser.add_argument("--python", help="Python interpreter on the worker nodes (default: this one)")
     parser.add_argument("--log-dir", default="hep-executor-logs",
                         help="folder for job scripts and worker logs (slurm, condor)")
@@ -308,7 +311,8 @@ def _spec_from_args(args: argparse.Namespace) -> WorkerSpec:
 
         extra = {"python": str(write_runner(args.env))}
     return WorkerSpec(manager=manager, key_file=key_file, cores=args.cores, memory_mb=args.memory,
-                      disk_mb=args.disk, walltime=args.walltime, **extra)
+                      disk_mb=args.disk, walltime=args.walltime,
+                      extra_args=("--curve",) if getattr(args, "curve", False) else (), **extra)
 
 
 def normalize_address(address: str) -> str:

@@ -125,6 +125,10 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
         first back wins and the other is stopped (0: no copies; see
         :mod:`hep_executor.engine._stragglers`). Tasks must be safe to run
         twice, as for ``retries``.
+    curve : bool
+        Encrypt the transport with ZeroMQ CURVE, for workers across an
+        untrusted network. Messages are signed either way; workers (and
+        ``hep-executor status``, the factory) then need ``--curve`` too.
     """
 
     def __init__(self, local_workers: int | None = None, *, host: str = "127.0.0.1",
@@ -137,7 +141,7 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
                  worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4,
                  unfit_grace_s: float = 60.0, journal: str | None = None, files: list | None = None,
                  max_message_mb: int = 2048, straggler_factor: float = 3.0,
-                 straggler_min_s: float = 5.0):
+                 straggler_min_s: float = 5.0, curve: bool = False):
         if local_workers is None:
             local_workers = max(1, (os.cpu_count() or 1) // max(1, worker_cores))
         if local_workers < 0 or worker_cores < 1:
@@ -154,6 +158,7 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
         self.restart_workers = restart_workers
         self.unfit_grace_s = unfit_grace_s
         self.max_message_mb = max(0, int(max_message_mb))
+        self.curve = bool(curve)
         self.straggler_factor, self.straggler_min_s = float(straggler_factor), float(straggler_min_s)
         self.prefetch = prefetch
         self.table = TaskTable(max_worker_kills)
@@ -177,7 +182,8 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
     def _bind(self, host: str, port, address_file: str | None) -> None:
         """Bind the ROUTER socket, open this run's session and publish the address."""
         self._ctx = zmq.Context()
-        sock, self.port = bind_router(self._ctx, host, port, self.max_message_mb * 2**20 or -1)
+        sock, self.port = bind_router(self._ctx, host, port, self.max_message_mb * 2**20 or -1,
+                                      curve_key=self.key if self.curve else None)
         self.session = protocol.new_session()  # fresh for every run: messages of other runs fail
         self.endpoint = Endpoint(sock, self.key, routed=True, session=self.session)
         self.address = format_address(host, self.port)
@@ -199,7 +205,7 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
             extra_args=("--parent-pid", str(os.getpid()), "--heartbeat", str(self.heartbeat_interval),
                         "--manager-timeout", str(worker_timeout),
                         "--preload", ",".join(preload),
-                        "--slot-keys", str(slot_keys)))
+                        "--slot-keys", str(slot_keys), *(("--curve",) if self.curve else ())))
         self._local_target = count
         self._local_restarts: collections.deque = collections.deque()  # when local workers were restarted
         if count:

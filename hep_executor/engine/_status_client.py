@@ -13,7 +13,7 @@ from hep_executor.engine._transport import Endpoint, connect_dealer
 __all__ = ["query_status"]
 
 
-def query_status(address: str, key: bytes, timeout: float = 5.0) -> dict:
+def query_status(address: str, key: bytes, timeout: float = 5.0, curve: bool = False) -> dict:
     """Return the manager's :meth:`~hep_executor.engine._manager.Manager.status` dict.
 
     Raises
@@ -23,7 +23,8 @@ def query_status(address: str, key: bytes, timeout: float = 5.0) -> dict:
     """
     ctx = zmq.Context.instance()
     identity = uuid.uuid4().hex.encode()
-    endpoint = Endpoint(connect_dealer(ctx, address, identity), key, routed=False, identity=identity)
+    sock = connect_dealer(ctx, address, identity, curve_key=key if curve else None)
+    endpoint = Endpoint(sock, key, routed=False, identity=identity)
     try:
         endpoint.send(protocol.StatusQuery())
         if endpoint.poll(timeout):

@@ -9,18 +9,20 @@ another run or repeats a sequence number, before it is parsed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import time
 from typing import Any
 
 import zmq
+import zmq.utils.z85
 
 from hep_executor.engine import _protocol as protocol
 from hep_executor.errors import (AuthenticationError, ConfigError, ProtocolError, ReplayError,
                                  SessionMismatchError)
 
-__all__ = ["Endpoint", "bind_router", "connect_dealer", "format_address"]
+__all__ = ["Endpoint", "bind_router", "connect_dealer", "curve_keys", "format_address"]
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +34,41 @@ def format_address(host: str, port: int) -> str:
     return f"tcp://{host}:{port}"
 
 
+def curve_keys(key: bytes) -> tuple[bytes, bytes]:
+    """The manager's CURVE key pair ``(public, secret)``, Z85, derived from the run's key.
+
+    Every holder of the key file can derive the manager's public key, so
+    encryption needs no key of its own to hand out.
+    """
+    secret = hashlib.sha256(b"hep-executor curve server key\0" + key).digest()
+    secret_z85 = zmq.utils.z85.encode(secret)
+    return zmq.curve_public(secret_z85), secret_z85
+
+
+def _check_curve() -> None:
+    if not zmq.has("curve"):
+        msg = "curve=True needs a libzmq built with CURVE (libsodium); this pyzmq's has none"
+        raise ConfigError(msg)
+
+
 def bind_router(ctx: zmq.Context, host: str = "127.0.0.1", port: int | tuple | list = 0,
-                max_frame_bytes: int = -1):
+                max_frame_bytes: int = -1, curve_key: bytes | None = None):
     """Bind a ROUTER socket; return ``(socket, port)``.
 
     ``port`` is 0 (any free port), a number, or a ``[low, high]`` range.
     ZeroMQ drops a peer that sends a frame over ``max_frame_bytes`` (-1:
     no limit) before buffering it, so no unauthenticated peer can make the
-    manager hold more than that per frame.
+    manager hold more than that per frame. With ``curve_key`` (the run's
+    key) the socket is a CURVE server: traffic is encrypted, and only
+    peers that know the manager's public key (:func:`curve_keys`) connect.
     """
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
+    if curve_key is not None:
+        _check_curve()
+        sock.curve_publickey, sock.curve_secretkey = curve_keys(curve_key)
+        sock.curve_server = True
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
@@ -66,12 +91,17 @@ def bind_router(ctx: zmq.Context, host: str = "127.0.0.1", port: int | tuple | l
     return sock, chosen
 
 
-def connect_dealer(ctx: zmq.Context, address: str, identity: bytes | None = None):
-    """Connect a DEALER socket to ``address`` (``tcp://HOST:PORT``)."""
+def connect_dealer(ctx: zmq.Context, address: str, identity: bytes | None = None,
+                   curve_key: bytes | None = None):
+    """Connect a DEALER socket to ``address`` (``tcp://HOST:PORT``); over CURVE with ``curve_key``."""
     if not address.startswith("tcp://"):
         address = "tcp://" + address
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve_key is not None:
+        _check_curve()
+        sock.curve_serverkey = curve_keys(curve_key)[0]
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     if identity is not None:

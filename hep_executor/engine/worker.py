@@ -78,12 +78,14 @@ class Worker:
         Exit when the manager has been silent this long (registration included).
     parent_pid : int, optional
         Exit when this process is no longer our parent (local workers).
+    curve : bool
+        Connect over ZeroMQ CURVE (the manager runs with ``curve=True``).
     """
 
     def __init__(self, manager: str, key: bytes, *, cores: int = 1, memory_mb: int = 2000,
                  disk_mb: int = 4000, heartbeat_interval: float = 5.0,
                  manager_timeout: float = 60.0, parent_pid: int | None = None,
-                 slot_keys: int = DEFAULT_SLOT_KEYS):
+                 slot_keys: int = DEFAULT_SLOT_KEYS, curve: bool = False):
         if cores < 1 or memory_mb < 1:
             msg = f"a worker needs at least 1 core and 1 MB of memory (got cores={cores}, memory={memory_mb})"
             raise ConfigError(msg)
@@ -93,6 +95,7 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.manager_timeout = manager_timeout
         self.parent_pid = parent_pid
+        self.curve = curve
         self.worker_id = uuid.uuid4().hex[:12]
         self.state = WorkerState(self.worker_id, socket.gethostname(), cores, slot_keys)
         self.state.lifetime_peaks = not monitor.PEAKS_PER_TASK
@@ -278,8 +281,8 @@ class Worker:
         if self.stopping:
             log.info("worker %s stopped before it registered (%s)", self.worker_id, self.stopping)
             return False
-        log.error("no answer from manager %s within %.0f s (is the address right, and the key the same?)",
-                  self.manager, self.manager_timeout)
+        log.error("no answer from manager %s within %.0f s (is the address right, the key the same, and "
+                  "--curve given to both or neither?)", self.manager, self.manager_timeout)
         self.exit_code = EXIT_MANAGER_LOST
         return False
 
@@ -309,7 +312,8 @@ class Worker:
             signal.signal(sig, self._on_signal)
         self.slots = [self._start_slot(i) for i in range(self.cores)]
         self._ctx = zmq.Context()
-        sock = connect_dealer(self._ctx, self.manager, self.worker_id.encode())
+        sock = connect_dealer(self._ctx, self.manager, self.worker_id.encode(),
+                              curve_key=self.key if self.curve else None)
         self.endpoint = Endpoint(sock, self.key, routed=False, identity=self.worker_id.encode())
         self._poller.register(sock, zmq.POLLIN)
         try:
@@ -382,6 +386,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "every slot, a replacement too, starts with them warm")
     parser.add_argument("--slot-keys", type=int, default=DEFAULT_SLOT_KEYS,
                         help="affinity keys (open files) remembered per slot")
+    parser.add_argument("--curve", action="store_true",
+                        help="encrypt the connection with ZeroMQ CURVE (the manager runs with curve=True)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="WARNING")
 
@@ -395,7 +401,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     preload(m for m in args.preload.split(",") if m)
     worker = Worker(args.manager, key, cores=args.cores, memory_mb=args.memory, disk_mb=args.disk,
                     heartbeat_interval=args.heartbeat, manager_timeout=args.manager_timeout,
-                    parent_pid=args.parent_pid, slot_keys=args.slot_keys)
+                    parent_pid=args.parent_pid, slot_keys=args.slot_keys, curve=args.curve)
     return worker.run()
 
 
