@@ -52,8 +52,10 @@ __all__ = ["Manager"]
 
 log = logging.getLogger(__name__)
 
-#: local workers restarted more than 10 times per worker within this many seconds: a crash loop
+#: local workers that die within EARLY_DEATH_S of their start, more than 10 times per worker within
+#: RESTART_WINDOW_S: a crash loop, and no more are started (a worker killed after working is replaced)
 RESTART_WINDOW_S = 300.0
+EARLY_DEATH_S = 60.0
 
 
 class Manager(MessageSteps, DispatchSteps, StragglerSteps):
@@ -207,9 +209,10 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
                         "--preload", ",".join(preload),
                         "--slot-keys", str(slot_keys), *(("--curve",) if self.curve else ())))
         self._local_target = count
-        self._local_restarts: collections.deque = collections.deque()  # when local workers were restarted
+        self._early_deaths: collections.deque = collections.deque()  # when local workers died young
+        self._local_started: dict = {}  # job id -> when it was started
         if count:
-            self._local.submit(self._local_spec, count)
+            self._start_local(count)
 
     # ------------------------------------------------------------ public face
     @held
@@ -394,17 +397,29 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
                     log.warning("local worker %s (pid %d) died: requeueing its tasks", worker.worker_id, pid)
                     self._remove_worker(identity, counts_as_kill=True)
         if dead and self.restart_workers and not self._closed:
-            now = time.monotonic()
-            self._local_restarts.extend([now] * len(dead))
-            while self._local_restarts[0] < now - RESTART_WINDOW_S:
-                self._local_restarts.popleft()
-            recent = len(self._local_restarts)
-            if recent <= 10 * max(1, self._local_target):
-                self._local.submit(self._local_spec, len(dead))
-            else:
-                self._no_more_workers = (f"local workers keep dying ({recent} restarts in "
-                                         f"{RESTART_WINDOW_S:.0f} s): not starting more")
-                log.error("%s", self._no_more_workers)
+            self._restart_local(dead)
+
+    def _start_local(self, count: int) -> None:
+        now = time.monotonic()
+        for job in self._local.submit(self._local_spec, count) or ():
+            self._local_started[job] = now
+
+    def _restart_local(self, dead: list) -> None:
+        """Replace dead local workers, unless they keep dying young (a crash loop)."""
+        now = time.monotonic()
+        for job in dead:
+            started = self._local_started.pop(job, None)
+            if started is None or now - started < EARLY_DEATH_S:
+                self._early_deaths.append(now)
+        while self._early_deaths and self._early_deaths[0] < now - RESTART_WINDOW_S:
+            self._early_deaths.popleft()
+        early = len(self._early_deaths)
+        if early <= 10 * max(1, self._local_target):
+            self._start_local(len(dead))
+            return
+        self._no_more_workers = (f"local workers keep dying ({early} died within {EARLY_DEATH_S:.0f} s of "
+                                 f"their start in the last {RESTART_WINDOW_S:.0f} s): not starting more")
+        log.error("%s", self._no_more_workers)
 
     def _remove_worker(self, identity: bytes, *, counts_as_kill: bool) -> None:
         requeued, lost = self.table.remove_worker(identity, counts_as_kill=counts_as_kill)
