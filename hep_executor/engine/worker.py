@@ -189,11 +189,10 @@ class Worker:
         self.state.slot_died(index, status, note, wall)
         self._restart_slot(index)
 
-    def _scan_trees(self) -> None:
+    def _scan_trees(self, busy: list[int]) -> None:
         """Once a second, the processes each running task started, and their memory."""
         now = time.monotonic()
-        busy = self.state.busy()
-        if not busy or now - self._last_tree_scan < _TREE_SCAN_S:
+        if now - self._last_tree_scan < _TREE_SCAN_S:
             return
         self._last_tree_scan = now
         found = monitor.descendants([self.slots[i].proc.pid for i in busy])
@@ -202,8 +201,11 @@ class Worker:
             self.state.children_seen(index, pids, sum(monitor.rss_mb(pid) for pid in pids))
 
     def _enforce_limits(self) -> None:
-        self._scan_trees()
-        rss = {i: monitor.rss_mb(self.slots[i].proc.pid) for i in self.state.busy()}
+        busy = self.state.busy()
+        if not busy:
+            return
+        self._scan_trees(busy)
+        rss = {i: monitor.rss_mb(self.slots[i].proc.pid) for i in busy}
         if not self._rss_warned and any(v <= 0 for v in rss.values()):
             self._rss_warned = True
             log.warning("worker %s cannot read the memory of its slot processes: memory allocations are "
