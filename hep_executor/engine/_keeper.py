@@ -60,8 +60,12 @@ def held(method):
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        with self._keeper:
-            return method(self, *args, **kwargs)
+        keeper = self._keeper
+        with keeper.lock:
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                keeper.last_call = time.monotonic()
 
     return call
 
