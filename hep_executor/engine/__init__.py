@@ -22,6 +22,7 @@ from __future__ import annotations
 from hep_executor._lazy import lazy_exports
 
 _EXPORTS = {
+    "slot_main": ("hep_executor.engine._slot", "slot_main"),
     "curve_keys": ("hep_executor.engine._transport", "curve_keys"),
     "Stop": ("hep_executor.engine._worker_state", "Stop"),
     "WorkerState": ("hep_executor.engine._worker_state", "WorkerState"),

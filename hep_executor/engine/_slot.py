@@ -60,9 +60,20 @@ def _error_payload(exc: BaseException) -> tuple[bytes, str, str]:
     return data, text, tb
 
 
-def slot_main(conn, slot_index: int) -> None:
-    """Serve tasks from ``conn`` until it closes or a ``stop`` arrives."""
+def slot_main(conn, slot_index: int, worker_pid: int | None = None, worker_end=None) -> None:
+    """Serve tasks from ``conn`` until it closes or a ``stop`` arrives.
+
+    The slot dies with its worker: Linux kills it when the worker ends,
+    and a worker already gone when the slot starts (killed between the
+    fork and here) ends the slot at once. ``worker_end``, the worker's end
+    of the pipe that the fork copied here, is closed, so the pipe reads as
+    closed once the worker is gone.
+    """
     monitor.set_parent_death_signal()
+    if worker_end is not None:
+        worker_end.close()
+    if worker_pid is not None and os.getppid() != worker_pid:
+        return
     functions: dict[str, object] = {}
     pid = os.getpid()
     while True:

@@ -114,7 +114,7 @@ class Worker:
     # ------------------------------------------------------------ slot processes
     def _start_slot(self, index: int) -> _SlotProcess:
         parent, child = self._mp.Pipe(duplex=True)
-        proc = self._mp.Process(target=slot_main, args=(child, index), daemon=True,
+        proc = self._mp.Process(target=slot_main, args=(child, index, os.getpid(), parent), daemon=True,
                                 name=f"hep-slot-{index}")
         proc.start()
         child.close()

@@ -17,3 +17,19 @@ def test_short_tasks_with_big_arguments_and_results_complete():
         results = drain(m, timeout=30)  # a worker stuck writing to a slot writing back hangs here
         assert sorted(r.id for r in results) == ids
         assert all(r.ok and len(r.value) == 2**20 for r in results)
+
+
+def test_a_slot_whose_worker_is_already_gone_ends_at_once():
+    import multiprocessing
+
+    from hep_executor.engine import slot_main
+
+    ctx = multiprocessing.get_context("fork")
+    worker_end, slot_end = ctx.Pipe(duplex=True)
+    # the pid it is told is its worker's is not its parent's: the worker died before the slot ran
+    proc = ctx.Process(target=slot_main, args=(slot_end, 0, 1, worker_end), daemon=True)
+    proc.start()
+    proc.join(timeout=10)
+    assert proc.exitcode == 0
+    worker_end.close()
+    slot_end.close()
