@@ -52,8 +52,9 @@ __all__ = ["Manager"]
 
 log = logging.getLogger(__name__)
 
-#: local workers that die within EARLY_DEATH_S of their start, more than 10 times per worker within
-#: RESTART_WINDOW_S: a crash loop, and no more are started (a worker killed after working is replaced)
+#: local workers that die before finishing a task (or within EARLY_DEATH_S of their start), more than
+#: 10 times per worker within RESTART_WINDOW_S: a crash loop, and no more are started (a worker
+#: killed after it worked is always replaced)
 RESTART_WINDOW_S = 300.0
 EARLY_DEATH_S = 60.0
 
@@ -389,27 +390,30 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
 
     def _replace_dead_local_workers(self) -> None:
         dead = self._local.exited()
+        worked = set()
         for job in dead:
             self._local.forget(job)
             pid = int(job)
             for identity, worker in list(self.table.workers.items()):
                 if worker.pid == pid:
                     log.warning("local worker %s (pid %d) died: requeueing its tasks", worker.worker_id, pid)
+                    if worker.completed:
+                        worked.add(job)
                     self._remove_worker(identity, counts_as_kill=True)
         if dead and self.restart_workers and not self._closed:
-            self._restart_local(dead)
+            self._restart_local(dead, worked)
 
     def _start_local(self, count: int) -> None:
         now = time.monotonic()
         for job in self._local.submit(self._local_spec, count) or ():
             self._local_started[job] = now
 
-    def _restart_local(self, dead: list) -> None:
-        """Replace dead local workers, unless they keep dying young (a crash loop)."""
+    def _restart_local(self, dead: list, worked: set) -> None:
+        """Replace dead local workers, unless they keep dying young, without work done (a crash loop)."""
         now = time.monotonic()
         for job in dead:
             started = self._local_started.pop(job, None)
-            if started is None or now - started < EARLY_DEATH_S:
+            if job not in worked and (started is None or now - started < EARLY_DEATH_S):
                 self._early_deaths.append(now)
         while self._early_deaths and self._early_deaths[0] < now - RESTART_WINDOW_S:
             self._early_deaths.popleft()
@@ -418,7 +422,8 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
             self._start_local(len(dead))
             return
         self._no_more_workers = (f"local workers keep dying ({early} died within {EARLY_DEATH_S:.0f} s of "
-                                 f"their start in the last {RESTART_WINDOW_S:.0f} s): not starting more")
+                                 f"their start without finishing a task, in the last {RESTART_WINDOW_S:.0f} s): "
+                                 "not starting more")
         log.error("%s", self._no_more_workers)
 
     def _remove_worker(self, identity: bytes, *, counts_as_kill: bool) -> None:
