@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hep_executor import Manager, run
+from hep_executor import ConfigError, HepExecutor, Manager, run
 from hep_executor.batch import LAUNCHER, archive_digest, find_x509_proxy, pack, unpack, write_runner
+from tests.helpers import children
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,10 +84,16 @@ def _same(a, b):
 
 
 @pytest.fixture(scope="module")
-def unpacked_env(tmp_path_factory):
+def packed(tmp_path_factory):
+    """A real archive of this environment, and the scratch folder it is unpacked into once."""
     folder = tmp_path_factory.mktemp("packed")
     archive = pack(folder / "env.tar")
-    yield unpack(archive, folder / "scratch")
+    return archive, folder / "scratch", unpack(archive, folder / "scratch")
+
+
+@pytest.fixture(scope="module")
+def unpacked_env(packed):
+    return packed[2]
 
 
 def test_worker_from_the_unpacked_env_with_env_i_runs_the_demo_processor(samples, unpacked_env, tmp_path):
@@ -119,3 +126,72 @@ def psutil_process(pid):
     import psutil
 
     return psutil.Process(pid)
+
+
+def _reference(samples):
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from processors.topeft_like import TopEFTLikeProcessor
+
+    return processor.Runner(executor=processor.IterativeExecutor(status=False), schema=NanoAODSchema,
+                            chunksize=1500)(samples, treename="Events", processor_instance=TopEFTLikeProcessor())
+
+
+def test_executor_batch_jobs_run_from_environment_file(samples, packed, tmp_path, monkeypatch):
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from processors.topeft_like import TopEFTLikeProcessor
+
+    archive, scratch, target = packed
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the node's scratch, where the fixture unpacked it once
+    monkeypatch.chdir(tmp_path)
+    stamp = (target / ".complete").read_text()
+    executor = HepExecutor(batch="local", workers=2, environment_file=str(archive), status=False)
+    with executor:
+        runner = processor.Runner(executor=executor, schema=NanoAODSchema, chunksize=1500)
+        out = runner(samples, treename="Events", processor_instance=TopEFTLikeProcessor())
+        jobs = list(executor.pool.jobs.ids)
+        exes = {psutil_process(int(job)).exe() for job in jobs}
+        key = executor.pool.jobs.own_key
+        assert key is not None and os.path.exists(key)
+    assert len(jobs) == 2
+    assert {os.path.dirname(os.path.dirname(e)) for e in exes} == {str(target)}  # the unpacked copy's python
+    assert (target / ".complete").read_text() == stamp  # reused, not unpacked again
+    assert not os.path.exists(key) and sorted(os.listdir(tmp_path)) == []  # key gone; nothing in the cwd
+    assert [job for job in jobs if psutil_exists(int(job))] == []  # jobs cancelled on close
+    _same(out, _reference(samples))
+
+
+def psutil_exists(pid):
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_missing_environment_file_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nowhere" / "env.tar"
+    with pytest.raises(ConfigError, match=f"environment_file {missing}: no such archive"):
+        HepExecutor(workers=0, environment_file=str(missing))
+    not_tar = tmp_path / "env.tar"
+    not_tar.write_text("not an archive\n")
+    with pytest.raises(ConfigError, match=f"environment_file {not_tar}: not a tar archive"):
+        HepExecutor(workers=0, environment_file=str(not_tar))
+
+
+def test_local_workers_use_this_environment_and_say_so(tmp_path, caplog):
+    archive = _fake_archive(tmp_path)
+    executor = HepExecutor(workers=1, environment_file=str(archive), status=False)
+    with executor, caplog.at_level("INFO", logger="hep_executor.executor"):
+        manager = executor.pool.get(executor)
+        assert manager.wait_for_workers(1, timeout=120) == 1
+        assert {p.exe() for p in children()} == {os.path.realpath(sys.executable)}  # worker and slots
+    said = [r.getMessage() for r in caplog.records if "environment_file" in r.getMessage()]
+    assert said == [f"environment_file {archive}: local workers run in this process's environment (its "
+                    f"sys.path and working directory); jobs of batch=... or of 'hep-executor submit-workers "
+                    f"--env {archive}' run from the archive"]
+    assert "environment_file" not in " ".join(executor.ignored_fields())
