@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from hep_executor import ConfigError, HepExecutor, Manager, run
 from hep_executor.batch import LAUNCHER, archive_digest, find_x509_proxy, pack, unpack, write_runner
+from hep_executor.cli import load_config
 from tests.helpers import children
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,3 +197,87 @@ def test_local_workers_use_this_environment_and_say_so(tmp_path, caplog):
                     f"sys.path and working directory); jobs of batch=... or of 'hep-executor submit-workers "
                     f"--env {archive}' run from the archive"]
     assert "environment_file" not in " ".join(executor.ignored_fields())
+
+
+# ---------------------------------------------------------------- the run config's workers.env / workers.files
+
+_PROCESSOR = '''
+import sys
+
+from coffea import processor
+
+
+class WhereAmI(processor.ProcessorABC):
+    """Counts events times the shipped helper's factor, and names the interpreter that ran each chunk."""
+
+    def process(self, events):
+        import scale_helper  # only in workers.files: on no worker's path otherwise
+
+        return {"scaled": len(events) * scale_helper.FACTOR, "pythons": {sys.executable}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+'''
+
+
+def _config_folder(folder: Path, samples, workers: str) -> Path:
+    """A config beside its processor module; the helper module in lib/, named by workers.files only."""
+    (folder / "lib").mkdir(parents=True)
+    (folder / "lib" / "scale_helper.py").write_text("FACTOR = 7\n")
+    (folder / "whereami.py").write_text(_PROCESSOR)
+    fileset = json.dumps({"ttbar": [str(samples["ttbar"][0])]})
+    config = folder / "run.yaml"
+    config.write_text(f"fileset: {fileset}\nprocessor: {{class: whereami:WhereAmI}}\n"
+                      f"chunking: {{chunksize: 1000}}\noutput: {{dir: out}}\nworkers:\n{workers}")
+    return config
+
+
+def test_config_env_and_files_are_relative_to_the_config(tmp_path):
+    _fake_archive(tmp_path)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "helper.py").write_text("")
+    (tmp_path / "run.yaml").write_text("workers:\n  env: fake.tar\n  files: [lib/helper.py, lib]\n")
+    config = load_config(tmp_path / "run.yaml")
+    assert config.worker_env() == str(tmp_path / "fake.tar")
+    assert config.worker_files() == [str(tmp_path / "lib" / "helper.py"), str(tmp_path / "lib")]
+    assert load_config(None).worker_env() is None and load_config(None).worker_files() == []  # demo.yaml
+
+
+def test_config_missing_env_or_file_is_an_error_naming_key_and_path(tmp_path):
+    (tmp_path / "env.yaml").write_text("workers: {env: packed/env.tar}\n")
+    with pytest.raises(ConfigError, match=f"workers.env {tmp_path}/packed/env.tar: no such archive"):
+        load_config(tmp_path / "env.yaml").worker_env()
+    (tmp_path / "files.yaml").write_text("workers: {files: [helper.py]}\n")
+    with pytest.raises(ConfigError, match=f"workers.files: {tmp_path}/helper.py: no such file or folder"):
+        load_config(tmp_path / "files.yaml").worker_files()
+    (tmp_path / "bad.yaml").write_text("workers: {files: helper.py}\n")
+    with pytest.raises(ConfigError, match="workers.files must be a list of paths"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_config_files_reach_local_workers_which_keep_this_environment(samples, tmp_path):
+    from hep_executor.cli import run_config
+
+    _fake_archive(tmp_path)
+    config = load_config(_config_folder(tmp_path, samples, "  count: 1\n  env: fake.tar\n  files: [lib/scale_helper.py]\n"))
+    result = run_config(config, show_progress=False)
+    assert result.output["scaled"] == 3000 * 7
+    assert result.output["pythons"] == {sys.executable}  # local workers: this environment, not the archive's
+    assert result.report["shipped"]["files"] == ["scale_helper.py"]
+
+
+def test_config_env_runs_slurm_jobs_from_the_unpacked_archive(samples, packed, slurm, tmp_path, monkeypatch):
+    from hep_executor.cli import run_config
+
+    archive, scratch, target = packed
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf_path))
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the node's scratch: unpacked there once already
+    monkeypatch.chdir(tmp_path)  # Slurm job logs land here
+    stamp = (target / ".complete").read_text()
+    config = load_config(_config_folder(tmp_path / "ana", samples,
+                                        f"  batch: slurm\n  count: 1\n  env: {archive}\n"
+                                        "  files: [lib/scale_helper.py]\n"))
+    result = run_config(config, show_progress=False)
+    assert result.output["scaled"] == 3000 * 7
+    assert [Path(p).parent.parent for p in result.output["pythons"]] == [target]
+    assert (target / ".complete").read_text() == stamp  # reused: this node had unpacked it
