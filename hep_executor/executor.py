@@ -32,6 +32,7 @@ from hep_executor.analysis import (RunnerMetadata, RunnerWork, fetch_metadata, p
 from hep_executor.analysis import ReducePipeline
 from hep_executor.analysis import gather
 from hep_executor.analysis import ChunkSource, Segment, build_source, segments_of_workitems
+from hep_executor.errors import ConfigError
 
 __all__ = ["HepExecutor", "WorkerPool"]
 
@@ -252,6 +253,11 @@ class HepExecutor(ExecutorBase):
     pool: WorkerPool = field(default_factory=WorkerPool, repr=False)
 
     def __post_init__(self):
+        if self.batch is not None and (self.batch not in ("local", "slurm", "condor")
+                                       or self.manager is not None or self.client is not None):
+            msg = (f"HepExecutor batch={self.batch!r}: choose 'local', 'slurm' or 'condor', and give no "
+                   "manager or client (batch jobs join a manager the executor starts)")
+            raise ConfigError(msg)
         if self.environment_file is not None:
             from hep_executor.batch import check_archive
 

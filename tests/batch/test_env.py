@@ -185,6 +185,13 @@ def test_missing_environment_file_is_an_error_naming_it(tmp_path):
         HepExecutor(workers=0, environment_file=str(not_tar))
 
 
+def test_bad_batch_settings_are_errors_naming_batch(manager):
+    with pytest.raises(ConfigError, match="HepExecutor batch='pbs': choose 'local', 'slurm' or 'condor'"):
+        HepExecutor(batch="pbs")
+    with pytest.raises(ConfigError, match="batch='slurm'.*give no manager or client"):
+        HepExecutor(batch="slurm", manager=manager)
+
+
 def test_local_workers_use_this_environment_and_say_so(tmp_path, caplog):
     archive = _fake_archive(tmp_path)
     executor = HepExecutor(workers=1, environment_file=str(archive), status=False)
