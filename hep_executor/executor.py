@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from hep_executor.analysis import ReducePipeline
 from hep_executor.analysis import gather
 from hep_executor.analysis import ChunkSource, Segment, build_source, segments_of_workitems
 from hep_executor.analysis import Dashboard, RunStatus, dashboard_port, end_state
+from hep_executor.errors import ConfigError
 
 __all__ = ["HepExecutor", "WorkerPool"]
 
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # WorkQueueExecutor fields that have no meaning here: (name, value that means "unused")
 _IGNORED = {
-    "gpus": None, "filepath": None, "environment_file": None,
+    "gpus": None, "filepath": None,
     "x509_proxy": None, "fast_terminate_workers": None, "print_stdout": False,
     "chunks_accum_in_mem": None, "wrapper": None, "ssl": None, "custom_init": None,
     "bar_format": None, "disk": None, "manager_name": None, "master_name": None,
@@ -63,10 +65,19 @@ class WorkerPool:
         self.board: Dashboard | None = None  # the live dashboard of the run under way
         self.status: RunStatus | None = None  # what it serves (None: no dashboard)
         self.dashboard_url: str | None = None  # the last run's, kept after it stopped
+        self.jobs = None  # a WorkerJobs when the executor has batch=
 
     def get(self, executor: HepExecutor):
         if executor.manager is not None:
             return executor.manager
+        if self.manager is None:
+            _log_environment(executor)
+        if self.manager is None and executor.batch is not None:
+            from hep_executor.batch import WorkerJobs
+
+            self.jobs = WorkerJobs()
+            self.manager = _start_batch_jobs(self.jobs, executor)
+            self.owned = True
         if self.manager is None and executor.client is not None:
             from hep_executor.engine import DaskManager
 
@@ -108,6 +119,34 @@ class WorkerPool:
         if self.manager is not None and self.owned:
             self.manager.close()
         self.manager = None
+        if self.jobs is not None:
+            self.jobs.close()
+
+
+def _start_batch_jobs(jobs, executor: HepExecutor):
+    """A manager, and ``executor.workers`` jobs of ``executor.batch`` that join it (from ``environment_file``)."""
+    from hep_executor.analysis import PRELOAD, WORKER_SETUP
+
+    return jobs.start(executor.batch, executor.workers or 1, host=executor.host, port=executor.port,
+                      key_file=executor.key_file, address_file=executor.address_file,
+                      cores=executor.cores or 1, memory_mb=executor.memory or 2000,
+                      environment_file=executor.environment_file, options=executor.batch_options,
+                      extra_args=("--preload", ",".join(PRELOAD),
+                                  "--slot-keys", str(WORKER_SETUP["worker_slot_keys"])))
+
+
+def _log_environment(executor: HepExecutor) -> None:
+    """Say who runs from ``environment_file``: batch jobs do; other workers use their own environment."""
+    if executor.environment_file is None or executor.batch is not None:
+        return  # the jobs' own log line names it
+    path = os.path.abspath(executor.environment_file)
+    if executor.manager is None and executor.client is None:
+        log.info("environment_file %s: local workers run in this process's environment (its sys.path and "
+                 "working directory); jobs of batch=... or of 'hep-executor submit-workers --env %s' run "
+                 "from the archive", path, path)
+    else:
+        log.info("environment_file %s: the workers of the given manager or client were started elsewhere; "
+                 "start them from the archive with 'hep-executor submit-workers --env %s'", path, path)
 
 
 @dataclass
@@ -154,6 +193,28 @@ class HepExecutor(ExecutorBase):
     retries : int
         Times a chunk or preprocessing task that raised runs again (by the Manager,
         on any worker) before its error counts or ``skipbadfiles`` skips it.
+    batch : str, optional
+        Start the workers as jobs of this batch system (``slurm``, ``condor``,
+        or ``local`` for child processes under the same face): ``workers`` jobs
+        (default 1) of ``cores`` cores (default 1) and ``memory`` MB (default
+        2000) each, cancelled by :meth:`close`. Jobs read ``key_file``
+        (default: a new key in ``batch_options["log_dir"]``, else
+        ``./hep-executor-logs``, or the temporary folder for ``local``;
+        removed on close), so it must be on a filesystem the nodes see.
+    batch_options : dict, optional
+        Options of the batch system (``partition``, ``account``,
+        ``extra_sbatch``, ``log_dir``, ``extra_submit``).
+    environment_file : str, optional
+        An archive made by ``hep-executor pack-env``. Each ``batch`` job
+        unpacks it once per node into local scratch (``$TMPDIR``, keyed by
+        the archive's content hash, under a lock) and runs its worker from
+        there, as ``hep-executor submit-workers --env`` does. Local workers
+        (no ``batch``) and the workers of a given ``manager`` or ``client``
+        use their own environment (local ones this process's ``sys.path``
+        and working directory): the archive is only checked and a log line
+        says so. A missing or unreadable file, or one that is no tar
+        archive, raises :class:`~hep_executor.errors.ConfigError` naming it
+        when the executor is made.
     extra_input_files : list of str
         Files or folders (helper modules, corrections) shipped once to each
         worker, on its ``sys.path`` and in its working directory; the
@@ -213,7 +274,20 @@ class HepExecutor(ExecutorBase):
     bar_format: str | None = None
     checkpoint: str | None = None
     dashboard: Any = None
+    batch: str | None = None
+    batch_options: dict | None = None
     pool: WorkerPool = field(default_factory=WorkerPool, repr=False)
+
+    def __post_init__(self):
+        if self.batch is not None and (self.batch not in ("local", "slurm", "condor")
+                                       or self.manager is not None or self.client is not None):
+            msg = (f"HepExecutor batch={self.batch!r}: choose 'local', 'slurm' or 'condor', and give no "
+                   "manager or client (batch jobs join a manager the executor starts)")
+            raise ConfigError(msg)
+        if self.environment_file is not None:
+            from hep_executor.batch import check_archive
+
+            check_archive(self.environment_file, "environment_file")
 
     # -- lifetime
     def close(self) -> None:

@@ -150,7 +150,7 @@ def open_file(path_or_url: str | os.PathLike, *, timeout: float = 30.0, retries:
     _check_options(timeout, retries, backoff, handler)
     path = os.fspath(path_or_url)
     if not is_remote(path):
-        return _open_once(path, timeout, None)
+        return _open_once(path, timeout, _local_handler())
     source = _remote_handler(path, handler)
     delay = backoff
     for attempt in range(retries + 1):
@@ -397,6 +397,14 @@ def _remote_handler(url: str, handler: str):
     import uproot.source.fsspec
 
     return uproot.source.fsspec.FSSpecSource
+
+
+def _local_handler():
+    """uproot's source for local files: handles opened once and kept (uproot's default, fsspec,
+    opens and stats the file again for every read: some 40 calls per chunk in a warm slot)."""
+    import uproot.source.file
+
+    return uproot.source.file.MultithreadedFileSource
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,6 +22,7 @@ _EXPORTS = {
     "LAUNCHER": ("hep_executor.batch._env", "LAUNCHER"),
     "add_pack_arguments": ("hep_executor.batch._env", "add_pack_arguments"),
     "archive_digest": ("hep_executor.batch._env", "archive_digest"),
+    "check_archive": ("hep_executor.batch._env", "check_archive"),
     "find_x509_proxy": ("hep_executor.batch._env", "find_x509_proxy"),
     "pack": ("hep_executor.batch._env", "pack"),
     "pack_main": ("hep_executor.batch._env", "pack_main"),
@@ -35,6 +36,7 @@ _EXPORTS = {
     "normalize_address": ("hep_executor.batch._factory", "normalize_address"),
     "run_factory": ("hep_executor.batch._factory", "run_factory"),
     "submit_main": ("hep_executor.batch._factory", "submit_main"),
+    "WorkerJobs": ("hep_executor.batch._jobs", "WorkerJobs"),
     "LocalBatch": ("hep_executor.batch._local", "LocalBatch"),
     "SlurmBatch": ("hep_executor.batch._slurm", "SlurmBatch"),
 }

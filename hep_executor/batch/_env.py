@@ -36,13 +36,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
 from pathlib import Path
 
 from hep_executor.errors import BatchError, ConfigError
 
-__all__ = ["LAUNCHER", "add_pack_arguments", "archive_digest", "find_x509_proxy", "pack", "pack_main",
-           "unpack", "write_runner"]
+__all__ = ["LAUNCHER", "add_pack_arguments", "archive_digest", "check_archive", "find_x509_proxy", "pack",
+           "pack_main", "unpack", "write_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -164,17 +165,41 @@ def find_x509_proxy() -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def write_runner(archive: str | Path, *, proxy: str | None = None) -> Path:
+def check_archive(archive: str | os.PathLike, setting: str = "--env") -> Path:
+    """The absolute path of ``archive`` once it is known to be a readable tar archive.
+
+    Raises
+    ------
+    ConfigError
+        No such file, a file that cannot be read, or one that is not a tar
+        archive; the message names ``setting`` and the path.
+    """
+    path = Path(archive).expanduser().absolute()
+    hint = "make one with hep-executor pack-env"
+    if not path.is_file():
+        msg = f"{setting} {path}: no such archive ({hint})"
+        raise ConfigError(msg)
+    try:
+        is_tar = tarfile.is_tarfile(path)
+    except OSError as exc:
+        msg = f"{setting} {path}: cannot read the archive: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    if not is_tar:
+        msg = f"{setting} {path}: not a tar archive ({hint})"
+        raise ConfigError(msg)
+    return path
+
+
+def write_runner(archive: str | Path, *, proxy: str | None = None, setting: str = "--env") -> Path:
     """Write ``ARCHIVE.run``: a shell script that unpacks once per node and runs its Python.
 
     Batch jobs use it as their interpreter (``WorkerSpec.python``). The
     grid proxy (``proxy``, default :func:`find_x509_proxy`) is copied next
     to the archive, readable by its owner only, and exported to the worker.
+    ``setting`` names the option that gave the archive in errors
+    (see :func:`check_archive`).
     """
-    archive = Path(archive).absolute()
-    if not archive.is_file():
-        msg = f"--env {archive}: no such archive (make one with hep-executor pack-env)"
-        raise ConfigError(msg)
+    archive = check_archive(archive, setting)
     digest = archive_digest(archive)
     proxy = proxy or find_x509_proxy()
     lines = ["#!/bin/sh", "# unpack the environment once per node, then run its Python", "set -e",

@@ -52,6 +52,12 @@ class WorkersConfig:
 
     ``batch`` is ``local`` (child processes of this run), ``slurm`` or
     ``condor`` (``count`` jobs submitted for the run and cancelled after).
+    ``env`` is an archive from ``hep-executor pack-env`` that batch jobs
+    unpack once per node and run from (local workers use this process's
+    environment); ``files`` are files or folders shipped once to every
+    worker, on its ``sys.path`` and in its working directory. Both are
+    relative to the config's folder (see :meth:`RunConfig.worker_env`,
+    :meth:`RunConfig.worker_files`).
     """
 
     batch: str = "local"
@@ -63,8 +69,16 @@ class WorkersConfig:
     port: Any = 0
     key_file: str | None = None
     walltime: str | None = None
+    env: str | None = None
+    files: list = field(default_factory=list)
 
     def __post_init__(self):
+        if not isinstance(self.files, list) or not all(isinstance(f, str) for f in self.files):
+            msg = f"workers.files must be a list of paths, not {self.files!r}"
+            raise ConfigError(msg)
+        if self.env is not None and not isinstance(self.env, str):
+            msg = f"workers.env must be the path of an archive from hep-executor pack-env, not {self.env!r}"
+            raise ConfigError(msg)
         if self.batch not in ("local", "slurm", "condor"):
             msg = f"workers.batch must be 'local', 'slurm' or 'condor', not {self.batch!r}"
             raise ConfigError(msg)
@@ -174,6 +188,35 @@ class RunConfig:
         if setting is True:
             return None
         return False if setting is False else self.resolve(setting)
+
+    def worker_env(self) -> str | None:
+        """``workers.env``'s absolute path, checked to be a readable tar archive (None: not set).
+
+        Raises
+        ------
+        ConfigError
+            Naming ``workers.env`` and the path, when it is missing or no archive.
+        """
+        if self.workers.env is None:
+            return None
+        from hep_executor.batch import check_archive
+
+        return str(check_archive(self.resolve(self.workers.env), "workers.env"))
+
+    def worker_files(self) -> list[str]:
+        """``workers.files`` as absolute paths, each checked to exist.
+
+        Raises
+        ------
+        ConfigError
+            Naming ``workers.files`` and the first path that does not exist.
+        """
+        paths = [self.resolve(f) for f in self.workers.files]
+        for path in paths:
+            if not os.path.exists(path):
+                msg = f"workers.files: {path}: no such file or folder"
+                raise ConfigError(msg)
+        return paths
 
     def fileset_path(self) -> str | None:
         """The fileset JSON file's absolute path (None: inline or the demo samples)."""

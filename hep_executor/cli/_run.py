@@ -48,18 +48,22 @@ def runs_base(config: RunConfig) -> Path:
 
 def _start_manager(config: RunConfig, run_dir: Path):
     """A manager with the config's workers: local children, or batch jobs it submits."""
-    from hep_executor.batch import WorkerSpec, get_batch_system
+    from hep_executor.batch import WorkerSpec, get_batch_system, write_runner
     from hep_executor.engine import Manager
 
     w = config.workers
+    env = config.worker_env()
+    if env and w.batch == "local":
+        log.info("workers.env %s: local workers run in this process's environment; batch jobs run from it", env)
     if w.batch == "local":
         return Manager(local_workers=w.count, worker_cores=w.cores, worker_memory_mb=w.memory,
                        host=w.host, port=w.port, **WORKER_SETUP), None, []
     key_file = config.resolve(w.key_file) if w.key_file else str(run_dir / "run.key")
     host = "0.0.0.0" if w.host == "127.0.0.1" and w.batch == "condor" else w.host
+    python = {"python": str(write_runner(env, setting="workers.env"))} if env else {}
     manager = Manager(local_workers=0, host=host, port=w.port, key_file=key_file)
     batch = get_batch_system(w.batch)
-    spec = WorkerSpec(manager=manager.address, key_file=key_file, cores=w.cores,
+    spec = WorkerSpec(manager=manager.address, key_file=key_file, cores=w.cores, **python,
                       memory_mb=w.memory or 2000, disk_mb=w.disk, walltime=w.walltime,
                       extra_args=("--preload", ",".join(PRELOAD),
                                   "--slot-keys", str(WORKER_SETUP["worker_slot_keys"])))
@@ -154,6 +158,7 @@ class _Work:
 def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, work: _Work):
     """Start the workers and run ``work``; return the RunResult."""
     fileset, processor_instance = work.fileset, work.processor
+    files = config.worker_files()
     manager, batch, jobs = _start_manager(config, run_dir)
     tracker.manager = manager
     try:
@@ -165,7 +170,7 @@ def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, work: _Work
                          align_clusters=config.chunking.align_clusters, timeout=config.timeout,
                          resources_mode=config.resources.mode, memory_mb=config.resources.memory,
                          progress=tracker.progress, checkpoint=config.checkpoint_dir() or str(run_dir / OWN_CHECKPOINT),
-                         metadata_cache=config.metadata_cache())
+                         metadata_cache=config.metadata_cache(), files=files or None)
     finally:
         manager.close()
         if batch is not None:

@@ -83,3 +83,38 @@ def test_clear_closes_files_and_forgets_schemas(files):
     misses = warm.warm_stats()["schema_misses"]
     warm.warm_events(directory, "Events", NanoAODSchema, {}, 0, 10)
     assert warm.warm_stats()["schema_misses"] == misses + 1
+
+
+_TWO_CHUNKS = """
+import os, sys
+import awkward as ak
+from coffea.nanoevents import NanoAODSchema
+from hep_executor.analysis import warm
+
+def chunk(start, stop):
+    directory = warm.warm_files().directory(sys.argv[1], "Events")
+    events = warm.warm_events(directory, "Events", NanoAODSchema, {"dataset": "ttH_EFT"}, start, stop)
+    return float(ak.sum(events.Jet.pt) + ak.sum(events.Muon.pt) + ak.sum(events.Electron.pt) + ak.sum(events.MET.pt))
+
+chunk(0, 100)
+os.access("/hep-mark-start", os.F_OK)
+chunk(100, 200)
+os.access("/hep-mark-stop", os.F_OK)
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_a_warm_chunk_makes_almost_no_metadata_calls(files, tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "strace.log"
+    calls = "stat,lstat,newfstatat,statx,openat,open,access,faccessat,faccessat2,readlink,readlinkat,getdents64"
+    subprocess.run(["strace", "-f", "-qq", "-e", f"trace={calls}", "-o", str(log), sys.executable, "-c", _TWO_CHUNKS,
+                    str(files[0])], check=True, timeout=300)
+    lines = log.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "/hep-mark-start" in line)
+    stop = next(i for i, line in enumerate(lines) if "/hep-mark-stop" in line)
+    window = [line for line in lines[start + 1:stop] if "resumed>" not in line]
+    assert len(window) <= 10, window  # was 2 per column read (uproot's fsspec source reopened the file)
+    assert [line for line in window if "openat" in line and str(files[0]) in line] == []

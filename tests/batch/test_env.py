@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hep_executor import Manager, run
+from hep_executor import ConfigError, HepExecutor, Manager, run
 from hep_executor.batch import LAUNCHER, archive_digest, find_x509_proxy, pack, unpack, write_runner
+from hep_executor.cli import load_config
+from tests.helpers import children
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,10 +86,16 @@ def _same(a, b):
 
 
 @pytest.fixture(scope="module")
-def unpacked_env(tmp_path_factory):
+def packed(tmp_path_factory):
+    """A real archive of this environment, and the scratch folder it is unpacked into once."""
     folder = tmp_path_factory.mktemp("packed")
     archive = pack(folder / "env.tar")
-    yield unpack(archive, folder / "scratch")
+    return archive, folder / "scratch", unpack(archive, folder / "scratch")
+
+
+@pytest.fixture(scope="module")
+def unpacked_env(packed):
+    return packed[2]
 
 
 def test_worker_from_the_unpacked_env_with_env_i_runs_the_demo_processor(samples, unpacked_env, tmp_path):
@@ -119,3 +128,163 @@ def psutil_process(pid):
     import psutil
 
     return psutil.Process(pid)
+
+
+def _reference(samples):
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from processors.topeft_like import TopEFTLikeProcessor
+
+    return processor.Runner(executor=processor.IterativeExecutor(status=False), schema=NanoAODSchema,
+                            chunksize=1500)(samples, treename="Events", processor_instance=TopEFTLikeProcessor())
+
+
+def test_executor_batch_jobs_run_from_environment_file(samples, packed, tmp_path, monkeypatch):
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from processors.topeft_like import TopEFTLikeProcessor
+
+    archive, scratch, target = packed
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the node's scratch, where the fixture unpacked it once
+    monkeypatch.chdir(tmp_path)
+    stamp = (target / ".complete").read_text()
+    executor = HepExecutor(batch="local", workers=2, environment_file=str(archive), status=False)
+    with executor:
+        runner = processor.Runner(executor=executor, schema=NanoAODSchema, chunksize=1500)
+        out = runner(samples, treename="Events", processor_instance=TopEFTLikeProcessor())
+        jobs = list(executor.pool.jobs.ids)
+        exes = {psutil_process(int(job)).exe() for job in jobs}
+        key = executor.pool.jobs.own_key
+        assert key is not None and os.path.exists(key)
+    assert len(jobs) == 2
+    assert {os.path.dirname(os.path.dirname(e)) for e in exes} == {str(target)}  # the unpacked copy's python
+    assert (target / ".complete").read_text() == stamp  # reused, not unpacked again
+    assert not os.path.exists(key) and sorted(os.listdir(tmp_path)) == []  # key gone; nothing in the cwd
+    assert [job for job in jobs if psutil_exists(int(job))] == []  # jobs cancelled on close
+    _same(out, _reference(samples))
+
+
+def psutil_exists(pid):
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_missing_environment_file_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nowhere" / "env.tar"
+    with pytest.raises(ConfigError, match=f"environment_file {missing}: no such archive"):
+        HepExecutor(workers=0, environment_file=str(missing))
+    not_tar = tmp_path / "env.tar"
+    not_tar.write_text("not an archive\n")
+    with pytest.raises(ConfigError, match=f"environment_file {not_tar}: not a tar archive"):
+        HepExecutor(workers=0, environment_file=str(not_tar))
+
+
+def test_bad_batch_settings_are_errors_naming_batch(manager):
+    with pytest.raises(ConfigError, match="HepExecutor batch='pbs': choose 'local', 'slurm' or 'condor'"):
+        HepExecutor(batch="pbs")
+    with pytest.raises(ConfigError, match="batch='slurm'.*give no manager or client"):
+        HepExecutor(batch="slurm", manager=manager)
+
+
+def test_local_workers_use_this_environment_and_say_so(tmp_path, caplog):
+    archive = _fake_archive(tmp_path)
+    executor = HepExecutor(workers=1, environment_file=str(archive), status=False)
+    with executor, caplog.at_level("INFO", logger="hep_executor.executor"):
+        manager = executor.pool.get(executor)
+        assert manager.wait_for_workers(1, timeout=120) == 1
+        assert {p.exe() for p in children()} == {os.path.realpath(sys.executable)}  # worker and slots
+    said = [r.getMessage() for r in caplog.records if "environment_file" in r.getMessage()]
+    assert said == [f"environment_file {archive}: local workers run in this process's environment (its "
+                    f"sys.path and working directory); jobs of batch=... or of 'hep-executor submit-workers "
+                    f"--env {archive}' run from the archive"]
+    assert "environment_file" not in " ".join(executor.ignored_fields())
+
+
+# ---------------------------------------------------------------- the run config's workers.env / workers.files
+
+_PROCESSOR = '''
+import sys
+
+from coffea import processor
+
+
+class WhereAmI(processor.ProcessorABC):
+    """Counts events times the shipped helper's factor, and names the interpreter that ran each chunk."""
+
+    def process(self, events):
+        import scale_helper  # only in workers.files: on no worker's path otherwise
+
+        return {"scaled": len(events) * scale_helper.FACTOR, "pythons": {sys.executable}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+'''
+
+
+def _config_folder(folder: Path, samples, workers: str) -> Path:
+    """A config beside its processor module; the helper module in lib/, named by workers.files only."""
+    (folder / "lib").mkdir(parents=True)
+    (folder / "lib" / "scale_helper.py").write_text("FACTOR = 7\n")
+    (folder / "whereami.py").write_text(_PROCESSOR)
+    fileset = json.dumps({"ttbar": [str(samples["ttbar"][0])]})
+    config = folder / "run.yaml"
+    config.write_text(f"fileset: {fileset}\nprocessor: {{class: whereami:WhereAmI}}\n"
+                      f"chunking: {{chunksize: 1000}}\noutput: {{dir: out}}\nworkers:\n{workers}")
+    return config
+
+
+def test_config_env_and_files_are_relative_to_the_config(tmp_path):
+    _fake_archive(tmp_path)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "helper.py").write_text("")
+    (tmp_path / "run.yaml").write_text("workers:\n  env: fake.tar\n  files: [lib/helper.py, lib]\n")
+    config = load_config(tmp_path / "run.yaml")
+    assert config.worker_env() == str(tmp_path / "fake.tar")
+    assert config.worker_files() == [str(tmp_path / "lib" / "helper.py"), str(tmp_path / "lib")]
+    assert load_config(None).worker_env() is None and load_config(None).worker_files() == []  # demo.yaml
+
+
+def test_config_missing_env_or_file_is_an_error_naming_key_and_path(tmp_path):
+    (tmp_path / "env.yaml").write_text("workers: {env: packed/env.tar}\n")
+    with pytest.raises(ConfigError, match=f"workers.env {tmp_path}/packed/env.tar: no such archive"):
+        load_config(tmp_path / "env.yaml").worker_env()
+    (tmp_path / "files.yaml").write_text("workers: {files: [helper.py]}\n")
+    with pytest.raises(ConfigError, match=f"workers.files: {tmp_path}/helper.py: no such file or folder"):
+        load_config(tmp_path / "files.yaml").worker_files()
+    (tmp_path / "bad.yaml").write_text("workers: {files: helper.py}\n")
+    with pytest.raises(ConfigError, match="workers.files must be a list of paths"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_config_files_reach_local_workers_which_keep_this_environment(samples, tmp_path):
+    from hep_executor.cli import run_config
+
+    _fake_archive(tmp_path)
+    config = load_config(_config_folder(tmp_path, samples, "  count: 1\n  env: fake.tar\n  files: [lib/scale_helper.py]\n"))
+    result = run_config(config, show_progress=False)
+    assert result.output["scaled"] == 3000 * 7
+    assert result.output["pythons"] == {sys.executable}  # local workers: this environment, not the archive's
+    assert result.report["shipped"]["files"] == ["scale_helper.py"]
+
+
+def test_config_env_runs_slurm_jobs_from_the_unpacked_archive(samples, packed, slurm, tmp_path, monkeypatch):
+    from hep_executor.cli import run_config
+
+    archive, scratch, target = packed
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf_path))
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the node's scratch: unpacked there once already
+    monkeypatch.chdir(tmp_path)  # Slurm job logs land here
+    stamp = (target / ".complete").read_text()
+    config = load_config(_config_folder(tmp_path / "ana", samples,
+                                        f"  batch: slurm\n  count: 1\n  env: {archive}\n"
+                                        "  files: [lib/scale_helper.py]\n"))
+    result = run_config(config, show_progress=False)
+    assert result.output["scaled"] == 3000 * 7
+    assert [Path(p).parent.parent for p in result.output["pythons"]] == [target]
+    assert (target / ".complete").read_text() == stamp  # reused: this node had unpacked it
