@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # WorkQueueExecutor fields that have no meaning here: (name, value that means "unused")
 _IGNORED = {
     "gpus": None, "filepath": None,
-    "x509_proxy": None, "fast_terminate_workers": None, "print_stdout": False,
+    "fast_terminate_workers": None, "print_stdout": False,
     "chunks_accum_in_mem": None, "wrapper": None, "ssl": None, "custom_init": None,
     "bar_format": None, "disk": None, "manager_name": None, "master_name": None,
 }
@@ -93,9 +93,10 @@ class WorkerPool:
                 from hep_executor.engine import read_password_file
 
                 key = read_password_file(executor.password_file)
+            proxy = {"X509_USER_PROXY": os.path.abspath(executor.x509_proxy)} if executor.x509_proxy else None
             self.manager = Manager(local_workers=executor.workers, host=executor.host, **WORKER_SETUP,
                                    port=executor.port, key=key, key_file=executor.key_file,
-                                   address_file=executor.address_file)
+                                   address_file=executor.address_file, worker_env=proxy)
             self.owned = True
         return self.manager
 
@@ -130,7 +131,8 @@ def _start_batch_jobs(jobs, executor: HepExecutor):
     return jobs.start(executor.batch, executor.workers or 1, host=executor.host, port=executor.port,
                       key_file=executor.key_file, address_file=executor.address_file,
                       cores=executor.cores or 1, memory_mb=executor.memory or 2000,
-                      environment_file=executor.environment_file, options=executor.batch_options,
+                      environment_file=executor.environment_file, proxy=executor.x509_proxy,
+                      options=executor.batch_options,
                       extra_args=("--preload", ",".join(PRELOAD),
                                   "--slot-keys", str(WORKER_SETUP["worker_slot_keys"])))
 
@@ -215,6 +217,13 @@ class HepExecutor(ExecutorBase):
         says so. A missing or unreadable file, or one that is no tar
         archive, raises :class:`~hep_executor.errors.ConfigError` naming it
         when the executor is made.
+    x509_proxy : str, optional
+        The grid proxy workers read ``root://`` files with. Local workers
+        get it as ``X509_USER_PROXY``; ``batch`` jobs get a copy next to
+        ``environment_file`` (mode 0600), or the variable when there is no
+        archive. Without it, workers find one as coffea does
+        (``$X509_USER_PROXY``, ``/tmp/x509up_u$UID``). A missing file is a
+        :class:`~hep_executor.errors.ConfigError` when the executor is made.
     extra_input_files : list of str
         Files or folders (helper modules, corrections) shipped once to each
         worker, on its ``sys.path`` and in its working directory; the
@@ -288,6 +297,9 @@ class HepExecutor(ExecutorBase):
             from hep_executor.batch import check_archive
 
             check_archive(self.environment_file, "environment_file")
+        if self.x509_proxy is not None and not os.path.isfile(self.x509_proxy):
+            msg = f"HepExecutor x509_proxy: no grid proxy file at {self.x509_proxy!r} (voms-proxy-init makes one)"
+            raise ConfigError(msg)
 
     # -- lifetime
     def close(self) -> None:

@@ -12,6 +12,7 @@ from coffea.nanoevents import NanoAODSchema
 from hep_executor import HepExecutor, run_uproot_job
 from hep_executor.engine import read_password_file
 from hep_executor.errors import ConfigError
+from tests.helpers import drain
 from tests.analysis.simple_processor import MuonPtProcessor
 
 
@@ -92,3 +93,26 @@ def test_own_path_writes_the_logs(samples, manager, tmp_path):
     assert all(json.loads(line)["category"] == "accumulate" for line in open(logs["tasks_accum_log"]))
     stats = json.loads(open(logs["stats_log"]).read().splitlines()[-1])
     assert stats["events"] == 6000 and stats["merges"] >= 1
+
+
+def _proxy_seen():
+    import os
+
+    return os.environ.get("X509_USER_PROXY")
+
+
+def test_x509_proxy_reaches_local_workers_and_a_missing_one_is_named(tmp_path):
+    from hep_executor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="x509_proxy.*nope"):
+        HepExecutor(x509_proxy=str(tmp_path / "nope"))
+    proxy = tmp_path / "x509up_test"
+    proxy.write_text("proxy")
+    ex = HepExecutor(x509_proxy=str(proxy), workers=1, status=False)
+    try:
+        manager = ex.pool.get(ex)
+        manager.submit(_proxy_seen)
+        (result,) = drain(manager)
+        assert result.value == str(proxy)
+    finally:
+        ex.close()

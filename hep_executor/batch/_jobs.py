@@ -32,7 +32,7 @@ class WorkerJobs:
     def start(self, batch: str, count: int, *, host: str = "127.0.0.1", port=0, key_file: str | None = None,
               address_file: str | None = None, cores: int = 1, memory_mb: int = 2000,
               environment_file: str | None = None, setting: str = "environment_file",
-              options: dict | None = None, extra_args: tuple = ()):
+              proxy: str | None = None, options: dict | None = None, extra_args: tuple = ()):
         """A :class:`~hep_executor.engine.Manager` with no local workers, and ``count`` jobs that join it.
 
         Parameters
@@ -45,6 +45,9 @@ class WorkerJobs:
         environment_file : str, optional
             An archive from ``hep-executor pack-env`` the jobs run from; ``setting``
             names it in errors.
+        proxy : str, optional
+            The grid proxy the jobs read ``root://`` files with (default: found
+            as coffea does); shipped beside the archive, or exported to the jobs.
         options : dict, optional
             Options of the batch system (``partition``, ``log_dir``, ...).
         extra_args : tuple of str
@@ -56,7 +59,9 @@ class WorkerJobs:
         folder = options.get("log_dir") or ("hep-executor-logs" if batch != "local" else None)
         key_file = key_file or self._new_key_file(folder)
         host = "0.0.0.0" if host == "127.0.0.1" and batch == "condor" else host
-        python = _environment_python(environment_file, setting)
+        python = _environment_python(environment_file, setting, proxy)
+        if proxy and not python:
+            os.environ["X509_USER_PROXY"] = os.path.abspath(proxy)  # jobs submitted from here inherit it
         manager = Manager(local_workers=0, host=host, port=port, key_file=key_file, address_file=address_file)
         spec = WorkerSpec(manager=manager.address, key_file=os.path.abspath(key_file), cores=cores,
                           memory_mb=memory_mb, extra_args=tuple(extra_args), **({"python": python} if python else {}))
@@ -92,10 +97,10 @@ class WorkerJobs:
             self.own_key = None
 
 
-def _environment_python(archive: str | None, setting: str) -> str | None:
+def _environment_python(archive: str | None, setting: str, proxy: str | None = None) -> str | None:
     """The jobs' interpreter: the runner of ``archive`` (unpacked once per node), or None for this one."""
     if archive is None:
         return None
     from hep_executor.batch._env import write_runner
 
-    return str(write_runner(archive, setting=setting))
+    return str(write_runner(archive, proxy=proxy, setting=setting))
