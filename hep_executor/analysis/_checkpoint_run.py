@@ -164,7 +164,8 @@ class RunCheckpoint:
     manifest : dict
         This run's manifest (:func:`~hep_executor.analysis._checkpoint.make_manifest`).
     force : bool
-        Start over in a folder of another run (its checkpoints are removed).
+        Start over in a folder of another run (its checkpoints are removed, in one
+        logged line naming what differs); a folder of this same run is resumed.
     every_s, every_chunks : float, int
         A checkpoint is written after this many seconds or chunks, whichever first.
     grace_s : float
@@ -193,8 +194,9 @@ class RunCheckpoint:
                 msg = (f"checkpoint folder {self.store.folder} holds another run: " + "; ".join(differences)
                        + ". Use another folder, or force=True to start over.")
                 raise CheckpointMismatchError(msg)
-            if differences or force:
-                log.warning("checkpoint folder %s: starting over (force)", self.store.folder)
+            if differences:  # and force
+                log.warning("checkpoint folder %s held another run (%s): its checkpoint is discarded, "
+                            "starting over (force)", self.store.folder, "; ".join(differences))
                 self.store.clear()
                 old = None
             elif old.get("versions") != manifest["versions"]:
