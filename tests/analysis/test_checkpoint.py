@@ -324,3 +324,36 @@ def test_runner_with_hep_executor_resumes_within_its_processing_call(samples, ma
     assert_same(out, reference)
     processed = [json.loads(line)["processed"] for line in stats.read_text().splitlines()]
     assert len(processed) == 1 and processed[0] == (18000 - covered) // 500  # only what was left
+
+
+def test_resume_after_a_memory_split_with_another_chunk_size_doubles_nothing(samples, manager, tmp_path):
+    from tests.analysis.simple_processor import MemoryHungryProcessor
+
+    proc = MemoryHungryProcessor(mb_per_event=0.15)  # a 3000-event chunk holds ~450 MB: over 420 MB, split
+    reference = run(samples, proc, manager=manager, chunksize=1000, resources_mode="none").output
+    folder, done = tmp_path / "ckpt", []
+
+    def progress(stage, result=None, item=None):
+        if stage == "process" and result.ok:
+            done.append(item)
+            if sum(1 for i in done if i.entrystop - i.entrystart < 3000) == 1:  # a part of a split chunk
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(RunInterrupted):  # only the SIGINT sent once a split chunk's part came back
+        run(samples, proc, manager=manager, chunksize=3000, resources_mode="fixed", memory_mb=420,
+            checkpoint=folder, checkpoint_every_chunks=1, progress=progress)
+    covered = _covered(folder)
+    assert Coverage.check(covered, _union((i.filename, i.entrystart, i.entrystop) for i in done)).ok
+    held = len(Coverage.from_ranges(covered))
+    assert 0 < held < 18000
+    result = run(samples, proc, manager=manager, chunksize=700, resources_mode="fixed", memory_mb=420,
+                 checkpoint=folder)
+    assert result.coverage.ok
+    assert result.report["checkpoint"]["resumed_entries"] == held
+    session = _session_ranges(result.report)
+    assert not _overlap(session, covered)
+    assert sum(b - a for _, a, b in session) == 18000 - held
+    assert max(b - a for _, a, b in session) <= 700
+    assert result.output["events"] == reference["events"]  # integer counts: nothing doubled or missed
+    for ds in reference["sumpt"]:
+        assert result.output["sumpt"][ds] == pytest.approx(reference["sumpt"][ds], rel=1e-9)
