@@ -178,6 +178,11 @@ def test_sigkill_at_random_points_then_resume(fileset_json, tmp_path, reference)
     assert_same(result["output"], reference)
     assert result["report"]["checkpoint"]["resumed_entries"] == sum(b - a for rs in loaded.values()
                                                                     for a, b in rs)
+    # the last run cut and processed only what its checkpoint did not hold, once
+    assert not _overlap(_session_ranges(result["report"]), loaded)
+    held = result["report"]["checkpoint"]["resumed_entries"]
+    assert result["report"]["checkpoint"]["processed_entries"] == 18000 - held
+    assert result["report"]["checkpoint"]["reprocessed_entries"] == 0
     sizes = {b - a for _, a, b in last.ranges()}
     assert sizes and max(sizes) <= 333, sizes
 
@@ -354,6 +359,8 @@ def test_resume_after_a_memory_split_with_another_chunk_size_doubles_nothing(sam
     assert not _overlap(session, covered)
     assert sum(b - a for _, a, b in session) == 18000 - held
     assert max(b - a for _, a, b in session) <= 700
+    assert result.report["checkpoint"]["processed_entries"] == 18000 - held
+    assert result.report["checkpoint"]["reprocessed_entries"] == 0
     assert result.output["events"] == reference["events"]  # integer counts: nothing doubled or missed
     for ds in reference["sumpt"]:
         assert result.output["sumpt"][ds] == pytest.approx(reference["sumpt"][ds], rel=1e-9)

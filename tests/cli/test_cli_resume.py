@@ -109,6 +109,8 @@ def test_killed_cli_run_resumes_from_its_run_folder(run_yaml, tmp_path, referenc
     session = [(f["file"], a, b) for f in report["files"] for a, b in f["ranges"]]
     assert not [(f, a, b) for f, a, b in session for c, d in covered.get(f, []) if a < d and c < b]
     assert sum(b - a for _, a, b in session) == 18000 - done
+    assert report["checkpoint"]["processed_entries"] == 18000 - done
+    assert report["checkpoint"]["reprocessed_entries"] == 0
     assert not (run_dir / "checkpoint").exists()  # the finished run's own checkpoint is dropped
 
 
