@@ -71,8 +71,9 @@ def kill_midway(run_yaml, out: Path, ckpt: Path | None = None) -> Path:
     try:
         def checkpointed():
             assert proc.poll() is None, proc.stderr.read()[-3000:]
-            folders = [ckpt] if ckpt else list(out.glob("*/checkpoint"))
-            return folders and CheckpointStore(folders[0]).states()
+            # a glob, not a CheckpointStore: opening one removes the temporary files of a write under way
+            pattern = "state-*.ckpt" if ckpt else "*/checkpoint/state-*.ckpt"
+            return any((ckpt or out).glob(pattern))
         try_assert(checkpointed, timeout=180, interval=0.05, message="no checkpoint written")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -100,7 +101,7 @@ def test_killed_cli_run_resumes_from_its_run_folder(run_yaml, tmp_path, referenc
     covered = CheckpointStore(run_dir / "checkpoint").load().covered()
     done = sum(b - a for rs in covered.values() for a, b in rs)
     assert 0 < done < 18000
-    code, err = finish(cli("run", "--resume", run_dir))
+    code, err = finish(cli("run", "--resume", run_dir, "--chunksize", 700))  # another chunk size
     assert code == 0, err[-3000:]
     assert_same(load(run_dir / "output.coffea"), reference)
     report = json.loads((run_dir / "report.json").read_text())
@@ -109,6 +110,7 @@ def test_killed_cli_run_resumes_from_its_run_folder(run_yaml, tmp_path, referenc
     session = [(f["file"], a, b) for f in report["files"] for a, b in f["ranges"]]
     assert not [(f, a, b) for f, a, b in session for c, d in covered.get(f, []) if a < d and c < b]
     assert sum(b - a for _, a, b in session) == 18000 - done
+    assert 500 < max(b - a for _, a, b in session) <= 700  # cut at the new size (evened per file)
     assert report["checkpoint"]["processed_entries"] == 18000 - done
     assert report["checkpoint"]["reprocessed_entries"] == 0
     assert not (run_dir / "checkpoint").exists()  # the finished run's own checkpoint is dropped
