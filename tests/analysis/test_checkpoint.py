@@ -364,3 +364,14 @@ def test_resume_after_a_memory_split_with_another_chunk_size_doubles_nothing(sam
     assert result.output["events"] == reference["events"]  # integer counts: nothing doubled or missed
     for ds in reference["sumpt"]:
         assert result.output["sumpt"][ds] == pytest.approx(reference["sumpt"][ds], rel=1e-9)
+
+
+def test_opening_a_store_removes_only_temporary_files_of_dead_writers(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = tmp_path / f".state-000001.ckpt.tmp-{gone.stdout.strip()}"
+    live = tmp_path / f".state-000002.ckpt.tmp-{os.getpid()}"  # a write under way in a running process
+    for path in (dead, live):
+        path.write_bytes(b"half")
+    CheckpointStore(tmp_path)
+    assert not dead.exists() and live.exists()
