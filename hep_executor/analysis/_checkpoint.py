@@ -249,6 +249,20 @@ def _decode(data: bytes, path: Path) -> Snapshot:
     return Snapshot(parts, header["uuids"], planner, header["complete"], header["seq"], path)
 
 
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process named in a temporary file's name (``.NAME.tmp-PID``) still runs (may be writing)."""
+    pid = tmp.name.rpartition("-")[2]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 class CheckpointStore:
     """The checkpoint folder of one run: its manifest and its newest checkpoint files.
 
@@ -262,7 +276,8 @@ class CheckpointStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         for stale in self.folder.glob(".*.tmp-*"):  # left by a run killed mid-write
-            stale.unlink(missing_ok=True)
+            if not _writer_alive(stale):
+                stale.unlink(missing_ok=True)
         self.files_written = 0
         self.bytes_written = 0
         self.write_s = 0.0

@@ -73,6 +73,8 @@ class CheckpointPipeline(ReducePipeline):
         self.interrupts = 0
         self.deadline: float | None = None
         self._since = 0
+        #: entries of the chunks this run processed, and of those the entries the loaded checkpoint held
+        self.processed_entries = self.reprocessed_entries = 0
         self._last_write = time.monotonic()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
         self._pending: Future | None = None
@@ -95,6 +97,9 @@ class CheckpointPipeline(ReducePipeline):
         if result.ok:
             self.coverage[result.id] = {item.filename: [(item.entrystart, item.entrystop)]}
             self._since += 1
+            self.processed_entries += item.entrystop - item.entrystart
+            self.reprocessed_entries += _overlap(self.checkpoint.covered.get(item.filename, ()),
+                                                 item.entrystart, item.entrystop)
 
     def _file_merged(self, state, group, result) -> None:
         super()._file_merged(state, group, result)
@@ -164,7 +169,8 @@ class RunCheckpoint:
     manifest : dict
         This run's manifest (:func:`~hep_executor.analysis._checkpoint.make_manifest`).
     force : bool
-        Start over in a folder of another run (its checkpoints are removed).
+        Start over in a folder of another run (its checkpoints are removed, in one
+        logged line naming what differs); a folder of this same run is resumed.
     every_s, every_chunks : float, int
         A checkpoint is written after this many seconds or chunks, whichever first.
     grace_s : float
@@ -184,6 +190,7 @@ class RunCheckpoint:
         self.sizer = None
         self.pipeline: CheckpointPipeline | None = None
         self.resumed = self._open(manifest, force)
+        self._covered = self.resumed.covered() if self.resumed is not None else {}
 
     def _open(self, manifest: dict, force: bool) -> Snapshot | None:
         old = self.store.read_manifest()
@@ -193,8 +200,9 @@ class RunCheckpoint:
                 msg = (f"checkpoint folder {self.store.folder} holds another run: " + "; ".join(differences)
                        + ". Use another folder, or force=True to start over.")
                 raise CheckpointMismatchError(msg)
-            if differences or force:
-                log.warning("checkpoint folder %s: starting over (force)", self.store.folder)
+            if differences:  # and force
+                log.warning("checkpoint folder %s held another run (%s): its checkpoint is discarded, "
+                            "starting over (force)", self.store.folder, "; ".join(differences))
                 self.store.clear()
                 old = None
             elif old.get("versions") != manifest["versions"]:
@@ -232,7 +240,7 @@ class RunCheckpoint:
     @property
     def covered(self) -> dict:
         """What the loaded checkpoint covers (empty when starting afresh)."""
-        return self.resumed.covered() if self.resumed is not None else {}
+        return self._covered
 
     def remaining(self, segments: list, uuids: dict[str, str]) -> list:
         """``segments`` less what the loaded checkpoint covers; checks that no file was replaced."""
@@ -296,10 +304,18 @@ class RunCheckpoint:
         log.info("checkpoint %s written (%s)", path, "complete" if complete else "after an error")
 
     def summary(self) -> dict:
-        s = self.store
+        """The report's ``checkpoint`` entry: what was resumed, what this run processed, what it wrote.
+
+        ``processed_entries`` counts the entries of the chunks this run processed;
+        ``reprocessed_entries`` those of them the loaded checkpoint already held (0:
+        no range was run twice).
+        """
+        s, p = self.store, self.pipeline
         return {"folder": str(s.folder), "resumed_seq": self.resumed.seq if self.resumed else None,
                 "resumed_entries": self.resumed.events if self.resumed else 0,
                 "resumed_ranges": {f: [list(r) for r in rs] for f, rs in self.covered.items()},
+                "processed_entries": p.processed_entries if p else 0,
+                "reprocessed_entries": p.reprocessed_entries if p else 0,
                 "files_written": s.files_written, "bytes_written": s.bytes_written, "write_s": s.write_s}
 
 
@@ -310,6 +326,11 @@ class _ItemRange:
     template: Any
     start: int
     stop: int
+
+
+def _overlap(ranges, start: int, stop: int) -> int:
+    """Entries of ``[start, stop)`` in ``ranges`` (sorted, not overlapping)."""
+    return sum(max(0, min(b, stop) - max(a, start)) for a, b in ranges if a < stop and start < b)
 
 
 def _uuid_text(uuid) -> str:

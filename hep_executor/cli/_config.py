@@ -169,6 +169,8 @@ class RunConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     checkpoint: str | None = None
+    checkpoint_every_s: float | None = None
+    checkpoint_every_chunks: int | None = None
     cache: CacheConfig = field(default_factory=CacheConfig)
     base_dir: str = "."
 

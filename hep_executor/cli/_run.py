@@ -25,6 +25,7 @@ from hep_executor.cli._config import RunConfig, load_config
 from hep_executor.cli._eft_plot import plot_eft
 from hep_executor.cli._outputs import save_histograms, save_report
 from hep_executor.cli._progress import RunProgress
+from hep_executor.cli._resume import load_resume, save_resume_info
 from hep_executor.cli._rundir import DEFAULT_BASE, failure_report, link_latest, new_run_dir, run_log, write_json
 from hep_executor.cli._summary import print_summary
 from hep_executor.cli._usercode import search_dirs
@@ -74,7 +75,8 @@ def _start_manager(config: RunConfig, run_dir: Path):
 
 def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: str | None = None,
                show_progress: bool = True, console: Console | None = None,
-               search_path: list[str] | None = None, dashboard: bool | int | None = False):
+               search_path: list[str] | None = None, dashboard: bool | int | None = False,
+               force: bool = False):
     """Run the analysis ``config`` describes in a new run folder; return the RunResult.
 
     Parameters
@@ -93,6 +95,8 @@ def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: st
         Serve a live status page on 127.0.0.1 (True or 0: any free port; an int: that
         port) while the run goes on; its URL printed and written to ``dashboard.url``
         in the run folder.
+    force : bool
+        Start over where the checkpoint folder holds another run (``--force``).
 
     Raises
     ------
@@ -118,9 +122,12 @@ def run_config(config: RunConfig, *, run_dir: str | Path | None = None, name: st
             if board is not None:
                 _announce(board, run_dir, console)
             try:
-                result = _execute(config, run_dir, tracker, work)
+                result = _execute(config, run_dir, tracker, work, search_path, force)
             except BaseException as exc:
                 _write_failure(config, run_dir, exc, tracker)
+                if getattr(exc, "checkpoint", None):
+                    console.print(f"to resume: hep-executor run --resume {exc.checkpoint}", highlight=False,
+                                  soft_wrap=True)
                 raise
             _drop_own_checkpoint(config, run_dir, result)
             paths = _write_outputs(config, run_dir, result, tracker)
@@ -155,10 +162,13 @@ class _Work:
         return cls(fileset, n_files, processor_instance, module)
 
 
-def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, work: _Work):
+def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, work: _Work,
+             search_path: list[str] | None = None, force: bool = False):
     """Start the workers and run ``work``; return the RunResult."""
     fileset, processor_instance = work.fileset, work.processor
     files = config.worker_files()
+    checkpoint = config.checkpoint_dir() or str(run_dir / OWN_CHECKPOINT)
+    save_resume_info(checkpoint, config, search_path, run_dir)  # what --resume reads back
     manager, batch, jobs = _start_manager(config, run_dir)
     tracker.manager = manager
     try:
@@ -169,7 +179,8 @@ def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, work: _Work
                          fan_in=config.chunking.fan_in, skipbadfiles=config.skipbadfiles,
                          align_clusters=config.chunking.align_clusters, timeout=config.timeout,
                          resources_mode=config.resources.mode, memory_mb=config.resources.memory,
-                         progress=tracker.progress, checkpoint=config.checkpoint_dir() or str(run_dir / OWN_CHECKPOINT),
+                         progress=tracker.progress, checkpoint=checkpoint, force=force,
+                         **_checkpoint_every(config),
                          metadata_cache=config.metadata_cache(), files=files or None)
     finally:
         manager.close()
@@ -178,11 +189,18 @@ def _execute(config: RunConfig, run_dir: Path, tracker: RunProgress, work: _Work
     return result
 
 
+def _checkpoint_every(config: RunConfig) -> dict:
+    """run()'s checkpoint_every_s / checkpoint_every_chunks where the config sets them."""
+    every = {"checkpoint_every_s": config.checkpoint_every_s, "checkpoint_every_chunks": config.checkpoint_every_chunks}
+    return {k: v for k, v in every.items() if v is not None}
+
+
 def _drop_own_checkpoint(config: RunConfig, run_dir: Path, result) -> None:
     """A finished run's own checkpoint (there for Ctrl-C) goes: its output holds the same."""
     if config.checkpoint_dir() is None:
         shutil.rmtree(run_dir / OWN_CHECKPOINT, ignore_errors=True)
-        result.report.pop("checkpoint", None)
+        if not result.report.get("checkpoint", {}).get("resumed_entries"):  # a resumed run says what it took
+            result.report.pop("checkpoint", None)
 
 
 def _write_failure(config: RunConfig, run_dir: Path, exc: BaseException, tracker: RunProgress) -> None:
@@ -281,10 +299,32 @@ def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, str]:
     return config.replace(**changes), name
 
 
+def _resumed_config(args: argparse.Namespace):
+    """``--resume DIR``: the config kept in DIR (with --workers, --chunksize, --out applied), run folder, path."""
+    if args.config or args.fileset or args.processor or args.checkpoint:
+        msg = ("--resume DIR takes the run's config, fileset, processor and checkpoint from DIR; "
+               "give none of them with it")
+        raise ConfigError(msg)
+    resumed = load_resume(args.resume)
+    changes: dict = {}
+    if args.workers is not None:
+        changes["workers"] = dataclasses.replace(resumed.config.workers, count=args.workers)
+    if args.chunksize:
+        changes["chunking"] = dataclasses.replace(resumed.config.chunking, chunksize=args.chunksize)
+    if args.out:
+        changes["output"] = dataclasses.replace(resumed.config.output, dir=str(Path(args.out).resolve()))
+    log.info("resuming the run of checkpoint folder %s", resumed.folder)
+    return resumed.config.replace(**changes), resumed.run_dir, [*resumed.search_path, *args.path]
+
+
 def run_main(args: argparse.Namespace) -> int:
     """Entry of ``hep-executor run``."""
-    config, name = _config_from_args(args)
+    run_dir, search_path = None, args.path
+    if getattr(args, "resume", None):
+        (config, run_dir, search_path), name = _resumed_config(args), ""
+    else:
+        config, name = _config_from_args(args)
     config.schema_class()  # a bad --schema fails before a run folder is made
-    run_config(config, name=name, show_progress=not args.no_progress, console=Console(),
-               search_path=args.path, dashboard=args.dashboard)
+    run_config(config, run_dir=run_dir, name=name, show_progress=not args.no_progress, console=Console(),
+               search_path=search_path, dashboard=args.dashboard, force=getattr(args, "force", False))
     return 0

@@ -104,6 +104,12 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--checkpoint", metavar="DIR",
                    help="keep the run's partial output in DIR (relative: to the working directory) and "
                         "resume from it: a second run with the same DIR processes only what is not in it")
+    p.add_argument("--resume", metavar="DIR",
+                   help="resume the run whose checkpoint is in DIR (its run folder, or its --checkpoint "
+                        "folder): its config is read from there, so no other argument is needed")
+    p.add_argument("--force", action="store_true",
+                   help="where the checkpoint holds another run (fileset, processor, ... differ), "
+                        "discard it and start over instead of refusing")
     p.add_argument("--no-cache", action="store_true",
                    help="read every file's metadata; use and keep no metadata cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

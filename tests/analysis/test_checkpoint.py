@@ -178,6 +178,11 @@ def test_sigkill_at_random_points_then_resume(fileset_json, tmp_path, reference)
     assert_same(result["output"], reference)
     assert result["report"]["checkpoint"]["resumed_entries"] == sum(b - a for rs in loaded.values()
                                                                     for a, b in rs)
+    # the last run cut and processed only what its checkpoint did not hold, once
+    assert not _overlap(_session_ranges(result["report"]), loaded)
+    held = result["report"]["checkpoint"]["resumed_entries"]
+    assert result["report"]["checkpoint"]["processed_entries"] == 18000 - held
+    assert result["report"]["checkpoint"]["reprocessed_entries"] == 0
     sizes = {b - a for _, a, b in last.ranges()}
     assert sizes and max(sizes) <= 333, sizes
 
@@ -324,3 +329,49 @@ def test_runner_with_hep_executor_resumes_within_its_processing_call(samples, ma
     assert_same(out, reference)
     processed = [json.loads(line)["processed"] for line in stats.read_text().splitlines()]
     assert len(processed) == 1 and processed[0] == (18000 - covered) // 500  # only what was left
+
+
+def test_resume_after_a_memory_split_with_another_chunk_size_doubles_nothing(samples, manager, tmp_path):
+    from tests.analysis.simple_processor import MemoryHungryProcessor
+
+    proc = MemoryHungryProcessor(mb_per_event=0.15)  # a 3000-event chunk holds ~450 MB: over 420 MB, split
+    reference = run(samples, proc, manager=manager, chunksize=1000, resources_mode="none").output
+    folder, done = tmp_path / "ckpt", []
+
+    def progress(stage, result=None, item=None):
+        if stage == "process" and result.ok:
+            done.append(item)
+            if sum(1 for i in done if i.entrystop - i.entrystart < 3000) == 1:  # a part of a split chunk
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(RunInterrupted):  # only the SIGINT sent once a split chunk's part came back
+        run(samples, proc, manager=manager, chunksize=3000, resources_mode="fixed", memory_mb=420,
+            checkpoint=folder, checkpoint_every_chunks=1, progress=progress)
+    covered = _covered(folder)
+    assert Coverage.check(covered, _union((i.filename, i.entrystart, i.entrystop) for i in done)).ok
+    held = len(Coverage.from_ranges(covered))
+    assert 0 < held < 18000
+    result = run(samples, proc, manager=manager, chunksize=700, resources_mode="fixed", memory_mb=420,
+                 checkpoint=folder)
+    assert result.coverage.ok
+    assert result.report["checkpoint"]["resumed_entries"] == held
+    session = _session_ranges(result.report)
+    assert not _overlap(session, covered)
+    assert sum(b - a for _, a, b in session) == 18000 - held
+    assert max(b - a for _, a, b in session) <= 700
+    assert result.report["checkpoint"]["processed_entries"] == 18000 - held
+    assert result.report["checkpoint"]["reprocessed_entries"] == 0
+    assert result.output["events"] == reference["events"]  # integer counts: nothing doubled or missed
+    for ds in reference["sumpt"]:
+        assert result.output["sumpt"][ds] == pytest.approx(reference["sumpt"][ds], rel=1e-9)
+
+
+def test_opening_a_store_removes_only_temporary_files_of_dead_writers(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = tmp_path / f".state-000001.ckpt.tmp-{gone.stdout.strip()}"
+    live = tmp_path / f".state-000002.ckpt.tmp-{os.getpid()}"  # a write under way in a running process
+    for path in (dead, live):
+        path.write_bytes(b"half")
+    CheckpointStore(tmp_path)
+    assert not dead.exists() and live.exists()
