@@ -53,6 +53,8 @@ class WorkersConfig:
 
     ``batch`` is ``local`` (child processes of this run), ``slurm`` or
     ``condor`` (``count`` jobs submitted for the run and cancelled after).
+    ``dask`` is a Dask scheduler's address: the run goes to that cluster's
+    workers instead (``batch`` stays ``local``; ``count`` and the rest do not apply).
     """
 
     batch: str = "local"
@@ -64,10 +66,18 @@ class WorkersConfig:
     port: Any = 0
     key_file: str | None = None
     walltime: str | None = None
+    dask: str | None = None
 
     def __post_init__(self):
         if self.batch not in ("local", "slurm", "condor"):
             msg = f"workers.batch must be 'local', 'slurm' or 'condor', not {self.batch!r}"
+            raise ConfigError(msg)
+        if self.dask is not None and (not isinstance(self.dask, str) or not self.dask.strip()):
+            msg = f"workers.dask must be a Dask scheduler's address (tcp://HOST:PORT), not {self.dask!r}"
+            raise ConfigError(msg)
+        if self.dask and self.batch != "local":
+            msg = (f"workers.dask ({self.dask}) runs on that Dask cluster's workers; "
+                   f"it cannot go with workers.batch {self.batch!r} (leave batch at 'local')")
             raise ConfigError(msg)
         if self.count is not None and self.count < 0:
             msg = f"workers.count must be >= 0, not {self.count}"

@@ -9,7 +9,7 @@ key, the worker process with its slots and resource monitor, and local
 worker processes.
 
 May import: the standard library, pyzmq, cloudpickle, lz4, psutil, dask
-(dask_manager.py only) and
+(the _dask_*.py modules only) and
 :mod:`hep_executor.errors`. Never imports analysis, planning, batch, cli,
 coffea, uproot or awkward: a worker that runs plain Python calls does not
 pay for them. What it needs from above (modules to preload, how many
@@ -21,6 +21,7 @@ from __future__ import annotations
 from hep_executor._lazy import lazy_exports
 
 _EXPORTS = {
+    "connect_dask": ("hep_executor.engine._dask_connect", "connect_dask"),
     "DaskManager": ("hep_executor.engine._dask_manager", "DaskManager"),
     "RemotePayload": ("hep_executor.engine._dask_manager", "RemotePayload"),
     "FreeIndex": ("hep_executor.engine._dispatch", "FreeIndex"),

@@ -204,16 +204,19 @@ class DaskManager:
     Parameters
     ----------
     client : distributed.Client
-        A connected client; the caller keeps it (``close()`` does not close it).
+        A connected client; the caller keeps it (``close()`` does not close it, unless ``close_client``).
     memory_resource : str
         Name of the worker resource that holds memory in MB (used when workers declare it).
     affinity : bool
         Send tasks with an affinity key to the worker that ran that key last (a loose hint).
+    close_client : bool
+        ``close()`` closes ``client`` too (never its cluster): for a client made for this manager.
     """
 
     def __init__(self, client: distributed.Client, *, memory_resource: str = "MEMORY",
-                 affinity: bool = True):
+                 affinity: bool = True, close_client: bool = False):
         self.client = client
+        self.close_client = close_client
         self.memory_resource = memory_resource
         self.use_affinity = affinity
         self.stats: collections.Counter = collections.Counter()
@@ -329,7 +332,10 @@ class DaskManager:
                 "scheduler": self.client.scheduler.address}
 
     def close(self) -> None:
-        """Cancel unfinished tasks and stop listening for reports; the client stays open. Idempotent."""
+        """Cancel unfinished tasks and stop listening for reports. Idempotent.
+
+        The client stays open unless the manager was made with ``close_client``.
+        """
         if self._closed:
             return
         self._closed = True
@@ -343,6 +349,8 @@ class DaskManager:
             self.client.unsubscribe_topic(self._topic)
         except Exception:  # the client may be closing already
             log.debug("could not unsubscribe %s", self._topic, exc_info=True)
+        if self.close_client:
+            self.client.close()
 
     def __enter__(self) -> DaskManager:
         return self
