@@ -126,7 +126,7 @@ def test_task_that_keeps_killing_workers_is_worker_lost(dask_manager, client):
     [result] = drain(dask_manager, timeout=180)
     assert result.id == tid and result.report.status == "lost"
     assert isinstance(result.error, WorkerLostError) and "crash" in str(result.error)
-    try_assert(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2, timeout=60)
+    try_assert(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2, timeout=180)
 
 
 def nap(seconds):
