@@ -23,7 +23,7 @@ from hep_executor._lazy import lazy_exports
 _EXPORTS = {
     "connect_dask": ("hep_executor.engine._dask_connect", "connect_dask"),
     "DaskManager": ("hep_executor.engine._dask_manager", "DaskManager"),
-    "RemotePayload": ("hep_executor.engine._dask_manager", "RemotePayload"),
+    "RemotePayload": ("hep_executor.engine._dask_results", "RemotePayload"),
     "FreeIndex": ("hep_executor.engine._dispatch", "FreeIndex"),
     "SANDBOX_ENV": ("hep_executor.engine._files", "SANDBOX_ENV"),
     "ShippedFiles": ("hep_executor.engine._files", "ShippedFiles"),
