@@ -46,7 +46,7 @@ def _start_manager(config: RunConfig, run_dir: Path):
     if w.dask:  # a Dask cluster's workers; the manager's close() closes its client, not the cluster
         from hep_executor.engine import connect_dask
 
-        return connect_dask(w.dask), None, []
+        return connect_dask(w.dask, worker_keys=WORKER_SETUP["worker_slot_keys"]), None, []
     if w.batch == "local":
         return Manager(local_workers=w.count, worker_cores=w.cores, worker_memory_mb=w.memory,
                        host=w.host, port=w.port, **WORKER_SETUP), None, []

@@ -21,6 +21,7 @@ from __future__ import annotations
 from hep_executor._lazy import lazy_exports
 
 _EXPORTS = {
+    "AffinityHints": ("hep_executor.engine._dask_affinity", "AffinityHints"),
     "connect_dask": ("hep_executor.engine._dask_connect", "connect_dask"),
     "DaskManager": ("hep_executor.engine._dask_manager", "DaskManager"),
     "RemotePayload": ("hep_executor.engine._dask_results", "RemotePayload"),

@@ -45,7 +45,7 @@ def connect_dask(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, **op
     timeout : float
         Seconds to wait for the scheduler to answer.
     **options
-        Passed on to :class:`DaskManager` (``memory_resource``, ``affinity``).
+        Passed on to :class:`DaskManager` (``memory_resource``, ``affinity``, ``worker_keys``).
 
     Returns
     -------

@@ -60,13 +60,17 @@ class DaskManager:
     memory_resource : str
         Name of the worker resource that holds memory in MB (used when workers declare it).
     affinity : bool
-        Send tasks with an affinity key to the worker that ran that key last (a loose hint).
+        Send tasks with an affinity key where that key is warm (a loose hint; see
+        :class:`~hep_executor.engine._dask_affinity.AffinityHints`).
+    worker_keys : int
+        Affinity keys a Dask worker process keeps warm: the size of the caller's per-process
+        cache (the analysis passes its open-file cache's, ``WORKER_SETUP["worker_slot_keys"]``).
     close_client : bool
         ``close()`` closes ``client`` too (never its cluster): for a client made for this manager.
     """
 
     def __init__(self, client: distributed.Client, *, memory_resource: str = "MEMORY",
-                 affinity: bool = True, close_client: bool = False):
+                 affinity: bool = True, worker_keys: int = 4, close_client: bool = False):
         self.client = client
         self.close_client = close_client
         self.memory_resource = memory_resource
@@ -77,7 +81,7 @@ class DaskManager:
         self._ids = itertools.count(1)
         self._tasks: dict[int, DaskTask] = {}
         self._functions: dict[int, tuple[Any, distributed.Future]] = {}
-        self._affinity = AffinityHints()
+        self._affinity = AffinityHints(keys_per_worker=worker_keys)
         self._workers_cache: tuple[float, list[dict]] = (0.0, [])
         self._closed = False
         self._inbox = Inbox(client, self._topic)
@@ -212,7 +216,7 @@ class DaskManager:
         resources = self._resources(task)
         if resources:
             options["resources"] = resources
-        task.hint = self._affinity.hint(task.affinity, self._cores_of) if self.use_affinity else None
+        task.hint = self._affinity.hint(task.affinity, self._worker_cores()) if self.use_affinity else None
         if task.hint is not None:
             options.update(workers=[task.hint], allow_other_workers=True)
         fn = self._function_future(task.fn)
@@ -228,8 +232,8 @@ class DaskManager:
                     if self.memory_resource in w["resources"]]
         return {self.memory_resource: min(task.memory_mb, max(declared))} if declared else {}
 
-    def _cores_of(self, worker: str) -> int:
-        return next((w["cores"] for w in self.workers() if w["worker_id"] == worker), 0)
+    def _worker_cores(self) -> dict[str, int]:
+        return {w["worker_id"]: w["cores"] for w in self.workers()}
 
     def _function_future(self, fn) -> distributed.Future:
         """A future holding ``fn``, loaded once on a worker and copied to the others as they need it.

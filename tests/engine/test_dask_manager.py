@@ -163,7 +163,14 @@ def _reference(fileset, chunksize):
     return runner(fileset, treename="Events", processor_instance=MuonPtProcessor())
 
 
-def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manager):
+def warm_counts():
+    """This Dask worker process's warm-cache counts (a module global of the process, kept across tasks)."""
+    from hep_executor.analysis import warm
+
+    return warm.warm_stats()
+
+
+def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manager, client):
     from hep_executor import run
     from tests.analysis.simple_processor import MuonPtProcessor
     from tests.analysis.test_analysis import assert_same
@@ -177,7 +184,7 @@ def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manag
     result = run(samples, MuonPtProcessor(), manager=dask_manager, chunksize=500, fan_in=4, progress=where,
                  metadata_cache=False)  # every file read here, whatever earlier tests of the session cached
     assert_same(result.output, _reference(samples, 500))
-    # affinity: a file's chunks go back to the worker that read it last (loose hints; stealing may move some)
+    # affinity: a file's chunks go back to a worker where it is open (loose hints; stealing may move some)
     by_file = collections.defaultdict(collections.Counter)
     for filename, worker in placed:
         by_file[filename][worker] += 1
@@ -191,9 +198,17 @@ def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manag
     assert result.coverage.ok
     process = [t for t in result.report["tasks"] if t["kind"] == "process"]
     assert len(process) == 36 and all(t["wall"] > 0 and t["peak_mb"] > 50 for t in process)
-    if on_majority < 0.8 * 36:  # known shortfall (issue 18): on an idle machine Dask steals more
-        pytest.xfail(f"affinity kept {on_majority} of 36 chunks on their file's usual worker, "
-                     f"under the 80% aim: {dict(by_file)}")
+    # the open files persist across tasks in each Dask worker process: most chunks find their file open
+    warm = client.run(warm_counts)
+    hits = sum(w.get("file_hits", 0) for w in warm.values())
+    misses = sum(w.get("file_misses", 0) for w in warm.values())
+    assert hits > misses, warm
+    # measured (issue 18, 2 cores, load 6-8): 30-32 of 36 on the file's usual worker, 30-34 hits to 8-12
+    # misses; it was 26-28 and 27-31 to 11-15 when a key went only to the worker that ran it last, and
+    # unhinted once that worker held 2 hinted tasks per core
+    if on_majority < 0.8 * 36:  # Dask's work stealing may still move loose hints (more on an idle machine)
+        pytest.xfail(f"affinity kept {on_majority} of 36 chunks on their file's usual worker, under the "
+                     f"80% aim; file cache hits {hits}, misses {misses}: {dict(by_file)}")
 
 
 def test_run_over_dask_dynamic_chunks_cover_every_entry_once(samples, dask_manager):
