@@ -37,7 +37,8 @@ setting at fault and, where it helps, what to do about it::
     ├── CoverageError                       output misses or doubles entry ranges
     ├── BatchError (RuntimeError)           a batch system refused or failed a job
     ├── ManagerClosedError (RuntimeError)   the manager was used after close()
-    └── NoWorkersError (RuntimeError)       no worker left, and none will be started
+    ├── NoWorkersError (RuntimeError)       no worker left, and none will be started
+    └── SchedulerUnreachableError (ConnectionError)   no Dask scheduler answered at the address
 
     RunInterrupted (KeyboardInterrupt)      Ctrl-C stopped a checkpointed run (says how to resume)
 """
@@ -73,6 +74,7 @@ __all__ = [
     "ReplayError",
     "RunInterrupted",
     "ResourceExhaustedError",
+    "SchedulerUnreachableError",
     "SessionMismatchError",
     "TaskError",
     "TreeNotFoundError",
@@ -392,3 +394,7 @@ class ChunkExhaustedError(ChunkError, ResourceExhaustedError):
 
 class UnpicklableResultError(ChunkError):
     """The processor's output for a chunk cannot be pickled; the message names the type and where."""
+
+
+class SchedulerUnreachableError(HepExecutorError, ConnectionError):
+    """No Dask scheduler answered at the given address within the connect timeout (names the address)."""

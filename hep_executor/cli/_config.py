@@ -58,6 +58,8 @@ class WorkersConfig:
     worker, on its ``sys.path`` and in its working directory. Both are
     relative to the config's folder (see :meth:`RunConfig.worker_env`,
     :meth:`RunConfig.worker_files`).
+    ``dask`` is a Dask scheduler's address: the run goes to that cluster's
+    workers instead (``batch`` stays ``local``; ``count`` and the rest do not apply).
     """
 
     batch: str = "local"
@@ -71,6 +73,7 @@ class WorkersConfig:
     walltime: str | None = None
     env: str | None = None
     files: list = field(default_factory=list)
+    dask: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.files, list) or not all(isinstance(f, str) for f in self.files):
@@ -81,6 +84,13 @@ class WorkersConfig:
             raise ConfigError(msg)
         if self.batch not in ("local", "slurm", "condor"):
             msg = f"workers.batch must be 'local', 'slurm' or 'condor', not {self.batch!r}"
+            raise ConfigError(msg)
+        if self.dask is not None and (not isinstance(self.dask, str) or not self.dask.strip()):
+            msg = f"workers.dask must be a Dask scheduler's address (tcp://HOST:PORT), not {self.dask!r}"
+            raise ConfigError(msg)
+        if self.dask and self.batch != "local":
+            msg = (f"workers.dask ({self.dask}) runs on that Dask cluster's workers; "
+                   f"it cannot go with workers.batch {self.batch!r} (leave batch at 'local')")
             raise ConfigError(msg)
         if self.count is not None and self.count < 0:
             msg = f"workers.count must be >= 0, not {self.count}"

@@ -53,6 +53,10 @@ def _start_manager(config: RunConfig, run_dir: Path):
     from hep_executor.engine import Manager
 
     w = config.workers
+    if w.dask:  # a Dask cluster's workers; the manager's close() closes its client, not the cluster
+        from hep_executor.engine import connect_dask
+
+        return connect_dask(w.dask, worker_keys=WORKER_SETUP["worker_slot_keys"]), None, []
     env = config.worker_env()
     if env and w.batch == "local":
         log.info("workers.env %s: local workers run in this process's environment; batch jobs run from it", env)
@@ -290,6 +294,8 @@ def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, str]:
         changes["output"] = dataclasses.replace(config.output, dir=str(Path(args.out).resolve()))
     if args.workers is not None:
         changes["workers"] = dataclasses.replace(config.workers, count=args.workers)
+    if getattr(args, "dask", None):
+        changes["workers"] = dataclasses.replace(changes.get("workers", config.workers), dask=args.dask)
     if args.chunksize:
         changes["chunking"] = dataclasses.replace(config.chunking, chunksize=args.chunksize)
     if args.checkpoint:

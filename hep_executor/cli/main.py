@@ -100,6 +100,9 @@ def _add_run_parser(sub) -> None:
                    help="folder for the run folders (default: ./hep-executor-runs); each run "
                         "writes to a new DIR/<name>-<time>/, with DIR/latest linking to it")
     p.add_argument("--workers", type=int, help="local workers (overrides the config)")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run on the workers of the Dask cluster whose scheduler is at ADDRESS "
+                        "(tcp://HOST:PORT; overrides workers.dask); the cluster is left running")
     p.add_argument("--chunksize", type=int, help="fixed chunk size (turns dynamic sizing off)")
     p.add_argument("--checkpoint", metavar="DIR",
                    help="keep the run's partial output in DIR (relative: to the working directory) and "

@@ -10,7 +10,7 @@ a network-free :class:`WorkerState`), and local
 worker processes.
 
 May import: the standard library, pyzmq, cloudpickle, lz4, psutil, dask
-(dask_manager.py only) and
+(the _dask_*.py modules only) and
 :mod:`hep_executor.errors`. Never imports analysis, planning, batch, cli,
 coffea, uproot or awkward: a worker that runs plain Python calls does not
 pay for them. What it needs from above (modules to preload, how many
@@ -27,8 +27,10 @@ _EXPORTS = {
     "Stop": ("hep_executor.engine._worker_state", "Stop"),
     "WorkerState": ("hep_executor.engine._worker_state", "WorkerState"),
     "Write": ("hep_executor.engine._worker_state", "Write"),
+    "AffinityHints": ("hep_executor.engine._dask_affinity", "AffinityHints"),
+    "connect_dask": ("hep_executor.engine._dask_connect", "connect_dask"),
     "DaskManager": ("hep_executor.engine._dask_manager", "DaskManager"),
-    "RemotePayload": ("hep_executor.engine._dask_manager", "RemotePayload"),
+    "RemotePayload": ("hep_executor.engine._dask_results", "RemotePayload"),
     "FreeIndex": ("hep_executor.engine._dispatch", "FreeIndex"),
     "SANDBOX_ENV": ("hep_executor.engine._files", "SANDBOX_ENV"),
     "ShippedFiles": ("hep_executor.engine._files", "ShippedFiles"),

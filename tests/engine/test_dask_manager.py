@@ -47,7 +47,7 @@ def suicide(_):
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None, host="127.0.0.1") as cluster, \
+                                  dashboard_address=":0", host="127.0.0.1") as cluster, \
             distributed.Client(cluster) as c:
         c.wait_for_workers(2, timeout=60)
         yield c
@@ -126,7 +126,7 @@ def test_task_that_keeps_killing_workers_is_worker_lost(dask_manager, client):
     [result] = drain(dask_manager, timeout=180)
     assert result.id == tid and result.report.status == "lost"
     assert isinstance(result.error, WorkerLostError) and "crash" in str(result.error)
-    try_assert(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2, timeout=60)
+    try_assert(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2, timeout=180)
 
 
 def nap(seconds):
@@ -135,7 +135,7 @@ def nap(seconds):
 
 
 def test_memory_becomes_a_worker_resource_when_declared():
-    with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=2, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=2, dashboard_address=":0",
                                   host="127.0.0.1", resources={"MEMORY": 1000}) as cluster, \
             distributed.Client(cluster) as c, DaskManager(c) as m:
         assert m.wait_for_workers(1) == 1 and m.workers()[0]["memory_mb"] == 1000
@@ -163,7 +163,14 @@ def _reference(fileset, chunksize):
     return runner(fileset, treename="Events", processor_instance=MuonPtProcessor())
 
 
-def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manager):
+def warm_counts():
+    """This Dask worker process's warm-cache counts (a module global of the process, kept across tasks)."""
+    from hep_executor.analysis import warm
+
+    return warm.warm_stats()
+
+
+def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manager, client):
     from hep_executor import run
     from tests.analysis.simple_processor import MuonPtProcessor
     from tests.analysis.test_analysis import assert_same
@@ -171,13 +178,13 @@ def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manag
     placed = []
 
     def where(stage, result=None, item=None):
-        if stage == "process":
+        if stage == "process" and result.ok:  # an attempt over its memory allocation is tried again
             placed.append((item.filename, result.report.slot.split(":")[0]))
 
     result = run(samples, MuonPtProcessor(), manager=dask_manager, chunksize=500, fan_in=4, progress=where,
                  metadata_cache=False)  # every file read here, whatever earlier tests of the session cached
     assert_same(result.output, _reference(samples, 500))
-    # affinity: a file's chunks go back to the worker that read it last (loose hints; stealing may move some)
+    # affinity: a file's chunks go back to a worker where it is open (loose hints; stealing may move some)
     by_file = collections.defaultdict(collections.Counter)
     for filename, worker in placed:
         by_file[filename][worker] += 1
@@ -191,9 +198,18 @@ def test_run_over_dask_matches_iterative_one_deserialization(samples, dask_manag
     assert result.coverage.ok
     process = [t for t in result.report["tasks"] if t["kind"] == "process"]
     assert len(process) == 36 and all(t["wall"] > 0 and t["peak_mb"] > 50 for t in process)
-    if on_majority < 0.8 * 36:  # known shortfall (issue 18): on an idle machine Dask steals more
-        pytest.xfail(f"affinity kept {on_majority} of 36 chunks on their file's usual worker, "
-                     f"under the 80% aim: {dict(by_file)}")
+    # the open files persist across tasks in each Dask worker process: most chunks find their file open
+    warm = client.run(warm_counts)
+    hits = sum(w.get("file_hits", 0) for w in warm.values())
+    misses = sum(w.get("file_misses", 0) for w in warm.values())
+    assert hits > misses, warm
+    # measured (issue 18, 2 cores, load 4-8, 9 runs): 27-33 of 36 on the file's usual worker, 29-35 hits to
+    # 7-13 misses, every chunk where its hint said; it was 26-28 and 27-31 to 11-15 (4 runs) when a key went
+    # only to the worker that ran it last, and unhinted once that worker held 2 hinted tasks per core. The
+    # misses left are the files that two in-progress files warm on one worker make warm on the other too.
+    if on_majority < 0.8 * 36:  # Dask's work stealing may still move loose hints (more on an idle machine)
+        pytest.xfail(f"affinity kept {on_majority} of 36 chunks on their file's usual worker, under the "
+                     f"80% aim; file cache hits {hits}, misses {misses}: {dict(by_file)}")
 
 
 def test_run_over_dask_dynamic_chunks_cover_every_entry_once(samples, dask_manager):
@@ -257,7 +273,7 @@ def test_run_on_dask_jobqueue_slurm_cluster(samples, slurm, shared_dir, monkeypa
     with SLURMCluster(cores=1, processes=1, memory="2GB", walltime="00:20:00",
                       log_directory=str(shared_dir / "logs"), python=os.sys.executable,
                       job_script_prologue=[f"cd {root}", f"export PYTHONPATH={root}"],
-                      scheduler_options={"host": "127.0.0.1", "dashboard_address": None},
+                      scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"},
                       worker_extra_args=["--host", "127.0.0.1"]) as cluster, \
             distributed.Client(cluster) as client:
         cluster.scale(jobs=min(2, slurm.cpus))
