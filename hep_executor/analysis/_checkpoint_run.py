@@ -38,7 +38,7 @@ from typing import Any
 from hep_executor.analysis._checkpoint import (CheckpointStore, Part, Snapshot, compact, make_manifest,
                                               manifest_differences, uncovered_segments)
 from hep_executor.analysis._pipeline import ReducePipeline
-from hep_executor.engine import pickle_bytes
+from hep_executor.engine import dumps, pickle_bytes
 from hep_executor.errors import CheckpointMismatchError, RunInterrupted
 
 __all__ = ["DEFAULT_EVERY_CHUNKS", "DEFAULT_EVERY_S", "DEFAULT_GRACE_S", "CheckpointPipeline", "RunCheckpoint"]
@@ -118,8 +118,14 @@ class CheckpointPipeline(ReducePipeline):
 
     def snapshot(self, complete: bool = False) -> Snapshot:
         """The partial outputs held now, with their coverage (bytes are shared, not copied)."""
-        parts = [Part(payload, self.coverage[key]) for key, payload in self._payloads.items()]
+        parts = [Part(self._here(payload), self.coverage[key]) for key, payload in self._payloads.items()]
         return Snapshot(parts, dict(self.checkpoint.uuids), self.checkpoint.planner_state(), complete)
+
+    def _here(self, payload: tuple) -> tuple[bytes, bool]:
+        """``payload`` as bytes here: a result kept in a Dask worker's memory is fetched and serialized."""
+        if isinstance(payload[0], (bytes, bytearray, memoryview)):
+            return payload
+        return dumps(self.manager.load_payload(payload))
 
     def save_async(self) -> None:
         """Write a checkpoint from the writer thread, unless the last one is still being written."""

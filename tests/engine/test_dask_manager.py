@@ -284,3 +284,18 @@ def test_run_on_dask_jobqueue_slurm_cluster(samples, slurm, shared_dir, monkeypa
     assert result.coverage.ok
     assert_same(result.output, _reference(samples, 1000))
     try_assert(lambda: not slurm.job_ids(), timeout=60, message="dask-jobqueue jobs left in squeue")
+
+
+def test_a_run_over_dask_checkpoints_and_a_second_run_resumes_it(samples, dask_manager, tmp_path):
+    from hep_executor import run
+    from tests.analysis.simple_processor import MuonPtProcessor
+
+    fileset = {"ttbar": samples["ttbar"]}
+    folder = str(tmp_path / "ckpt")
+    first = run(fileset, MuonPtProcessor(), manager=dask_manager, chunksize=1000, metadata_cache=False,
+                checkpoint=folder)  # the partial outputs live in Dask workers: the checkpoint fetches them
+    assert sorted(os.listdir(folder)) and any(n.endswith(".ckpt") for n in os.listdir(folder))
+    second = run(fileset, MuonPtProcessor(), manager=dask_manager, chunksize=1000, metadata_cache=False,
+                 checkpoint=folder)
+    assert second.output["events"] == first.output["events"] == {"ttbar": 6000}
+    assert second.report["checkpoint"]["resumed_entries"] == 6000
