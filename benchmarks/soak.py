@@ -156,6 +156,7 @@ def soak(duration: float = 600.0, workers: int = 3, cores: int = 2, seed: int = 
     submitted: dict[int, int] = {}
     results: list = []
     chaos = Chaos(rng, chaos_interval, heartbeat_timeout)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # servers of others: not ours
     start = time.monotonic()
     error = None
     with Manager(local_workers=workers, worker_cores=cores, heartbeat_interval=0.5,
@@ -173,7 +174,7 @@ def soak(duration: float = 600.0, workers: int = 3, cores: int = 2, seed: int = 
         stats = dict(m.stats)
     summary = _check(results, submitted)
     summary.update(hung=hung, error=error, chaos=dict(chaos.counts), manager_stats=stats,
-                   seconds=round(time.monotonic() - start, 1), leftover=_leftover_after(10.0))
+                   seconds=round(time.monotonic() - start, 1), leftover=_leftover_after(10.0, before))
     summary["ok"] = not (hung or error or summary["twice"] or summary["n_missing"] or summary["wrong"]
                          or summary["unnamed"] or summary["leftover"])
     return summary
@@ -192,11 +193,11 @@ def _run_and_drain(m: Manager, chaos: Chaos, submitted: dict, results: list, unt
         results.extend(m.wait(timeout=1.0))
 
 
-def _leftover_after(grace: float) -> list[int]:
-    """Child processes still alive ``grace`` seconds after the manager closed (woken first)."""
+def _leftover_after(grace: float, before: set) -> list[int]:
+    """Child processes (not among ``before``) still alive ``grace`` seconds after the manager closed."""
     deadline = time.monotonic() + grace
     while True:
-        left = [p for p in psutil.Process().children(recursive=True) if _alive(p)]
+        left = [p for p in psutil.Process().children(recursive=True) if _alive(p) and p.pid not in before]
         for p in left:
             _signal(p, signal.SIGCONT)
         if not left or time.monotonic() > deadline:

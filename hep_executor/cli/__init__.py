@@ -29,11 +29,3 @@ _EXPORTS = {
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
-__all__ = [*__all__, "main"]
-
-
-def main(argv=None) -> int:
-    """Run the ``hep-executor`` command (see :func:`hep_executor.cli.main.main`)."""
-    from hep_executor.cli.main import main as _main
-
-    return _main(argv)

@@ -5,7 +5,7 @@ import os
 import stat
 
 from hep_executor import Manager
-from hep_executor.cli import main as cli_main
+from hep_executor.cli.main import main as cli_main
 from hep_executor.engine import keys
 from tests.helpers import drain
 
