@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 class Keeper:
     """A lock for the manager's calls, and the thread that runs passes while none is made.
 
-    Use as ``with keeper:`` around every call that touches the socket or
-    the task table.
+    Every manager call that touches the socket or the task table runs
+    under :func:`held`, which takes ``lock`` and stamps ``last_call``.
     """
 
     def __init__(self, manager, interval: float):
@@ -37,14 +37,6 @@ class Keeper:
         self._thread = threading.Thread(target=_keep, args=(weakref.ref(manager), self),
                                         name="hep-executor-keeper", daemon=True)
         self._thread.start()
-
-    def __enter__(self) -> Keeper:
-        self.lock.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.last_call = time.monotonic()
-        self.lock.release()
 
     def stop(self) -> None:
         """Stop the thread (it ends within one interval)."""
