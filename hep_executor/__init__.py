@@ -15,7 +15,7 @@ Public names are imported lazily, so ``import hep_executor`` stays cheap
 Layers, top calls down (``import-linter`` contracts in pyproject.toml)::
 
     cli/                 the hep-executor command, configs, outputs, plots
-    executor, compat     the coffea faces
+    executor/, compat    the coffea faces
     analysis/            one run: metadata, chunk plan, tasks, reduction, coverage
     planning/            chunking, sizing, allocation, reduction: pure
     batch/               local, Slurm, HTCondor worker jobs; the factory

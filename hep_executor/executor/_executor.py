@@ -9,7 +9,8 @@ until :meth:`HepExecutor.close` (or the ``with`` block ends).
 
 The fields of coffea 0.7's WorkQueueExecutor that TopEFT-style scripts
 pass are accepted with the same meaning where it applies; those that do
-not apply here are named once in a warning.
+not apply here are named once in a warning. The shared workers are in
+:mod:`hep_executor.executor._pool`, the progress bar in ``_progress``.
 """
 
 from __future__ import annotations
@@ -26,16 +27,14 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
-from hep_executor.analysis import RunCheckpoint
-from hep_executor.analysis import (RunnerMetadata, RunnerWork, fetch_metadata, processor_of,
-                                               recognise, tolerance, work_chunk)
-from hep_executor.analysis import ReducePipeline
-from hep_executor.analysis import gather
-from hep_executor.analysis import ChunkSource, Segment, build_source, segments_of_workitems
-from hep_executor.analysis import Dashboard, RunStatus, dashboard_port, end_state
+from hep_executor.analysis import (ChunkSource, ReducePipeline, RunCheckpoint, RunnerMetadata, RunnerWork,
+                                   Segment, build_source, dashboard_port, end_state, fetch_metadata, gather,
+                                   processor_of, recognise, segments_of_workitems, tolerance, work_chunk)
 from hep_executor.errors import ConfigError
+from hep_executor.executor._pool import WorkerPool
+from hep_executor.executor._progress import counting_events, counting_files, file_entries, progress
 
-__all__ = ["HepExecutor", "WorkerPool"]
+__all__ = ["HepExecutor"]
 
 log = logging.getLogger(__name__)
 
@@ -49,106 +48,6 @@ _IGNORED = {
 # resource_monitor values that say what this executor does anyway: measure each task and stop one over
 # its allocation (a value that turns monitoring off is named in the warning)
 _MONITOR_ON = (True, None, "measure", "watchdog")
-
-
-class WorkerPool:
-    """The manager and workers that an executor and all its clones share.
-
-    Started on first use; closed by :meth:`close`.
-    """
-
-    def __init__(self):
-        self.manager = None
-        self.owned = False
-        self.warned = False
-        self.clusters: dict[str, list] = {}  # file -> cluster starts, read by preprocessing
-        self.board: Dashboard | None = None  # the live dashboard of the run under way
-        self.status: RunStatus | None = None  # what it serves (None: no dashboard)
-        self.dashboard_url: str | None = None  # the last run's, kept after it stopped
-        self.jobs = None  # a WorkerJobs when the executor has batch=
-
-    def get(self, executor: HepExecutor):
-        if executor.manager is not None:
-            return executor.manager
-        if self.manager is None:
-            _log_environment(executor)
-        if self.manager is None and executor.batch is not None:
-            from hep_executor.batch import WorkerJobs
-
-            self.jobs = WorkerJobs()
-            self.manager = _start_batch_jobs(self.jobs, executor)
-            self.owned = True
-        if self.manager is None and executor.client is not None:
-            from hep_executor.engine import DaskManager
-
-            self.manager = DaskManager(executor.client)
-            self.owned = True  # closing it leaves the caller's client open
-        if self.manager is None:
-            from hep_executor.engine import Manager
-
-            from hep_executor.analysis import WORKER_SETUP
-
-            key = None
-            if executor.password_file:
-                from hep_executor.engine import read_password_file
-
-                key = read_password_file(executor.password_file)
-            proxy = {"X509_USER_PROXY": os.path.abspath(executor.x509_proxy)} if executor.x509_proxy else None
-            self.manager = Manager(local_workers=executor.workers, host=executor.host, **WORKER_SETUP,
-                                   port=executor.port, key=key, key_file=executor.key_file,
-                                   address_file=executor.address_file, worker_env=proxy)
-            self.owned = True
-        return self.manager
-
-    def start_dashboard(self, port: int | None, manager) -> None:
-        """Serve the run's counts on a dashboard (``port`` None: none), unless one is up already."""
-        if port is None or self.board is not None:
-            return
-        self.status = RunStatus(manager=manager)
-        self.board = Dashboard(port=port)
-        self.dashboard_url = self.board.url
-        self.board.follow(self.status)
-
-    def stop_dashboard(self, state: str) -> None:
-        """The run ended (``state``: done, failed, interrupted): publish that and stop serving."""
-        if self.board is not None:
-            self.board.stop(self.status, state)
-        self.board = self.status = None
-
-    def close(self) -> None:
-        self.stop_dashboard("done")
-        if self.manager is not None and self.owned:
-            self.manager.close()
-        self.manager = None
-        if self.jobs is not None:
-            self.jobs.close()
-
-
-def _start_batch_jobs(jobs, executor: HepExecutor):
-    """A manager, and ``executor.workers`` jobs of ``executor.batch`` that join it (from ``environment_file``)."""
-    from hep_executor.analysis import PRELOAD, WORKER_SETUP
-
-    return jobs.start(executor.batch, executor.workers or 1, host=executor.host, port=executor.port,
-                      key_file=executor.key_file, address_file=executor.address_file,
-                      cores=executor.cores or 1, memory_mb=executor.memory or 2000,
-                      environment_file=executor.environment_file, proxy=executor.x509_proxy,
-                      options=executor.batch_options,
-                      extra_args=("--preload", ",".join(PRELOAD),
-                                  "--slot-keys", str(WORKER_SETUP["worker_slot_keys"])))
-
-
-def _log_environment(executor: HepExecutor) -> None:
-    """Say who runs from ``environment_file``: batch jobs do; other workers use their own environment."""
-    if executor.environment_file is None or executor.batch is not None:
-        return  # the jobs' own log line names it
-    path = os.path.abspath(executor.environment_file)
-    if executor.manager is None and executor.client is None:
-        log.info("environment_file %s: local workers run in this process's environment (its sys.path and "
-                 "working directory); jobs of batch=... or of 'hep-executor submit-workers --env %s' run "
-                 "from the archive", path, path)
-    else:
-        log.info("environment_file %s: the workers of the given manager or client were started elsewhere; "
-                 "start them from the archive with 'hep-executor submit-workers --env %s'", path, path)
 
 
 @dataclass
@@ -375,12 +274,12 @@ class HepExecutor(ExecutorBase):
         fn, tolerate, retries = function, None, 0
         if isinstance(spec, RunnerMetadata):
             fn, tolerate, retries = functools.partial(fetch_metadata, spec), tolerance(spec), spec.retries
-        status = _counting_files(self.pool.status, items)
-        with _progress(self, len(items)) as advance:
+        status = counting_files(self.pool.status, items)
+        with progress(self, len(items)) as advance:
             def on_result(result):
                 advance()
                 if status is not None:
-                    status.preprocessed(result, _file_entries(result))
+                    status.preprocessed(result, file_entries(result))
 
             values, skipped = gather(manager, fn, [((item,), item.filename) for item in items],
                                      tolerate=tolerate, retries=retries, progress=on_result)
@@ -420,8 +319,8 @@ class HepExecutor(ExecutorBase):
         source = self.make_source(manager, items)
         if resume is not None:
             resume.restore_planner(source)
-        status = _counting_events(self.pool.status, items)
-        with _progress(self, sum(len(i) for i in items), unit="event") as advance:
+        status = counting_events(self.pool.status, items)
+        with progress(self, sum(len(i) for i in items), unit="event") as advance:
             def on_result(result, item):
                 if result.ok:
                     advance(len(item))
@@ -489,66 +388,3 @@ def _first_error(outcome, tolerate) -> BaseException | None:
         elif error is None:
             error = exc
     return error
-
-
-def _counting_files(status: RunStatus | None, items) -> RunStatus | None:
-    """``status`` (the dashboard's counts) told of the metadata call's files."""
-    if status is not None:
-        status.n_files = max(status.n_files, len({i.filename for i in items}))
-        status.changed()
-    return status
-
-
-def _counting_events(status: RunStatus | None, items) -> RunStatus | None:
-    """``status`` told of the processing call's work: its files and the entries to run of each."""
-    if status is not None:
-        todo: dict[tuple[str, str], int] = {}
-        for item in items:
-            todo[item.dataset, item.filename] = todo.get((item.dataset, item.filename), 0) + len(item)
-        for (dataset, filename), entries in todo.items():
-            status.expect(dataset, filename, entries)
-        status.n_files = max(status.n_files, len(todo))
-        status.changed()
-    return status
-
-
-def _file_entries(result) -> tuple[str, str, int] | None:
-    """(dataset, filename, entries) of a metadata task's result (Runner's FileMeta), if it has them."""
-    for meta in (result.value or ()) if result.ok else ():
-        entries = (getattr(meta, "metadata", None) or {}).get("numentries")
-        if entries is not None:
-            return meta.dataset, meta.filename, int(entries)
-    return None
-
-
-class _progress:
-    """A rich progress bar when the executor's ``status`` is on: units done, tasks done, rate."""
-
-    def __init__(self, executor: HepExecutor, total: int, unit: str = "file"):
-        self.executor, self.total, self.unit = executor, total, unit
-        self.bar = None
-        self.tasks = 0
-
-    def __enter__(self):
-        if self.executor.status:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn(f"{self.unit}s"), TextColumn("{task.fields[info]}"),
-                                TimeElapsedColumn(), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task(self.executor.desc, total=self.total, info="")
-        return self.advance
-
-    def advance(self, n: int = 1) -> None:
-        if self.bar is None:
-            return
-        self.tasks += 1
-        self.bar.advance(self.task, n)
-        task = self.bar.tasks[0]
-        rate = task.completed / task.elapsed if task.elapsed else 0.0
-        self.bar.update(self.task, info=f"| {self.tasks} tasks | {rate:,.0f} {self.unit}s/s")
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
