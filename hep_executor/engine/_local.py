@@ -3,7 +3,9 @@
 The manager starts its local workers through :class:`LocalProcesses` unless
 it is handed another launcher (any object with ``submit``, ``exited``,
 ``forget`` and ``close``); :class:`hep_executor.batch._local.LocalBatch` is
-the same launcher under the batch-system face.
+the same launcher under the batch-system face. :class:`BackgroundStarts`
+starts replacements on a thread of its own, so that a dispatch pass never
+waits on a fork and exec (or a batch submission).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from hep_executor.engine._files import SANDBOX_ENV
 from hep_executor.engine._spec import WorkerSpec
 
-__all__ = ["LocalProcesses", "caller_pythonpath"]
+__all__ = ["BackgroundStarts", "LocalProcesses", "caller_pythonpath"]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,7 @@ class LocalProcesses:
 
     def exited(self) -> list[str]:
         """Ids of workers that have ended (and are still tracked)."""
-        return [job for job, proc in self.procs.items() if proc.poll() is not None]
+        return [job for job, proc in list(self.procs.items()) if proc.poll() is not None]
 
     def forget(self, job_id: str) -> None:
         """Stop tracking an ended worker."""
@@ -102,6 +106,43 @@ class LocalProcesses:
         self.cancel(list(self.procs))
         if self.sandbox is not None:
             shutil.rmtree(self.sandbox, ignore_errors=True)
+
+
+class BackgroundStarts:
+    """Start workers through a launcher, now or on a thread of its own; remember when each started.
+
+    Parameters
+    ----------
+    launcher : LocalProcesses or any object with ``submit(spec, count)``
+    """
+
+    def __init__(self, launcher):
+        self.launcher = launcher
+        self.started: dict[str, float] = {}  # job id -> when it was started (monotonic)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hep-worker-starts")
+
+    def start_now(self, spec: WorkerSpec, count: int) -> None:
+        """Start ``count`` workers before returning (errors reach the caller)."""
+        self._record(self.launcher.submit(spec, count))
+
+    def start_later(self, spec: WorkerSpec, count: int) -> None:
+        """Start ``count`` workers on the starting thread; an error there is logged."""
+        self._pool.submit(self._start_logged, spec, count)
+
+    def _start_logged(self, spec: WorkerSpec, count: int) -> None:
+        try:
+            self._record(self.launcher.submit(spec, count))
+        except Exception:
+            log.exception("could not start %d replacement worker(s)", count)
+
+    def _record(self, jobs) -> None:
+        now = time.monotonic()
+        for job in jobs or ():
+            self.started[job] = now
+
+    def close(self) -> None:
+        """Drop starts not begun; wait for the one under way (so that no worker starts after this)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def caller_pythonpath(existing: str | None = None) -> str:

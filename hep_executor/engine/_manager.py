@@ -37,7 +37,7 @@ from hep_executor.engine._keeper import Keeper, held
 from hep_executor.engine._keys import KEY_ENV, load_key
 from hep_executor.engine._files import ShippedFiles
 from hep_executor.engine._ledger import FunctionStore, ReportLog
-from hep_executor.engine._local import LocalProcesses
+from hep_executor.engine._local import BackgroundStarts, LocalProcesses
 from hep_executor.engine._spec import WorkerSpec
 from hep_executor.engine._dispatch import DispatchSteps
 from hep_executor.engine._inbox import MessageSteps
@@ -211,9 +211,9 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
                         "--slot-keys", str(slot_keys), *(("--curve",) if self.curve else ())))
         self._local_target = count
         self._early_deaths: collections.deque = collections.deque()  # when local workers died young
-        self._local_started: dict = {}  # job id -> when it was started
+        self._starts = BackgroundStarts(self._local)  # replacements start off the dispatch pass
         if count:
-            self._start_local(count)
+            self._starts.start_now(self._local_spec, count)
 
     # ------------------------------------------------------------ public face
     @held
@@ -355,6 +355,7 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
         for worker in list(self.table.workers.values()):
             self.endpoint.send(protocol.Shutdown("manager closing"), peer=worker.identity)
         self.reports.close()
+        self._starts.close()
         self._finalizer()
 
     def __enter__(self) -> Manager:
@@ -403,23 +404,18 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
         if dead and self.restart_workers and not self._closed:
             self._restart_local(dead, worked)
 
-    def _start_local(self, count: int) -> None:
-        now = time.monotonic()
-        for job in self._local.submit(self._local_spec, count) or ():
-            self._local_started[job] = now
-
     def _restart_local(self, dead: list, worked: set) -> None:
         """Replace dead local workers, unless they keep dying young, without work done (a crash loop)."""
         now = time.monotonic()
         for job in dead:
-            started = self._local_started.pop(job, None)
+            started = self._starts.started.pop(job, None)
             if job not in worked and (started is None or now - started < EARLY_DEATH_S):
                 self._early_deaths.append(now)
         while self._early_deaths and self._early_deaths[0] < now - RESTART_WINDOW_S:
             self._early_deaths.popleft()
         early = len(self._early_deaths)
         if early <= 10 * max(1, self._local_target):
-            self._start_local(len(dead))
+            self._starts.start_later(self._local_spec, len(dead))
             return
         self._no_more_workers = (f"local workers keep dying ({early} died within {EARLY_DEATH_S:.0f} s of "
                                  f"their start without finishing a task, in the last {RESTART_WINDOW_S:.0f} s): "

@@ -2,17 +2,19 @@
 
 A message travels as ZeroMQ multipart frames::
 
-    [signature, envelope, header, payload_0, payload_1, ...]
+    [signature, envelope + layout, header, blob_or_payload, ...]
 
 ``envelope`` is 25 bytes: the run's session id (16), the sender's
 sequence number (8, little-endian, strictly increasing per direction and
 peer) and the direction (``w``: worker to manager, ``m``: manager to
-worker). ``header`` is the message as compact JSON (``{"op": ..., ...}``);
-payload frames are opaque bytes (pickled arguments, results, functions).
+worker), followed by the payloads' layout (8 bytes per payload). ``header`` is the message as compact JSON (``{"op": ..., ...}``);
+payloads are opaque bytes (pickled arguments, results, functions); small
+ones travel joined in one frame, large ones alone, as ``layout`` says
+(:mod:`hep_executor.engine._frames`).
 
 The signature is an HMAC-SHA256 with the run's key over the worker's
 identity (the ZeroMQ routing id), the envelope, the header and every
-payload. The run's key is derived from the key file's secret and the
+frame after it. The run's key is derived from the key file's secret and the
 session id with HKDF-SHA256 (:func:`derive_key`), so a message captured
 in one run fails the check in the next; a message replayed from another
 identity fails it too, and one replayed or reordered on the same link is
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hep_executor.errors import AuthenticationError, ConfigError, ProtocolError, VersionMismatchError
+from hep_executor.engine._frames import pack_payloads, unpack_payloads
 
 __all__ = [
     "MESSAGES",
@@ -67,10 +70,11 @@ __all__ = [
     "derive_key",
     "encode",
     "new_session",
+    "payloads_of",
     "peek_envelope",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 _SIG_LEN = 32
 _SESSION_LEN = 16
 _ENVELOPE_LEN = _SESSION_LEN + 8 + 1
@@ -260,12 +264,24 @@ def peek_envelope(frames: list) -> Envelope:
         The frames have no signature or no envelope.
     """
     _check_framing(frames)
-    raw = bytes(frames[1])
+    raw = bytes(frames[1])[:_ENVELOPE_LEN]
     return Envelope(raw[:_SESSION_LEN], int.from_bytes(raw[_SESSION_LEN:-1], "little"), raw[-1:])
 
 
+def payloads_of(frames: list) -> list[bytes]:
+    """The payloads of a message's ``frames`` (signature checked already), as :func:`encode` packed them.
+
+    Raises
+    ------
+    ProtocolError
+        The frames do not match the layout in the envelope.
+    """
+    return unpack_payloads(bytes(frames[1])[_ENVELOPE_LEN:], frames[3:])
+
+
 def _check_framing(frames: list) -> None:
-    if len(frames) < 3 or len(frames[0]) != _SIG_LEN or len(frames[1]) != _ENVELOPE_LEN:
+    if (len(frames) < 3 or len(frames[0]) != _SIG_LEN or len(frames[1]) < _ENVELOPE_LEN
+            or (len(frames[1]) - _ENVELOPE_LEN) % 8):
         msg = "message has no valid signature and envelope frames"
         raise AuthenticationError(msg)
 
@@ -312,7 +328,8 @@ def encode(msg: Any, key: bytes, payloads=(), *, envelope: Envelope | None = Non
         body[name] = getattr(msg, name)
     header = json.dumps(body, separators=(",", ":")).encode()
     envelope = envelope or Envelope(NO_SESSION, 0, TO_MANAGER)
-    frames = [envelope.pack(), header, *payloads]
+    layout, blobs = pack_payloads(payloads)
+    frames = [envelope.pack() + layout, header, *blobs]
     return [_sign(key, identity, frames), *frames]
 
 
@@ -349,7 +366,7 @@ def decode(frames: list, key: bytes, identity: bytes = b"") -> tuple[Any, list]:
         The header is not a known message.
     """
     verify(frames, key, identity)
-    return parse_header(bytes(frames[2])), [bytes(f) for f in frames[3:]]
+    return parse_header(bytes(frames[2])), payloads_of(frames)
 
 
 def parse_header(header: bytes) -> Any:

@@ -249,7 +249,7 @@ class Endpoint:
         if envelope.session == protocol.NO_SESSION and msg.op not in _NO_SESSION_OPS:
             msg = f"a {msg.op!r} message outside the run's session"
             raise AuthenticationError(msg)
-        return msg, frames[3:]
+        return msg, protocol.payloads_of(frames)
 
     def _refuse_other_session(self, frames: list, envelope, identity: bytes) -> None:
         try:
