@@ -72,6 +72,7 @@ __all__ = [
     "new_session",
     "payloads_of",
     "peek_envelope",
+    "sign_frames",
 ]
 
 PROTOCOL_VERSION = 3
@@ -290,8 +291,9 @@ def _check_framing(frames: list) -> None:
 _JOIN_SIGN_BYTES = 1 << 16
 
 
-def _sign(key: bytes, identity: bytes, frames) -> bytes:
-    """HMAC-SHA256 over each of ``identity`` and ``frames``, each preceded by its length (8 bytes).
+def sign_frames(key: bytes, identity: bytes, frames) -> bytes:
+    """The signature :func:`encode` puts first: HMAC-SHA256 over each of ``identity`` and ``frames``, each
+    preceded by its length (8 bytes).
 
     Small messages are joined and signed in one call; large ones are fed
     frame by frame (no copy of a big payload). Both give the same MAC.
@@ -330,7 +332,7 @@ def encode(msg: Any, key: bytes, payloads=(), *, envelope: Envelope | None = Non
     envelope = envelope or Envelope(NO_SESSION, 0, TO_MANAGER)
     layout, blobs = pack_payloads(payloads)
     frames = [envelope.pack() + layout, header, *blobs]
-    return [_sign(key, identity, frames), *frames]
+    return [sign_frames(key, identity, frames), *frames]
 
 
 def verify(frames: list, key: bytes, identity: bytes = b"") -> None:
@@ -347,7 +349,7 @@ def verify(frames: list, key: bytes, identity: bytes = b"") -> None:
 
 def check_signature(frames: list, key: bytes, identity: bytes = b"") -> None:
     """:func:`verify` for frames whose framing :func:`peek_envelope` has checked already."""
-    if not hmac.compare_digest(bytes(frames[0]), _sign(key, identity, frames[1:])):
+    if not hmac.compare_digest(bytes(frames[0]), sign_frames(key, identity, frames[1:])):
         msg = "message signature does not match the key (wrong key file?)"
         raise AuthenticationError(msg)
 

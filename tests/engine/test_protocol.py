@@ -73,7 +73,7 @@ def test_pickle_payload_never_unpickled_on_bad_signature():
 def _signed_raw(body: dict) -> list:
     header = json.dumps(body).encode()
     envelope = protocol.Envelope(protocol.NO_SESSION, 1, protocol.TO_MANAGER).pack()
-    return [protocol._sign(KEY, b"", [envelope, header]), envelope, header]
+    return [protocol.sign_frames(KEY, b"", [envelope, header]), envelope, header]
 
 
 def test_unknown_op_rejected():

@@ -105,7 +105,7 @@ def test_raw_socket_with_wrong_version_is_refused():
         try:
             frames = peer.frames(protocol.Hello(protocol.PROTOCOL_VERSION, "old"))
             frames[2] = frames[2].replace(f'"version":{protocol.PROTOCOL_VERSION}'.encode(), b'"version":0')
-            frames[0] = protocol._sign(protocol.derive_key(m.key, protocol.NO_SESSION), peer.identity,
+            frames[0] = protocol.sign_frames(protocol.derive_key(m.key, protocol.NO_SESSION), peer.identity,
                                        frames[1:])
             peer.send(frames)
             msg = answer(m, peer)
