@@ -37,6 +37,7 @@ class SlotState:
     children: list = field(default_factory=list)  # pids the running task started, last scan
     children_mb: float = 0.0
     children_peak: float = 0.0
+    stopped_since: float = 0.0  # when the slot's process was first seen stopped under this task (0: not)
 
     def head(self) -> dict | None:
         """The running task's item, or None when the slot is idle."""
@@ -46,6 +47,7 @@ class SlotState:
         self.head_since = now
         self.peak_seen = 0.0
         self.children, self.children_mb, self.children_peak = [], 0.0, 0.0
+        self.stopped_since = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,10 @@ class Write:
 
 @dataclass(frozen=True)
 class Stop:
-    """Kill slot ``index`` (and what its task started): its task is over a limit."""
+    """Kill slot ``index`` (and what its task started): its task is over a limit, or stopped."""
 
     index: int
-    status: str  # "exhausted" or "timeout"
+    status: str  # "exhausted", "timeout" or "lost" (the slot's process stopped too long)
     note: str
     wall: float
 
@@ -90,6 +92,7 @@ class WorkerState:
         self.max_result_bytes = 0  # the manager's frame limit (0: none)
         self.lifetime_peaks = False  # slots' peaks are their lifetime peaks (the kernel's mark cannot be reset)
         self.ewma_wall = 1.0
+        self.stopped_slot_s = 60.0  # a slot stopped this long under a task is killed and its task reported lost
         self._running_sent: list = []
 
     # ------------------------------------------------------------ from the manager
@@ -153,6 +156,14 @@ class WorkerState:
         self._fresh(index)
         self.queue.extendleft(reversed(rest))
 
+    def slot_seen(self, index: int, stopped: bool, now: float) -> None:
+        """Slot ``index``'s process was seen stopped (or running) at ``now``."""
+        slot = self.slots[index]
+        if not stopped:
+            slot.stopped_since = 0.0
+        elif not slot.stopped_since:
+            slot.stopped_since = now
+
     def children_seen(self, index: int, pids: list, mb: float) -> None:
         """The processes slot ``index``'s running task has started, and their memory."""
         slot = self.slots[index]
@@ -189,6 +200,9 @@ class WorkerState:
                                   "allocation", 0.0))
             elif wall and ran > wall:
                 stops.append(Stop(slot.index, "timeout", f"task ran {ran:.1f} s, over its max_wall_s", ran))
+            elif slot.stopped_since and now - slot.stopped_since > self.stopped_slot_s:
+                stops.append(Stop(slot.index, "lost", f"the task's process was stopped (SIGSTOP or a terminal "
+                                  f"read) for {now - slot.stopped_since:.0f} s", ran))
         return stops
 
     def flush(self) -> tuple[list, list, list | None] | None:

@@ -80,12 +80,17 @@ class Worker:
         Exit when this process is no longer our parent (local workers).
     curve : bool
         Connect over ZeroMQ CURVE (the manager runs with ``curve=True``).
+    stopped_slot_s : float
+        A slot whose process stays stopped this long under a task (SIGSTOP,
+        a read from the terminal) is killed and restarted; its task is
+        reported lost and runs again elsewhere (each time counts against
+        it, as a crash does).
     """
 
     def __init__(self, manager: str, key: bytes, *, cores: int = 1, memory_mb: int = 2000,
                  disk_mb: int = 4000, heartbeat_interval: float = 5.0,
                  manager_timeout: float = 60.0, parent_pid: int | None = None,
-                 slot_keys: int = DEFAULT_SLOT_KEYS, curve: bool = False):
+                 slot_keys: int = DEFAULT_SLOT_KEYS, curve: bool = False, stopped_slot_s: float = 60.0):
         if cores < 1 or memory_mb < 1:
             msg = f"a worker needs at least 1 core and 1 MB of memory (got cores={cores}, memory={memory_mb})"
             raise ConfigError(msg)
@@ -99,6 +104,7 @@ class Worker:
         self.worker_id = uuid.uuid4().hex[:12]
         self.state = WorkerState(self.worker_id, socket.gethostname(), cores, slot_keys)
         self.state.lifetime_peaks = not monitor.PEAKS_PER_TASK
+        self.state.stopped_slot_s = stopped_slot_s
         self._rss_warned = False
         self._mp = multiprocessing.get_context("fork")
         self.slots: list[_SlotProcess] = []
@@ -190,13 +196,14 @@ class Worker:
         self._restart_slot(index)
 
     def _scan_trees(self, busy: list[int]) -> None:
-        """Once a second, the processes each running task started, and their memory."""
+        """Once a second, whether each busy slot's process is stopped, what its task started, and their memory."""
         now = time.monotonic()
         if now - self._last_tree_scan < _TREE_SCAN_S:
             return
         self._last_tree_scan = now
         found = monitor.descendants([self.slots[i].proc.pid for i in busy])
         for index in busy:
+            self.state.slot_seen(index, monitor.is_stopped(self.slots[index].proc.pid), now)
             pids = found.get(self.slots[index].proc.pid, [])
             self.state.children_seen(index, pids, sum(monitor.rss_mb(pid) for pid in pids))
 
@@ -390,6 +397,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="affinity keys (open files) remembered per slot")
     parser.add_argument("--curve", action="store_true",
                         help="encrypt the connection with ZeroMQ CURVE (the manager runs with curve=True)")
+    parser.add_argument("--stopped-slot-s", type=float, default=60.0,
+                        help="a slot whose process stays stopped (SIGSTOP, a terminal read) this long under a task "
+                             "is killed and restarted, and its task reported lost (run again elsewhere), s")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="WARNING")
 
@@ -403,7 +413,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     preload(m for m in args.preload.split(",") if m)
     worker = Worker(args.manager, key, cores=args.cores, memory_mb=args.memory, disk_mb=args.disk,
                     heartbeat_interval=args.heartbeat, manager_timeout=args.manager_timeout,
-                    parent_pid=args.parent_pid, slot_keys=args.slot_keys, curve=args.curve)
+                    parent_pid=args.parent_pid, slot_keys=args.slot_keys, curve=args.curve,
+                    stopped_slot_s=args.stopped_slot_s)
     return worker.run()
 
 

@@ -1,6 +1,8 @@
 """The manager's message limit: big unauthenticated frames are never held, big results fail by name."""
 
 import os
+import subprocess
+import sys
 
 import zmq
 
@@ -73,9 +75,6 @@ def test_a_worker_offering_more_than_its_machine_has_is_capped_with_a_warning(ca
 
 
 def test_a_real_worker_started_with_too_many_cores_is_capped_at_its_machine(tmp_path):
-    import subprocess
-    import sys
-
     import psutil
 
     key_file = tmp_path / "run.key"
@@ -127,6 +126,28 @@ def test_a_stopped_slot_is_caught_by_max_wall_and_retried():
         assert result.id == tid and isinstance(result.error, TaskTimeoutError)
         assert result.report.attempts == 2
         assert m.stats["retried"] == 1
+
+
+def test_a_slot_stopped_without_a_wall_limit_is_replaced_and_its_task_fails_naming_it(tmp_path):
+    """No max_wall_s: the worker sees its slot stopped, kills and restarts it; the task is blamed, others run."""
+    from hep_executor import WorkerLostError
+
+    key_file = tmp_path / "run.key"
+    with Manager(local_workers=0, key_file=str(key_file), max_worker_kills=2) as m:
+        worker = subprocess.Popen([sys.executable, "-m", "hep_executor.worker", "--manager", m.address,
+                                   "--key-file", str(key_file), "--cores", "1", "--stopped-slot-s", "2"])
+        try:
+            assert m.wait_for_workers(1, timeout=60) == 1
+            stuck = m.submit(_stop_myself)
+            after = m.submit(tasks.square, 5)
+            results = {r.id: r for r in drain(m, timeout=120)}
+            error = results[stuck].error
+            assert isinstance(error, WorkerLostError), error
+            assert "stopped (SIGSTOP or a terminal read)" in str(error) and "2 times" in str(error)
+            assert results[after].value == 25
+        finally:
+            m.close()
+            assert worker.wait(timeout=30) == 0
 
 
 def test_memory_of_a_tasks_child_processes_counts_and_the_child_is_stopped_with_it(tmp_path):

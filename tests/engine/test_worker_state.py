@@ -109,6 +109,26 @@ def test_a_task_over_its_wall_time_is_stopped():
     assert state.over_limits(15.5, {0: 1.0}) == [Stop(0, "timeout", "task ran 5.5 s, over its max_wall_s", 5.5)]
 
 
+def test_a_slot_stopped_too_long_under_a_task_is_stopped_and_its_task_reported_lost():
+    state = _state(cores=2, tasks=[_task(1), _task(2)])
+    state.stopped_slot_s = 30.0
+    state.feed(now=0.0)
+    state.slot_seen(0, stopped=True, now=10.0)
+    state.slot_seen(1, stopped=True, now=10.0)
+    state.slot_seen(1, stopped=False, now=20.0)  # slot 1 ran again: its clock starts over
+    state.slot_seen(1, stopped=True, now=25.0)
+    assert state.over_limits(39.0, {0: 1.0, 1: 1.0}) == []
+    (stop,) = state.over_limits(41.0, {0: 1.0, 1: 1.0})
+    assert (stop.index, stop.status, stop.wall) == (0, "lost", 41.0)
+    assert "stopped (SIGSTOP or a terminal read) for 31 s" in stop.note
+    state.slot_died(0, stop.status, stop.note, stop.wall)
+    (item, _), = state.outbox
+    assert item["id"] == 1 and item["status"] == "lost" and "stopped" in item["error"]
+    state.feed(now=42.0)
+    state.slot_seen(0, stopped=False, now=43.0)
+    assert [s.index for s in state.over_limits(100.0, {0: 1.0, 1: 1.0})] == [1]  # slot 1, stopped since 25
+
+
 def test_a_result_over_the_managers_limit_becomes_an_error():
     state = _state(cores=1, tasks=[_task(1)])
     state.max_result_bytes = 100
