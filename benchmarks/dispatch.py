@@ -199,8 +199,7 @@ def measure(tasks: int, reps: int, workers: int, chunksize: int, executors: list
     return out
 
 
-def main(argv=None) -> int:
-    """Command-line entry: measure, print the table and the targets, write JSON."""
+def _parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dispatch", description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000, help="no-op tasks per run (20000)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions; medians are reported (5)")
@@ -217,26 +216,27 @@ def main(argv=None) -> int:
         args.tasks, args.reps = 5_000, 3
     if args.tasks < 1 or args.reps < 1 or args.workers < 1:
         parser.error("--tasks, --reps and --workers must be at least 1")
-    quiet_logging(args.log_level)
-    chunksize = args.chunksize or max(1, math.ceil(args.tasks / (args.workers * 16)))
-    executors = [name for name in EXECUTORS if name not in args.skip]
+    return args
 
-    load_before = os.getloadavg()
-    print(f"dispatch: {args.tasks} no-op tasks, {args.workers} workers, {args.reps} repetitions, "
-          f"pool-map chunksize {chunksize}; {os.cpu_count()} cores, load {load_before[0]:.2f}")
-    results = measure(args.tasks, args.reps, args.workers, chunksize, executors)
 
+def _print_rates(results: dict, args) -> dict:
+    """Print the rate table and the ratios of ours to each peer; return the ratios."""
     rows = [[name, r["rate_median"], min(r["rate"]), max(r["rate"]), r["startup_median"], len(r["errors"])]
             for name, r in results.items()]
     print_table(f"No-op tasks per second ({args.tasks} tasks, {args.workers} workers, "
                 f"median of {args.reps})",
                 ["executor", "tasks/s", "min", "max", "start-up s", "failed reps"], rows)
-
     rate = {name: r["rate_median"] for name, r in results.items()}
     ours = rate.get("manager", float("nan"))
     ratios = {f"manager/{name}": ours / rate[name] for name in rate if name != "manager"}
     print_table("Ratios (median rates)", ["ratio", "value"], [[k, v] for k, v in ratios.items()])
+    return ratios
 
+
+def _targets(results: dict) -> dict[str, bool]:
+    """Each target and whether it holds; a failed repetition of either side fails it."""
+    rate = {name: r["rate_median"] for name, r in results.items()}
+    ours = rate.get("manager", float("nan"))
     targets = {}
 
     def clean(*names):  # no failed repetition among the executors a target compares
@@ -250,7 +250,21 @@ def main(argv=None) -> int:
             targets[f"manager >= {factor:g}x {label}"] = ours >= factor * rate[peer] and clean("manager", peer)
     for text, ok in targets.items():
         print(f"target {text}: {'HOLDS' if ok else 'MISSED'}")
+    return targets
 
+
+def main(argv=None) -> int:
+    """Command-line entry: measure, print the table and the targets, write JSON."""
+    args = _parse_args(argv)
+    quiet_logging(args.log_level)
+    chunksize = args.chunksize or max(1, math.ceil(args.tasks / (args.workers * 16)))
+    executors = [name for name in EXECUTORS if name not in args.skip]
+    load_before = os.getloadavg()
+    print(f"dispatch: {args.tasks} no-op tasks, {args.workers} workers, {args.reps} repetitions, "
+          f"pool-map chunksize {chunksize}; {os.cpu_count()} cores, load {load_before[0]:.2f}")
+    results = measure(args.tasks, args.reps, args.workers, chunksize, executors)
+    ratios = _print_rates(results, args)
+    targets = _targets(results)
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     path = write_json(args.out / "dispatch.json", {
