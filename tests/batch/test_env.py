@@ -289,3 +289,44 @@ def test_config_env_runs_slurm_jobs_from_the_unpacked_archive(samples, packed, s
     assert result.output["scaled"] == 3000 * 7
     assert [Path(p).parent.parent for p in result.output["pythons"]] == [target]
     assert (target / ".complete").read_text() == stamp  # reused: this node had unpacked it
+
+
+def _tiny_wheel(folder: Path) -> Path:
+    """A wheel of one module (``tinymod``, no dependencies), written by hand so that pip needs no index."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {"tinymod.py": b"ANSWER = 42\n",
+             "tinymod-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinymod\nVersion: 1.0\n",
+             "tinymod-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\n"
+                                            b"Tag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for name, data in files.items())
+    wheel = folder / "tinymod-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.writestr("tinymod-1.0.dist-info/RECORD", record + "tinymod-1.0.dist-info/RECORD,,\n")
+    return wheel
+
+
+def test_pack_with_a_spec_holds_its_packages_instead_of_this_site_compiled(tmp_path):
+    spec = tmp_path / "requirements.txt"
+    spec.write_text(f"--no-index\n{_tiny_wheel(tmp_path)}\n")
+    env = unpack(pack(tmp_path / "spec.tar", spec=str(spec)), tmp_path / "scratch")
+    launcher = str(env / LAUNCHER)
+    ok = subprocess.run(["env", "-i", launcher, "-c", "import tinymod, hep_executor; print(tinymod.ANSWER)"],
+                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip() == "42", ok.stderr
+    absent = subprocess.run(["env", "-i", launcher, "-c", "import coffea"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert absent.returncode != 0 and "No module named 'coffea'" in absent.stderr  # this site was left out
+    assert list((env / "lib" / "hep-site" / "hep_executor" / "__pycache__").glob("_lazy.*.pyc"))  # compiled
+
+
+def test_pack_from_conda_without_conda_pack_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "conda_pack", None)  # as in an environment without it
+    with pytest.raises(ConfigError, match="conda-pack"):
+        pack(tmp_path / "conda.tar", source="conda")
+    assert not (tmp_path / "conda.tar").exists()
