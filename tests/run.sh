@@ -44,4 +44,4 @@ fi
 "$PY" -m pip install -q --disable-pip-version-check "${pip_user[@]}" -e ".[test]"
 echo "import contract (lint-imports):"
 "$PY" -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())' --no-cache
-exec "$PY" -m pytest "${args[@]}"
+exec "$PY" -m pytest --durations=15 "${args[@]}"
