@@ -47,6 +47,7 @@ class MessageSteps:
                 continue
             if isinstance(msg, protocol.Results):
                 if worker is not None:
+                    worker.progress_at = worker.last_seen
                     if msg.running is not None:
                         self.table.note_running(worker, msg.running)
                     self._file_results(worker, msg.items, payloads)

@@ -84,6 +84,10 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
         (True) or as soon as one task is retrieved (False).
     heartbeat_interval, heartbeat_timeout : float
         Seconds between heartbeats; silence after which a worker is removed.
+    worker_stall_s : float
+        A worker that holds tasks, runs none of them and returns nothing for
+        this long (while it heartbeats) is removed and its tasks requeued,
+        unblamed.
     worker_timeout : float
         Silence of the manager after which a worker leaves (default 15 min, so
         workers outlive a caller's pause between runs; local workers also leave
@@ -139,7 +143,7 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
                  address_file: str | None = None, worker_cores: int = 1,
                  worker_memory_mb: int | None = None, wait_retrieve_many: bool = True,
                  heartbeat_interval: float = 5.0, heartbeat_timeout: float = 30.0,
-                 max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
+                 worker_stall_s: float = 300.0, max_worker_kills: int = 3, restart_workers: bool = True, prefetch: bool = True,
                  worker_env: dict | None = None, worker_preload: tuple = (),
                  worker_timeout: float = 900.0, launcher=None, worker_slot_keys: int = 4,
                  unfit_grace_s: float = 60.0, journal: str | None = None, files: list | None = None,
@@ -157,6 +161,7 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
         self.wait_retrieve_many = wait_retrieve_many
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
+        self.worker_stall_s = float(worker_stall_s)
         self.worker_timeout = worker_timeout
         self.restart_workers = restart_workers
         self.unfit_grace_s = unfit_grace_s
@@ -383,11 +388,23 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
                 log.warning("worker %s on %s silent for %.0f s: removing it", worker.worker_id,
                             worker.host, now - worker.last_seen)
                 self._remove_worker(identity, counts_as_kill=True)
+            elif worker.tasks and not worker.running and now - worker.progress_at > self.worker_stall_s:
+                self._remove_stalled(identity, worker, now)
             elif now - worker.last_sent > self.heartbeat_interval:
                 self.endpoint.send(protocol.Heartbeat(), peer=identity)
                 worker.last_sent = now
         self._copy_stragglers()
         self._replace_dead_local_workers()
+
+    def _remove_stalled(self, identity: bytes, worker, now: float) -> None:
+        """``worker`` heartbeats but has started none of its tasks for too long: requeue them elsewhere."""
+        log.warning("worker %s on %s holds %d tasks but has run none and returned nothing for %.0f s "
+                    "(Manager(worker_stall_s=%g)): removing it, its tasks go to other workers",
+                    worker.worker_id, ascii(worker.host)[:80], len(worker.tasks), now - worker.progress_at,
+                    self.worker_stall_s)
+        self.stats["stalled_workers"] += 1
+        self.endpoint.send(protocol.Shutdown("removed: it held tasks and ran none of them"), peer=identity)
+        self._remove_worker(identity, counts_as_kill=False)
 
     def _replace_dead_local_workers(self) -> None:
         dead = self._local.exited()

@@ -101,6 +101,7 @@ class WorkerRecord:
     used_memory_mb: int = 0
     completed: int = 0
     running: set = field(default_factory=set)  # task ids the worker last said were running
+    progress_at: float = field(default_factory=time.monotonic)  # its last result or running change
     affinity: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent keys
 
     @property
@@ -164,6 +165,8 @@ class TaskTable:
         task.worker = worker.identity
         task.attempts += 1
         task.dispatched_at = time.monotonic()
+        if not worker.tasks:
+            worker.progress_at = task.dispatched_at  # an idle worker's stall clock starts with its work
         worker.tasks[task.id] = task
         worker.used_cores += task.cores
         worker.used_memory_mb += task.memory_mb

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 from hep_executor import Manager
@@ -195,3 +196,31 @@ def test_workers_and_status_queries_are_answered_while_the_caller_is_away(tmp_pa
         finally:
             m.close()
             assert worker.wait(timeout=20) == 0
+
+
+def test_a_worker_that_heartbeats_but_runs_nothing_is_removed_and_its_task_runs_elsewhere(tmp_path):
+    key_file = tmp_path / "run.key"
+    with Manager(local_workers=0, key_file=str(key_file), worker_stall_s=2.0) as m:
+        peer = RawPeer(m.address, m.key)
+        try:
+            peer.join(m)
+            tid = m.submit(tasks.square, 6)
+            got = answer(m, peer)  # the task goes to the only worker: the peer, which never runs it
+            assert isinstance(got, protocol.Tasks) and got.items[0]["id"] == tid
+            shutdown = None
+            deadline = time.monotonic() + 20
+            while shutdown is None and time.monotonic() < deadline:
+                peer.send(protocol.Heartbeat())  # alive, so only the stall can remove it
+                msg = answer(m, peer, timeout=0.5)
+                shutdown = msg if isinstance(msg, protocol.Shutdown) else None
+            assert shutdown is not None and "ran none" in shutdown.reason
+            assert m.stats["stalled_workers"] == 1 and m.workers() == []
+            worker = subprocess.Popen(_worker_cmd(m.address, key_file))
+            try:
+                (result,) = drain(m, timeout=120)
+                assert result.id == tid and result.value == 36 and result.report.attempts == 2
+            finally:
+                worker.terminate()
+                worker.wait(timeout=30)
+        finally:
+            peer.close()
