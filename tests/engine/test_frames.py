@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hep_executor.engine import protocol
-from hep_executor.engine._frames import OWN_FRAME_BYTES, pack_payloads, unpack_payloads
+from hep_executor.engine import OWN_FRAME_BYTES, pack_payloads, unpack_payloads
 from hep_executor.errors import ProtocolError
 
 BIG = OWN_FRAME_BYTES
