@@ -6,13 +6,13 @@ anyway. So the payloads of a message travel as::
 
     layout + [blob_or_payload, blob_or_payload, ...]
 
-``layout`` (which travels inside the message's envelope frame, so a
-message has no more frames than it has payload frames) holds one signed 64-bit little-endian length per payload:
-``n >= 0`` is a payload of ``n`` bytes inside the current blob (a run of
+``layout`` travels inside the message's envelope frame (so a message
+has no frame of its own for it) and holds one signed 64-bit
+little-endian length per payload: ``n >= 0`` is a payload of ``n`` bytes inside the current blob (a run of
 consecutive small payloads joined into one frame), ``-n - 1`` is a
 payload of ``n`` bytes that has a frame of its own (at least
 :data:`OWN_FRAME_BYTES`: large arguments and results are never copied to
-be joined). A message without payloads has no layout frame.
+be joined). A message without payloads has an empty layout.
 
 A batch of a hundred no-op tasks is one payload frame instead of a
 hundred; a 1 MiB argument is still one frame, sent without a copy.
