@@ -116,3 +116,29 @@ def test_x509_proxy_reaches_local_workers_and_a_missing_one_is_named(tmp_path):
         assert result.value == str(proxy)
     finally:
         ex.close()
+
+
+def _started_before_the_first_report(tasks: list[dict]) -> int:
+    """How many process tasks started before the first process task ended (worker timestamps)."""
+    process = [t for t in tasks if t["category"].startswith("process")]
+    first_end = min(t["started"] + t["wall"] for t in process)
+    return sum(t["started"] < first_end for t in process)
+
+
+@pytest.mark.parametrize("face", ["run", "runner"])
+def test_default_resources_mode_starts_a_wave_before_the_first_chunk_reports(samples, manager, tmp_path, face):
+    from hep_executor import run
+
+    fileset = {"ttbar": samples["ttbar"], "data": samples["data"]}
+    if face == "run":
+        result = run(fileset, MuonPtProcessor(), "Events", manager=manager, chunksize=1000)
+        tasks = result.report["tasks"]
+    else:
+        log = tmp_path / "tasks.jsonl"
+        ex = HepExecutor(manager=manager, status=False, dynamic=False, transactions_log=str(log))
+        assert ex.resources_mode == "auto"
+        processor.Runner(executor=ex, schema=NanoAODSchema, chunksize=1000, metadata_cache={})(
+            fileset, MuonPtProcessor(), treename="Events")
+        tasks = [json.loads(line) for line in open(log)]
+    # the first wave fills both workers: the run does not hold its first chunk alone until it reports
+    assert _started_before_the_first_report(tasks) >= 2, sorted((t["started"], t["wall"]) for t in tasks)

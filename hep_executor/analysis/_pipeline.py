@@ -126,6 +126,8 @@ class ReducePipeline:
         still merged and returned with the error).
     on_result : callable, optional
         Called with each process :class:`TaskResult` (progress, reports).
+    on_merge : callable, optional
+        Called with each finished merge task's :class:`TaskResult` (the progress bar's merge stage).
     merge_memory_mb : int
         Memory allocation of merge tasks (0: no limit).
     fail_fast : int
@@ -138,8 +140,9 @@ class ReducePipeline:
                  stop_on_error: bool = True, on_result: Callable | None = None,
                  merge_memory_mb: int = 0, retries: int = 0,
                  tolerate: Callable[[BaseException], bool] | None = None,
-                 fail_fast: int = FAIL_FAST_AFTER):
+                 fail_fast: int = FAIL_FAST_AFTER, on_merge: Callable | None = None):
         self.manager = manager
+        self.on_merge = on_merge
         self.fail_fast = fail_fast
         self.process_fn = process_fn
         self.merge_fn = merge_fn
@@ -249,6 +252,8 @@ class ReducePipeline:
             self.reducer.merge_failed(group)
             outcome.failures.append((("merge", group), result.error))
             state.stopped = state.merge_broken = True
+        if self.on_merge is not None:
+            self.on_merge(result)
 
     def _abort(self, state: _RunState) -> PipelineOutcome:
         """Fail fast: cancel every task still running; the outcome carries the error."""

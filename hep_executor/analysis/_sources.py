@@ -10,10 +10,10 @@ copy of its segment's template with a new entry range.
 
 Chunks of several files are cut in turn (``spread``), so that each
 worker keeps reading the files it has open. When allocations are
-adaptive, the run's first chunk is alone in flight until it reports
-(its allocation is the first guess), and then each category without a
-result has one chunk in flight (its allocation comes from the peaks of
-the others). Until a category has a success, each
+adaptive, the run's first wave (one chunk per worker core, each at the
+first guess) is in flight before any report, and then each category
+without a result has one chunk in flight (its allocation comes from the
+peaks of the others). Until a category has a success, each
 further chunk in flight is :data:`PROBE_STEP` times smaller than the one
 before (down to :data:`PROBE_FLOOR` events), so a far too large first
 size costs one failed chunk, not one per worker, and a small first size
@@ -128,11 +128,15 @@ class ChunkSource:
         in progress as there are worker cores and a worker keeps reading
         the files it has open (with the Manager's ``affinity``) instead of
         every worker opening every file.
+    wave : int, optional
+        Chunks in flight before the run's first report when allocations are
+        adaptive (default ``spread``): the worker cores.
     """
 
     def __init__(self, segments: list[Segment], *, chunksize: int | None = None, sizer=None,
                  maxchunks: int | None = None, memory_mb: int = 0, allocator=None,
-                 split_on_exhaustion: bool = True, spread: int = 1, more: bool = False):
+                 split_on_exhaustion: bool = True, spread: int = 1, more: bool = False,
+                 wave: int | None = None):
         self.segments = list(segments)
         self.more = more  # segments may still be added (streaming); see add and close
         self.cursors = [self._cursor(s) for s in self.segments]
@@ -143,6 +147,7 @@ class ChunkSource:
         self.allocator = allocator
         self.split_on_exhaustion = split_on_exhaustion
         self.spread = max(1, int(spread))
+        self.wave = max(1, int(wave or spread))
         self._index = 0  # next segment to open
         self._active: list[int] = []  # segments being cut, in turn
         self._turn = 0
@@ -187,14 +192,16 @@ class ChunkSource:
     def _blocked(self, dataset: str) -> bool:
         """Whether a chunk of ``dataset`` must wait: its allocation would be a blind guess.
 
-        Until the first result of the run, one chunk is in flight in all; after it, one per
-        category that has no result yet (its first allocation comes from the others' peaks).
+        Until the first result of the run, the first wave fills the workers' cores (each chunk
+        gets the first guess, a conservative allocation: the run never waits for one chunk
+        alone); after it, one chunk per category that has no result yet (its first allocation
+        comes from the others' peaks).
         """
         category = dataset_category(dataset)
         if not self._hold_new or category in self._reported:
             return False
         if not self._reported:
-            return sum(self._in_flight.values()) > 0
+            return sum(self._in_flight.values()) >= self.wave
         return self._in_flight.get(category, 0) > 0
 
     def _open(self, blocked_ok: bool = True) -> bool:
@@ -406,7 +413,8 @@ def build_source(manager, segments: list[Segment], *, chunksize: int | None = No
     if allocator is None and resources_mode != "none":
         allocator = make_allocator(resources_mode, manager, memory_mb=memory_mb, cores=cores)
     sizer = None if chunksize else ChunkSizer(dynamic_chunksize or DEFAULT_TARGETS, initial=initial_chunksize)
+    cores = worker_cores(manager)
     return ChunkSource(segments, chunksize=chunksize, sizer=sizer, maxchunks=maxchunks,
                        memory_mb=memory_mb or 0, allocator=allocator,
                        split_on_exhaustion=split_on_exhaustion,
-                       spread=worker_cores(manager) if spread else 1, more=more)
+                       spread=cores if spread else 1, more=more, wave=cores)

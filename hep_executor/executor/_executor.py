@@ -320,7 +320,8 @@ class HepExecutor(ExecutorBase):
         if resume is not None:
             resume.restore_planner(source)
         status = counting_events(self.pool.status, items)
-        with progress(self, sum(len(i) for i in items), unit="event") as advance:
+        bar = progress(self, sum(len(i) for i in items), unit="event", merges=True)
+        with bar as advance:
             def on_result(result, item):
                 if result.ok:
                     advance(len(item))
@@ -329,7 +330,7 @@ class HepExecutor(ExecutorBase):
 
             make = ReducePipeline if resume is None else resume.make_pipeline
             pipeline = make(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
-                            tolerate=tolerate)
+                            tolerate=tolerate, on_merge=bar.merged)
             with contextlib.nullcontext() if resume is None else resume.ctrl_c():
                 outcome = pipeline.run(source)
         if resume is not None:

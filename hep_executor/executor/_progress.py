@@ -48,33 +48,58 @@ def file_entries(result) -> tuple[str, str, int] | None:
 
 
 class progress:
-    """A rich progress bar when the executor's ``status`` is on: units done, tasks done, rate."""
+    """A rich progress bar when the executor's ``status`` is on, as coffea's FuturesExecutor draws one.
 
-    def __init__(self, executor: HepExecutor, total: int, unit: str = "file"):
+    One line counts units (files or events) done of the total, with the
+    tasks (chunks) done and the rate; with ``merges`` a second line is the
+    merge stage: the merge tasks done on the workers, and "done" once the
+    last merge is back. ``console`` is where it draws (default: rich's).
+    """
+
+    def __init__(self, executor: HepExecutor, total: int, unit: str = "file", *, merges: bool = False,
+                 console=None):
         self.executor, self.total, self.unit = executor, total, unit
+        self.merges, self.console = merges, console
         self.bar = None
         self.tasks = 0
+        self.merged_tasks = 0
 
     def __enter__(self):
         if self.executor.status:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn(f"{self.unit}s"), TextColumn("{task.fields[info]}"),
-                                TimeElapsedColumn(), transient=False)
+                                TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[info]}"),
+                                TimeElapsedColumn(), transient=False, console=self.console)
             self.bar.start()
-            self.task = self.bar.add_task(self.executor.desc, total=self.total, info="")
+            self.task = self.bar.add_task(self.executor.desc, total=self.total, unit=f"{self.unit}s", info="")
+            if self.merges:
+                self.merge_task = self.bar.add_task("Merging (on workers)", total=None, unit="merges",
+                                                    info="| waiting for results")
         return self.advance
 
     def advance(self, n: int = 1) -> None:
+        """``n`` more units done by one more task."""
         if self.bar is None:
             return
         self.tasks += 1
         self.bar.advance(self.task, n)
         task = self.bar.tasks[0]
         rate = task.completed / task.elapsed if task.elapsed else 0.0
-        self.bar.update(self.task, info=f"| {self.tasks} tasks | {rate:,.0f} {self.unit}s/s")
+        self.bar.update(self.task, info=f"| {self.tasks} chunks | {rate:,.0f} {self.unit}s/s"
+                        if self.unit == "event" else f"| {self.tasks} tasks | {rate:,.0f} {self.unit}s/s")
+
+    def merged(self, result=None) -> None:
+        """One more merge task finished (``result``, its TaskResult, is not needed)."""
+        self.merged_tasks += 1
+        if self.bar is not None and self.merges:
+            self.bar.update(self.merge_task, completed=self.merged_tasks, info="| running")
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        if self.bar is None:
+            return
+        if self.merges:
+            state = "done" if exc[0] is None else "stopped"
+            self.bar.update(self.merge_task, total=self.merged_tasks, completed=self.merged_tasks,
+                            info=f"| {state}")
+        self.bar.stop()

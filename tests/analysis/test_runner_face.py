@@ -165,3 +165,19 @@ def test_allocator_waits_briefly_without_workers():
         waited = time.monotonic() - t0
     assert waited < 10.0
     assert allocator.allocate("process:x").memory_mb == 2000
+
+
+def test_progress_shows_chunks_rate_and_the_merge_stage(samples, manager, capsys, monkeypatch):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich cuts the counts at 80 columns
+    ex = HepExecutor(manager=manager, status=True, dynamic=False, treereduction=2)
+    _runner(ex, metadata_cache={})({"ttbar": samples["ttbar"]}, treename="Events",
+                                   processor_instance=MuonPtProcessor())
+    shown = capsys.readouterr().out
+    # the processing line: events done of the total, chunks done and a rate (6 chunks of 1,000 events)
+    assert re.search(r"6000/6000\s+events \| 6 chunks \| [\d,]+ events/s", shown), shown
+    # the merge stage: merges done on the workers (fan-in 2 over 6 results: at least 3), then done
+    merge = re.search(r"Merging \(on workers\).*?(\d+)/(\d+)\s+merges \| done", shown)
+    assert merge is not None, shown
+    assert int(merge.group(1)) == int(merge.group(2)) >= 3

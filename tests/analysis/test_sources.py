@@ -94,17 +94,18 @@ def test_probes_stop_at_the_floor_and_a_small_first_size_is_not_cut_smaller():
     assert [c.events for c in small.take(4)] == [250, 250, 250, 250]
 
 
-def test_with_adaptive_allocation_the_first_chunk_goes_alone_then_one_per_new_category():
+def test_with_adaptive_allocation_the_first_wave_fills_the_cores_then_one_per_new_category():
     allocator = Allocator("auto", max_resources=Resources(1, 4000), first_guess=Resources(1, 2000))
     source = ChunkSource(_datasets(entries=5000), chunksize=1000, allocator=allocator, spread=2)
     first = source.take(6)
-    assert [c.dataset for c in first] == ["sig"]  # its allocation is the first guess: alone
+    # one chunk per core (spread), each at the first guess: the run does not wait for one alone
+    assert [c.filename for c in first] == ["sig_0.root", "sig_1.root"]
     assert source.take(2) == []
-    assert source.resources(first[0])["memory_mb"] == 2000
+    assert [source.resources(c)["memory_mb"] for c in first] == [2000, 2000]
     _run(source, first[0])  # 330 MB
     more = source.take(12)
-    # sig's 9 other chunks; then bkg and data one chunk each, until they report
-    assert sorted(c.dataset for c in more) == ["bkg", "data"] + ["sig"] * 9
+    # sig's 8 other chunks; then bkg and data one chunk each, until they report
+    assert sorted(c.dataset for c in more) == ["bkg", "data"] + ["sig"] * 8
     bkg = next(c for c in more if c.dataset == "bkg")
     assert source.resources(bkg)["memory_mb"] < 2000  # from sig's peak, not the first guess
     assert source.take(3) == []
@@ -116,7 +117,7 @@ def test_a_lifetime_peak_teaches_neither_the_allocator_nor_the_memory_model():
     allocator = Allocator("auto", max_resources=Resources(1, 4000), first_guess=Resources(1, 2000))
     sizer = ChunkSizer({"memory": 2000}, initial=1000)
     source = ChunkSource(_datasets(entries=5000), chunksize=None, sizer=sizer, allocator=allocator, spread=2)
-    (item,) = source.take(6)
+    item, _ = source.take(6)
     report = TaskReport(1, "process", "ok", wall=0.5, peak_mb=3900.0, peak_is_lifetime=True)
     assert source.observe(item, TaskResult(1, report)) == []
     assert allocator.history == []  # 3,900 MB of a slot's lifetime says nothing of this chunk
