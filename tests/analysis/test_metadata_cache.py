@@ -110,20 +110,51 @@ def test_coffea_runner_metadata_cache_is_honoured(samples, manager, tmp_path):
     ref = processor.Runner(executor=processor.IterativeExecutor(status=False), schema=NanoAODSchema,
                            chunksize=1000)(samples, treename="Events", processor_instance=MuonPtProcessor())
     cache: dict = {}
-    log = tmp_path / "tasks.jsonl"
-    outputs, submitted = [], []
-    for _ in range(2):
-        log.write_text("")
-        before = manager.stats["submitted"]
-        ex = HepExecutor(manager=manager, status=False, dynamic=False, transactions_log=str(log))
-        runner = processor.Runner(executor=ex, schema=NanoAODSchema, chunksize=1000, metadata_cache=cache)
-        outputs.append(runner(samples, treename="Events", processor_instance=MuonPtProcessor()))
-        submitted.append(manager.stats["submitted"] - before)
-        pipeline_tasks = len(log.read_text().splitlines())
+    outputs, preprocessing = _runner_twice(samples, manager, tmp_path, False, runner_cache=cache)
     assert len(cache) == 6
-    assert submitted[0] == submitted[1] + 6  # the first run's six preprocessing tasks
-    assert submitted[1] == pipeline_tasks  # the second: chunks and merges only
-    assert {json.loads(line)["category"].split(":")[0] for line in log.read_text().splitlines()} \
+    assert preprocessing == [6, 0]  # the second run: chunks and merges only
+    assert {json.loads(line)["category"].split(":")[0] for line in (tmp_path / "tasks.jsonl").open()} \
         == {"process", "accumulate"}
     for out in outputs:
         assert_same(out, ref)
+
+
+def _runner_twice(samples, manager, tmp_path, setting, runner_cache=None) -> tuple[list, list[int]]:
+    """Two Runner runs (HepExecutor's ``metadata_cache=setting``; Runner's in-memory dict ``runner_cache``,
+    else an empty one each time); the outputs and preprocessing tasks of each run."""
+    log = tmp_path / "tasks.jsonl"
+    outputs, preprocessing = [], []
+    for _ in range(2):
+        log.write_text("")
+        before = manager.stats["submitted"]
+        ex = HepExecutor(manager=manager, status=False, dynamic=False, transactions_log=str(log),
+                         metadata_cache=setting)
+        runner = processor.Runner(executor=ex, schema=NanoAODSchema, chunksize=1000,
+                                  metadata_cache={} if runner_cache is None else runner_cache)
+        outputs.append(runner(samples, treename="Events", processor_instance=MuonPtProcessor()))
+        preprocessing.append(manager.stats["submitted"] - before - len(log.read_text().splitlines()))
+    return outputs, preprocessing
+
+
+def test_runner_second_run_submits_no_preprocessing(samples, manager, tmp_path):
+    db = tmp_path / "meta.sqlite"
+    outputs, preprocessing = _runner_twice(samples, manager, tmp_path, db)
+    assert preprocessing == [6, 0]
+    assert_same(outputs[0], outputs[1])
+    assert outputs[1]["events"] == outputs[0]["events"] and sum(outputs[1]["events"].values()) > 0
+    with MetadataCache(db) as cache:
+        assert len(cache) == 6
+    # rows written under Runner serve run() too (the same UUID text), and the other way round
+    second = run(samples, MuonPtProcessor(), manager=manager, chunksize=1000, metadata_cache=db)
+    assert "preprocess" not in _kinds(second.report)
+    assert_same(second.output, outputs[0])
+
+
+def test_runner_without_cache_reads_metadata_each_time(samples, manager, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    _, preprocessing = _runner_twice(samples, manager, tmp_path, False)
+    assert preprocessing == [6, 6]
+    assert not (tmp_path / "home" / "hep-executor").exists()
+    _, preprocessing = _runner_twice(samples, manager, tmp_path, None)  # the default: the user's cache dir
+    assert preprocessing == [6, 0]
+    assert (tmp_path / "home" / "hep-executor" / "metadata.sqlite").exists()
