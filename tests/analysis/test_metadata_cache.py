@@ -158,3 +158,30 @@ def test_runner_without_cache_reads_metadata_each_time(samples, manager, tmp_pat
     _, preprocessing = _runner_twice(samples, manager, tmp_path, None)  # the default: the user's cache dir
     assert preprocessing == [6, 0]
     assert (tmp_path / "home" / "hep-executor" / "metadata.sqlite").exists()
+
+
+def test_remote_file_rewritten_on_the_server_is_read_again(xrootd_server, tmp_path):
+    old, new = (make_samples(tmp_path / name, events_per_file=n, files_per_dataset=1, datasets=["ttbar"],
+                             extra_branches=0)["ttbar"][0] for name, n in (("old", 1200), ("new", 1700)))
+    url = xrootd_server.add_file(old, "rewritten.root")
+    db = tmp_path / "meta.sqlite"
+
+    def again():  # own workers each time: no slot keeps the old file open
+        return run({"ttbar": [url]}, MuonPtProcessor(), workers=1, chunksize=500, metadata_cache=db)
+
+    first, second = again(), again()
+    assert _kinds(first.report)["preprocess"] == 1
+    assert "preprocess" not in _kinds(second.report)  # planned from the cache, confirmed by its chunks
+    assert second.output["events"] == first.output["events"] == {"ttbar": 1200}
+    assert second.report["totals"]["metadata_reread"] == 0
+    xrootd_server.add_file(new, "rewritten.root")  # other entries, another UUID, same URL
+    third = again()
+    assert third.report["totals"]["metadata_reread"] == 1
+    assert _kinds(third.report)["preprocess"] == 1
+    assert third.output["events"] == {"ttbar": 1700}
+    assert third.report["coverage_ok"]
+    (planned,) = third.report["files"]
+    assert planned["entries"] == 1700 and sum(b - a for a, b in planned["ranges"]) == 1700
+    assert third.report["files"][0]["uuid"] != first.report["files"][0]["uuid"]
+    with MetadataCache(db) as cache:
+        assert cache.lookup([(url, "Events")], remote=True)[(url, "Events")].entries == 1700
