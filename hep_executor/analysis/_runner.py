@@ -226,7 +226,9 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     metadata_cache : str, Path, MetadataCache or False, optional
         Where file metadata is kept between runs (SQLite; default
         :func:`~hep_executor.analysis._metadata_cache.default_cache_path`);
-        False reads every file's metadata and keeps none.
+        False reads every file's metadata and keeps none. A ``root://`` file is
+        planned from its row only when ``streaming`` (its chunks check the UUID;
+        a file found changed is read again); preprocess-first runs read it.
     streaming : bool
         Cut and run a file's chunks as soon as its metadata is back, beside
         the other files' preprocessing (default); False reads all metadata first.
