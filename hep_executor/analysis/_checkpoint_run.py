@@ -92,14 +92,15 @@ class CheckpointPipeline(ReducePipeline):
         if self._due():
             self.save_async()
 
-    def _file_processed(self, state, item, result) -> None:
-        super()._file_processed(state, item, result)
+    def _file_processed(self, state, item, result) -> bool:
+        again = super()._file_processed(state, item, result)
         if result.ok:
             self.coverage[result.id] = {item.filename: [(item.entrystart, item.entrystop)]}
             self._since += 1
             self.processed_entries += item.entrystop - item.entrystart
             self.reprocessed_entries += _overlap(self.checkpoint.covered.get(item.filename, ()),
                                                  item.entrystart, item.entrystop)
+        return again
 
     def _file_merged(self, state, group, result) -> None:
         super()._file_merged(state, group, result)

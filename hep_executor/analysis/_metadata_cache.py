@@ -6,10 +6,12 @@ starts, and the size and modification time (ns) the file had when they were
 read. A local entry is used only while ``os.stat`` of the file still shows
 that size and mtime; a changed file is read again and its row replaced.
 
-Remote (``root://``) files cannot be stat'ed cheaply from the manager, and the
-chunk task does not yet compare the UUID it reads with the one it was planned
-with, so remote rows are stored but never trusted: remote files are
-preprocessed on every run (their UUID then refreshes the row).
+Remote (``root://``) files cannot be stat'ed cheaply from the manager: their
+rows are given only to a caller that asks for them (``lookup(remote=True)``),
+which must check the UUID: a streaming :func:`hep_executor.run` plans the file
+from its row, each chunk compares the UUID it reads with the one planned, and
+the first chunk that finds another one makes the run :meth:`MetadataCache.forget`
+the row and read the file's metadata again (never trusting the old plan).
 
 The database runs in WAL mode with one connection on the manager; writes are
 batched (``executemany``, one transaction per :meth:`MetadataCache.store`
@@ -66,9 +68,13 @@ def open_cache(setting) -> MetadataCache | None:
     return MetadataCache(path)
 
 
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
 def _stat(url: str) -> tuple[int, int] | None:
     """``(size, mtime_ns)`` of a local file, None for a remote URL or a file that cannot be stat'ed."""
-    if "://" in url and not url.startswith("file://"):
+    if _is_remote(url):
         return None
     try:
         st = os.stat(url[len("file://"):] if url.startswith("file://") else url)
@@ -144,15 +150,17 @@ class MetadataCache:
         self.close()
 
     # -- reads
-    def lookup(self, keys: list[tuple[str, str]], *, clusters: bool = False) -> dict[tuple[str, str], CachedMetadata]:
+    def lookup(self, keys: list[tuple[str, str]], *, clusters: bool = False,
+               remote: bool = False) -> dict[tuple[str, str], CachedMetadata]:
         """The valid entries among ``(url, tree)`` ``keys``.
 
         A local entry is valid while the file's size and mtime match those
-        stored; a remote entry is never returned (see the module docstring).
+        stored; a remote entry is returned only with ``remote`` (the caller
+        then checks its UUID; see the module docstring).
         With ``clusters``, an entry stored without cluster starts is a miss.
         """
-        local = [k for k in keys if self._stat_of(k) is not None]
-        found = self._select(local, clusters) if local else {}
+        wanted = [k for k in keys if self._stat_of(k) is not None or (remote and _is_remote(k[0]))]
+        found = self._select(wanted, clusters) if wanted else {}
         self.hits += len(found)
         self.misses += len(keys) - len(found)
         return found
@@ -180,7 +188,8 @@ class MetadataCache:
         out = {}
         for url, tree, size, mtime_ns, entries, uuid, cl in rows:
             key = (url, tree)
-            if self._stats.get(url) == (size, mtime_ns) and not (clusters and cl is None):
+            valid = self._stats.get(url) == (size, mtime_ns) or (_is_remote(url) and size is None)
+            if valid and not (clusters and cl is None):
                 out[key] = CachedMetadata(entries, uuid, json.loads(cl) if cl is not None else None)
         return out
 
@@ -207,6 +216,15 @@ class MetadataCache:
                         len(values))
             return 0
         return len(values)
+
+    def forget(self, keys: list[tuple[str, str]]) -> None:
+        """Drop the rows of ``(url, tree)`` ``keys`` (a remote file found changed)."""
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN")
+                self._conn.executemany("DELETE FROM files WHERE url = ? AND tree = ?", keys)
+        except sqlite3.DatabaseError as exc:
+            log.warning("metadata cache %s: could not drop %d entries (%s)", self.path, len(keys), exc)
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT count(*) FROM files").fetchone()[0]

@@ -215,13 +215,15 @@ class ReducePipeline:
     def _route(self, state: _RunState, result: TaskResult, watch: FailFast) -> None:
         if result.id in state.in_flight:
             item = state.in_flight.pop(result.id)
-            self._file_processed(state, item, result)
-            if state.outcome.fatal is None and watch.stops(result, item, self.tolerate):
+            again = self._file_processed(state, item, result)
+            watched = not again or isinstance(result.error, _TRANSIENT)  # a replanned file's chunk says nothing
+            if state.outcome.fatal is None and watched and watch.stops(result, item, self.tolerate):
                 state.outcome.fatal = result.error
         elif result.id in state.merges:
             self._file_merged(state, state.merges.pop(result.id), result)
 
-    def _file_processed(self, state: _RunState, item, result: TaskResult) -> None:
+    def _file_processed(self, state: _RunState, item, result: TaskResult) -> bool:
+        """File a process result; return whether it failed and its range runs again."""
         outcome = state.outcome
         outcome.reports.append(result.report)
         added = state.source.observe(item, result)
@@ -238,6 +240,7 @@ class ReducePipeline:
                 state.stopped = state.stopped or self.stop_on_error
         if self.on_result is not None:
             self.on_result(result, item)
+        return bool(added) and not result.ok
 
     def _file_merged(self, state: _RunState, group: list, result: TaskResult) -> None:
         outcome = state.outcome

@@ -128,6 +128,12 @@ class MetadataStream:
             submitted += 1
         return submitted
 
+    def add(self, args: tuple, affinity: str) -> int:
+        """Queue one more call (a file to read again); return its index. ``on_done`` is called again once done."""
+        self.calls.append((args, affinity))
+        self.t_done = None
+        return len(self.calls) - 1
+
     def route(self, result) -> bool:
         """Take ``result`` if it is one of this stream's tasks; return whether it was."""
         i = self.in_flight.pop(result.id, None)

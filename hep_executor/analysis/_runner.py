@@ -22,12 +22,13 @@ from hep_executor.analysis._chunk_tasks import WORKER_SETUP, ChunkSpec, preproce
 from hep_executor.analysis._dashboard import dashboard_port, serving
 from hep_executor.analysis._fileset import normalize_fileset
 from hep_executor.analysis._metadata_cache import CachedMetadata, MetadataCache, open_cache
+from hep_executor.analysis._metadata_cache_remote import RemoteGuesses
 from hep_executor.analysis._pipeline import ReducePipeline
 from hep_executor.analysis._preprocess import MetadataStream, gather
 from hep_executor.analysis._run_status import RunStatus
 from hep_executor.analysis._sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
 from hep_executor.analysis._usercode import Shipment, prepare_task_function
-from hep_executor.errors import CoverageError, InputError
+from hep_executor.errors import CoverageError, InputChangedError, InputError
 from hep_executor.planning import Coverage, CoverageReport, subtract_ranges
 
 __all__ = ["FilePlan", "RunResult", "normalize_fileset", "run"]
@@ -91,12 +92,15 @@ def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, ski
     return [plans[i] for i in sorted(plans)], skipped
 
 
-def _from_cache(cache: MetadataCache | None, entries: list, align_clusters: bool
+def _from_cache(cache: MetadataCache | None, entries: list, align_clusters: bool, remote: bool = False
                 ) -> tuple[dict[int, FilePlan], list[int]]:
-    """Plans of the files ``cache`` holds, by index, and the indices of those to read."""
+    """Plans of the files ``cache`` holds, by index, and the indices of those to read.
+
+    ``remote``: remote files' rows too (their UUID is then checked by their chunks).
+    """
     if cache is None:
         return {}, list(range(len(entries)))
-    found = cache.lookup([(e[1], e[2]) for e in entries], clusters=align_clusters)
+    found = cache.lookup([(e[1], e[2]) for e in entries], clusters=align_clusters, remote=remote)
     plans, todo = {}, []
     for i, entry in enumerate(entries):
         hit = found.get((entry[1], entry[2]))
@@ -151,6 +155,7 @@ class _Job:
     cache: MetadataCache | None = None
     cached: int = 0
     stream_error: BaseException | None = None
+    guesses: RemoteGuesses | None = None
     t0: float = field(default_factory=time.time)
     t_pre: float = 0.0
     shipment: Shipment = field(default_factory=Shipment)
@@ -221,7 +226,9 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     metadata_cache : str, Path, MetadataCache or False, optional
         Where file metadata is kept between runs (SQLite; default
         :func:`~hep_executor.analysis._metadata_cache.default_cache_path`);
-        False reads every file's metadata and keeps none.
+        False reads every file's metadata and keeps none. A ``root://`` file is
+        planned from its row only when ``streaming`` (its chunks check the UUID;
+        a file found changed is read again); preprocess-first runs read it.
     streaming : bool
         Cut and run a file's chunks as soon as its metadata is back, beside
         the other files' preprocessing (default); False reads all metadata first.
@@ -338,10 +345,11 @@ def _stream(job: _Job, entries: list) -> tuple[ChunkSource, MetadataStream]:
     cache in batches (and at the end, even when the run stops at an error).
     """
     o = job.options
-    plans, todo = _from_cache(job.cache, entries, o["align_clusters"])
+    plans, todo = _from_cache(job.cache, entries, o["align_clusters"], remote=True)
     _report_cached(job.progress, plans)
     job.cached = len(plans)
     job.t_pre = time.time() - job.t0  # the cache look-up; the last metadata's arrival when files are read
+    job.guesses = _guesses(job, plans, todo, lambda i: stream.add(*call(i)))
     source = _chunk_source(job, _segments(job, [plans[i] for i in sorted(plans)]), more=bool(todo))
     fresh: list[FilePlan] = []
 
@@ -367,13 +375,31 @@ def _stream(job: _Job, entries: list) -> tuple[ChunkSource, MetadataStream]:
         job.files = [plans[i] for i in sorted(plans)]
         job.stream_error = stream.error
 
-    calls = [((entries[i][0], entries[i][1], entries[i][2], job.io_options, o["align_clusters"], o["warm"]),
-              entries[i][1]) for i in todo]
+    def call(i):
+        return (entries[i][0], entries[i][1], entries[i][2], job.io_options, o["align_clusters"], o["warm"]), \
+            entries[i][1]
+
+    calls = [call(i) for i in todo]
     stream = MetadataStream(job.manager, preprocess_file, calls, on_value=on_value, tolerate=job.tolerate,
                             on_tolerated=lambda k, e: job.skipped.append(_skip(entries[todo[k]], e)),
                             on_result=on_result, on_done=on_done)
     job.files = [plans[i] for i in sorted(plans)]
     return source, stream
+
+
+def _guesses(job: _Job, plans: dict[int, FilePlan], todo: list[int], queue: Callable) -> RemoteGuesses | None:
+    """The remote files planned from the cache; a changed one is read again: ``queue(i)``, then ``todo[k] = i``."""
+    from hep_executor.analysis._io import is_remote
+
+    def reread(i):
+        queue(i)
+        todo.append(i)
+
+    guesses = RemoteGuesses(job.cache, reread) if job.cache is not None else None
+    for i, plan in plans.items() if guesses is not None else ():
+        if is_remote(plan.filename):
+            guesses.expect(i, plan.filename, plan.treename, plan.uuid)
+    return guesses if guesses else None
 
 
 def _segments(job: _Job, plans: list[FilePlan]) -> list[Segment]:
@@ -390,7 +416,8 @@ def _chunk_source(job: _Job, segments: list[Segment], more: bool = False) -> Chu
                           dynamic_chunksize=o["dynamic_chunksize"], initial_chunksize=o["initial_chunksize"],
                           maxchunks=o["maxchunks"], resources_mode=o["resources_mode"],
                           memory_mb=o["memory_mb"], allocator=o["allocator"],
-                          split_on_exhaustion=o["split_on_exhaustion"])
+                          split_on_exhaustion=o["split_on_exhaustion"],
+                          on_changed=job.guesses.changed if job.guesses is not None else None)
     if job.checkpoint is not None:
         job.checkpoint.restore_planner(source)
     return source
@@ -405,6 +432,11 @@ def _process(job: _Job, source: ChunkSource, stream: MetadataStream | None = Non
     def on_result(result, item):
         job.task_events[result.id] = item.events
         job.task_files[result.id] = item.filename
+        if job.guesses is not None:
+            if result.ok:
+                job.guesses.confirm(item)
+            elif isinstance(result.error, InputChangedError) and job.guesses.passed_over(item):
+                return  # a chunk of a remote file's old plan: the file is read again
         if not result.ok:
             job.attempts[item] = result.report.attempts
             if job.tolerate is not None and job.tolerate(result.error):
@@ -502,6 +534,7 @@ def _report(job: _Job, outcome, source, *, t_total: float) -> dict:
         "totals": {"events": events, "files": len(files), "chunks": sum(map(len, source.planned.values())),
                    "merges": outcome.merges, "wall_s": t_total, "preprocess_s": job.t_pre,
                    "preprocess_tasks": len(job.pre_reports), "metadata_cached": job.cached,
+                   "metadata_reread": job.guesses.replaced if job.guesses is not None else 0,
                    "events_per_s": events / t_total if t_total else 0.0,
                    "results_deserialized_on_manager": outcome.deserialized,
                    "workers": len(manager.workers()), "splits": source.splits,

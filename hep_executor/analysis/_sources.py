@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hep_executor.planning import FileCursor, split_range
-from hep_executor.errors import ConfigError, ResourceExhaustedError
+from hep_executor.errors import ConfigError, InputChangedError, ResourceExhaustedError
 from hep_executor.engine import TaskResult
 
 __all__ = ["DEFAULT_INITIAL_CHUNK", "DEFAULT_TARGETS", "ChunkSource", "Segment", "build_source", "make_allocator",
@@ -123,6 +123,12 @@ class ChunkSource:
         Chooses allocations per category from observed peaks.
     split_on_exhaustion : bool
         Split a chunk that runs out of memory at the largest allocation.
+    on_changed : callable, optional
+        ``on_changed(item)`` for a chunk that found its file changed
+        (:class:`~hep_executor.errors.InputChangedError`): True when the file's
+        plan was a guess that is being replaced (a remote file planned from the
+        metadata cache, now read again). Its planned ranges are then dropped, the
+        source stays open for the new segment, and the error does not count.
     spread : int
         Segments cut in turn (one chunk each), so that as many files are
         in progress as there are worker cores and a worker keeps reading
@@ -136,7 +142,9 @@ class ChunkSource:
     def __init__(self, segments: list[Segment], *, chunksize: int | None = None, sizer=None,
                  maxchunks: int | None = None, memory_mb: int = 0, allocator=None,
                  split_on_exhaustion: bool = True, spread: int = 1, more: bool = False,
-                 wave: int | None = None):
+                 wave: int | None = None, on_changed=None):
+        self.on_changed = on_changed
+        self._replanned: set[tuple[str, Any]] = set()  # (file, UUID) plans dropped by on_changed
         self.segments = list(segments)
         self.more = more  # segments may still be added (streaming); see add and close
         self.cursors = [self._cursor(s) for s in self.segments]
@@ -290,6 +298,16 @@ class ChunkSource:
         """No more segments will be added: the source is exhausted once those it has are cut."""
         self.more = False
 
+    def _replan(self, item) -> None:
+        """Drop what was planned of ``item``'s file from its old UUID (once); keep the source open for the new plan."""
+        key = (item.filename, getattr(item, "fileuuid", None))
+        if key in self._replanned:
+            return
+        self._replanned.add(key)
+        self.skip_file(item.filename)
+        self.planned.pop(item.filename, None)
+        self.more = True
+
     def _give_back(self, item) -> None:
         """Put ``item``'s range back to be cut anew at the sizes predicted from now on."""
         seg = Segment(item, item.entrystart, item.entrystop, self._clusters.get(item.filename))
@@ -317,6 +335,10 @@ class ChunkSource:
         exhausted = isinstance(result.error, ResourceExhaustedError)
         if result.ok:
             self._succeeded.add(category)
+        elif isinstance(result.error, InputChangedError) and self.on_changed is not None \
+                and self.on_changed(item):
+            self._replan(item)
+            return [item]  # it runs again, in the file's new plan
         # a lifetime peak (the kernel's mark could not be reset) says nothing of this chunk's memory
         learn_memory = exhausted or not report.peak_is_lifetime
         if self.sizer is not None and (result.ok or exhausted):
@@ -398,14 +420,16 @@ def build_source(manager, segments: list[Segment], *, chunksize: int | None = No
                  dynamic_chunksize: dict | None = None, initial_chunksize: int = DEFAULT_INITIAL_CHUNK,
                  maxchunks: int | None = None, resources_mode: str = "auto",
                  memory_mb: int | None = None, cores: int = 1, allocator=None,
-                 split_on_exhaustion: bool = True, spread: bool = True, more: bool = False) -> ChunkSource:
+                 split_on_exhaustion: bool = True, spread: bool = True, more: bool = False,
+                 on_changed=None) -> ChunkSource:
     """The chunk source of a run, with its sizer and allocator: one set-up for both faces.
 
     ``chunksize`` fixes the size; otherwise a :class:`ChunkSizer` predicts it per
     dataset from ``dynamic_chunksize`` targets, starting at ``initial_chunksize``.
     ``resources_mode`` other than ``none`` makes an allocator (unless one is given).
     ``spread`` cuts as many files in turn as the manager's workers have cores.
-    ``more`` leaves the source open for segments added later (:meth:`ChunkSource.add`).
+    ``more`` leaves the source open for segments added later (:meth:`ChunkSource.add`);
+    ``on_changed`` is :class:`ChunkSource`'s.
     """
     from hep_executor.analysis._pipeline import worker_cores
     from hep_executor.planning import ChunkSizer
@@ -413,8 +437,9 @@ def build_source(manager, segments: list[Segment], *, chunksize: int | None = No
     if allocator is None and resources_mode != "none":
         allocator = make_allocator(resources_mode, manager, memory_mb=memory_mb, cores=cores)
     sizer = None if chunksize else ChunkSizer(dynamic_chunksize or DEFAULT_TARGETS, initial=initial_chunksize)
-    cores = worker_cores(manager)
+    all_cores = worker_cores(manager)
     return ChunkSource(segments, chunksize=chunksize, sizer=sizer, maxchunks=maxchunks,
                        memory_mb=memory_mb or 0, allocator=allocator,
                        split_on_exhaustion=split_on_exhaustion,
-                       spread=cores if spread else 1, more=more, wave=cores)
+                       spread=all_cores if spread else 1, more=more, wave=all_cores,
+                       on_changed=on_changed)

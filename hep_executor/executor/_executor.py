@@ -28,8 +28,9 @@ from typing import Any
 from coffea.processor.executor import ExecutorBase
 
 from hep_executor.analysis import (ChunkSource, ReducePipeline, RunCheckpoint, RunnerMetadata, RunnerWork,
-                                   Segment, build_source, dashboard_port, end_state, fetch_metadata, gather,
-                                   processor_of, recognise, segments_of_workitems, tolerance, work_chunk)
+                                   Segment, build_source, cached_filemeta, dashboard_port, end_state, fetch_metadata,
+                                   gather, open_cache, processor_of, recognise, segments_of_workitems,
+                                   store_filemeta, tolerance, work_chunk)
 from hep_executor.errors import ConfigError
 from hep_executor.executor._pool import WorkerPool
 from hep_executor.executor._progress import counting_events, counting_files, file_entries, progress
@@ -140,6 +141,13 @@ class HepExecutor(ExecutorBase):
         Runner call (True: any free port; an int: that port), from its metadata
         call to the end of its processing call, also when one fails. The URL is
         logged at INFO and kept as :attr:`dashboard_url`.
+    metadata_cache : str, Path or False, optional
+        SQLite file where the metadata call keeps each file's entries, UUID and
+        clusters between runs (default: the user's cache directory,
+        :func:`~hep_executor.analysis._metadata_cache.default_cache_path`); a
+        file whose size and mtime still match is not read again, so a second
+        Runner run over unchanged files submits no preprocessing task. False:
+        every file is read and nothing is kept.
     """
 
     workers: int | None = None
@@ -184,6 +192,7 @@ class HepExecutor(ExecutorBase):
     dashboard: Any = None
     batch: str | None = None
     batch_options: dict | None = None
+    metadata_cache: Any = None
     pool: WorkerPool = field(default_factory=WorkerPool, repr=False)
 
     def __post_init__(self):
@@ -274,6 +283,22 @@ class HepExecutor(ExecutorBase):
         fn, tolerate, retries = function, None, 0
         if isinstance(spec, RunnerMetadata):
             fn, tolerate, retries = functools.partial(fetch_metadata, spec), tolerance(spec), spec.retries
+        cache = open_cache(self.metadata_cache) if isinstance(spec, RunnerMetadata) else None
+        try:
+            cached, todo = cached_filemeta(cache, items, clusters=bool(getattr(spec, "align_clusters", False)))
+            self._keep_clusters([cached])
+            items = [items[i] for i in todo]
+            out = self._read_metadata(manager, items, fn, tolerate, retries)
+            store_filemeta(cache, out)
+        finally:
+            if cache is not None:
+                cache.close()
+        return accumulate([cached, *out], accumulator), 0
+
+    def _read_metadata(self, manager, items, fn, tolerate, retries) -> list:
+        """The metadata tasks' values, in the order of ``items`` (bad files skipped are warned about)."""
+        if not items:
+            return []
         status = counting_files(self.pool.status, items)
         with progress(self, len(items)) as advance:
             def on_result(result):
@@ -284,12 +309,16 @@ class HepExecutor(ExecutorBase):
             values, skipped = gather(manager, fn, [((item,), item.filename) for item in items],
                                      tolerate=tolerate, retries=retries, progress=on_result)
         for i, error in sorted(skipped.items()):
-            warnings.warn(f"Skipping bad file {items[i].filename}: {error}", stacklevel=3)
-        for value in values.values():
+            warnings.warn(f"Skipping bad file {items[i].filename}: {error}", stacklevel=4)
+        out = [values[i] for i in sorted(values)]
+        self._keep_clusters(out)
+        return out
+
+    def _keep_clusters(self, values) -> None:
+        for value in values:
             for meta in value or ():
                 if (meta.metadata or {}).get("clusters"):
                     self.pool.clusters[meta.filename] = list(meta.metadata["clusters"])
-        return accumulate([values[i] for i in sorted(values)], accumulator), 0
 
     def make_source(self, manager, items) -> ChunkSource:
         """The chunks to run: Runner's items, or (dynamic) their files' entries cut anew."""

@@ -110,20 +110,78 @@ def test_coffea_runner_metadata_cache_is_honoured(samples, manager, tmp_path):
     ref = processor.Runner(executor=processor.IterativeExecutor(status=False), schema=NanoAODSchema,
                            chunksize=1000)(samples, treename="Events", processor_instance=MuonPtProcessor())
     cache: dict = {}
-    log = tmp_path / "tasks.jsonl"
-    outputs, submitted = [], []
-    for _ in range(2):
-        log.write_text("")
-        before = manager.stats["submitted"]
-        ex = HepExecutor(manager=manager, status=False, dynamic=False, transactions_log=str(log))
-        runner = processor.Runner(executor=ex, schema=NanoAODSchema, chunksize=1000, metadata_cache=cache)
-        outputs.append(runner(samples, treename="Events", processor_instance=MuonPtProcessor()))
-        submitted.append(manager.stats["submitted"] - before)
-        pipeline_tasks = len(log.read_text().splitlines())
+    outputs, preprocessing = _runner_twice(samples, manager, tmp_path, False, runner_cache=cache)
     assert len(cache) == 6
-    assert submitted[0] == submitted[1] + 6  # the first run's six preprocessing tasks
-    assert submitted[1] == pipeline_tasks  # the second: chunks and merges only
-    assert {json.loads(line)["category"].split(":")[0] for line in log.read_text().splitlines()} \
+    assert preprocessing == [6, 0]  # the second run: chunks and merges only
+    assert {json.loads(line)["category"].split(":")[0] for line in (tmp_path / "tasks.jsonl").open()} \
         == {"process", "accumulate"}
     for out in outputs:
         assert_same(out, ref)
+
+
+def _runner_twice(samples, manager, tmp_path, setting, runner_cache=None) -> tuple[list, list[int]]:
+    """Two Runner runs (HepExecutor's ``metadata_cache=setting``; Runner's in-memory dict ``runner_cache``,
+    else an empty one each time); the outputs and preprocessing tasks of each run."""
+    log = tmp_path / "tasks.jsonl"
+    outputs, preprocessing = [], []
+    for _ in range(2):
+        log.write_text("")
+        before = manager.stats["submitted"]
+        ex = HepExecutor(manager=manager, status=False, dynamic=False, transactions_log=str(log),
+                         metadata_cache=setting)
+        runner = processor.Runner(executor=ex, schema=NanoAODSchema, chunksize=1000,
+                                  metadata_cache={} if runner_cache is None else runner_cache)
+        outputs.append(runner(samples, treename="Events", processor_instance=MuonPtProcessor()))
+        preprocessing.append(manager.stats["submitted"] - before - len(log.read_text().splitlines()))
+    return outputs, preprocessing
+
+
+def test_runner_second_run_submits_no_preprocessing(samples, manager, tmp_path):
+    db = tmp_path / "meta.sqlite"
+    outputs, preprocessing = _runner_twice(samples, manager, tmp_path, db)
+    assert preprocessing == [6, 0]
+    assert_same(outputs[0], outputs[1])
+    assert outputs[1]["events"] == outputs[0]["events"] and sum(outputs[1]["events"].values()) > 0
+    with MetadataCache(db) as cache:
+        assert len(cache) == 6
+    # rows written under Runner serve run() too (the same UUID text), and the other way round
+    second = run(samples, MuonPtProcessor(), manager=manager, chunksize=1000, metadata_cache=db)
+    assert "preprocess" not in _kinds(second.report)
+    assert_same(second.output, outputs[0])
+
+
+def test_runner_without_cache_reads_metadata_each_time(samples, manager, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    _, preprocessing = _runner_twice(samples, manager, tmp_path, False)
+    assert preprocessing == [6, 6]
+    assert not (tmp_path / "home" / "hep-executor").exists()
+    _, preprocessing = _runner_twice(samples, manager, tmp_path, None)  # the default: the user's cache dir
+    assert preprocessing == [6, 0]
+    assert (tmp_path / "home" / "hep-executor" / "metadata.sqlite").exists()
+
+
+def test_remote_file_rewritten_on_the_server_is_read_again(xrootd_server, tmp_path):
+    old, new = (make_samples(tmp_path / name, events_per_file=n, files_per_dataset=1, datasets=["ttbar"],
+                             extra_branches=0)["ttbar"][0] for name, n in (("old", 1200), ("new", 1700)))
+    url = xrootd_server.add_file(old, "rewritten.root")
+    db = tmp_path / "meta.sqlite"
+
+    def again():  # own workers each time: no slot keeps the old file open
+        return run({"ttbar": [url]}, MuonPtProcessor(), workers=1, chunksize=500, metadata_cache=db)
+
+    first, second = again(), again()
+    assert _kinds(first.report)["preprocess"] == 1
+    assert "preprocess" not in _kinds(second.report)  # planned from the cache, confirmed by its chunks
+    assert second.output["events"] == first.output["events"] == {"ttbar": 1200}
+    assert second.report["totals"]["metadata_reread"] == 0
+    xrootd_server.add_file(new, "rewritten.root")  # other entries, another UUID, same URL
+    third = again()
+    assert third.report["totals"]["metadata_reread"] == 1
+    assert _kinds(third.report)["preprocess"] == 1
+    assert third.output["events"] == {"ttbar": 1700}
+    assert third.report["coverage_ok"]
+    (planned,) = third.report["files"]
+    assert planned["entries"] == 1700 and sum(b - a for a, b in planned["ranges"]) == 1700
+    assert third.report["files"][0]["uuid"] != first.report["files"][0]["uuid"]
+    with MetadataCache(db) as cache:
+        assert cache.lookup([(url, "Events")], remote=True)[(url, "Events")].entries == 1700

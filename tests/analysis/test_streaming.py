@@ -110,3 +110,33 @@ def test_bad_file_found_while_streaming_is_skipped_with_skipbadfiles(many_files,
     assert [s["file"] for s in result.skipped] == [str(sample_files["text"])]
     assert result.output["events"] == {"ttbar": 10 * 500}
     assert result.report["coverage_ok"]
+
+
+def test_source_drops_a_replanned_file_once_and_stays_open():
+    """A chunk of a guessed plan that finds its file changed: the old plan goes, the new one is cut."""
+    from hep_executor.analysis import ChunkSource, ChunkSpec, Segment
+    from hep_executor.engine import TaskReport, TaskResult
+    from hep_executor.errors import InputChangedError
+
+    def segment(uuid, entries):
+        return Segment(ChunkSpec("ttbar", "root://h//f.root", "Events", 0, entries, uuid, None, entries), 0, entries)
+
+    guessed = []
+    source = ChunkSource([segment("old", 1000)], chunksize=300,
+                         on_changed=lambda item: guessed.append(item) or item.fileuuid == "old")
+    first, second = source.take(2)
+    changed = TaskResult(1, TaskReport(1, "process:ttbar", "failed"),
+                         error=InputChangedError("changed", first.filename, 0, 300))
+    assert source.observe(first, changed) == [first]
+    assert source.planned == {} and not source.exhausted
+    assert source.take(5) == []  # nothing more of the old plan
+    source.add([segment("new", 700)])
+    source.close()
+    new = source.take(5)
+    assert {i.fileuuid for i in new} == {"new"} and sum(i.entrystop - i.entrystart for i in new) == 700
+    assert source.observe(second, changed) == [second]  # the old plan's other chunk: passed over
+    assert sum(b - a for a, b in source.planned["root://h//f.root"]) == 700  # the new plan stays
+    other = TaskResult(3, TaskReport(3, "process:ttbar", "failed"),
+                       error=InputChangedError("changed", new[0].filename, 0, 300))
+    assert source.observe(new[0], other) == []  # a confirmed plan: a real error
+    assert len(guessed) == 3
