@@ -204,6 +204,8 @@ def summarize(m: dict) -> dict:
         "resume_ratio": resumed["wall_s"] / rest,
         "checkpoint_files": ck["files_written"], "files_per_hour": ck["files_written"] / full["wall_s"] * 3600,
         "checkpoint_mb": ck["bytes_written"] / 2**20, "write_s": ck["write_s"],
+        # the checkpoint writer thread's time against the run's: the overhead free of the load's noise
+        "write_share": ck["write_s"] / full["wall_s"],
         "events_done_at_kill": m["killed_events_done"], "events_resumed": resumed["checkpoint"]["resumed_entries"],
         # the same ratio per event left to run (work lost after the last checkpoint not counted against it)
         "resume_ratio_per_event": resumed["wall_s"] / (rest * (plain["events"] - resumed["checkpoint"]["resumed_entries"])
@@ -260,7 +262,7 @@ def _workload(args) -> tuple[dict, str, float]:
 
 
 _SHOWN = ["plain_s", "remaining_half_s", "resumed_s", "resume_ratio", "resume_ratio_per_event",
-          "resumed_first_submit_s", "checkpointed_s", "overhead", "files_per_hour", "checkpoint_mb"]
+          "resumed_first_submit_s", "checkpointed_s", "overhead", "write_share", "files_per_hour", "checkpoint_mb"]
 
 
 def _medians(rows: list[dict]) -> dict:
@@ -289,7 +291,7 @@ def main(argv=None) -> int:
     same = all(r["same_output"] and r["coverage_ok"] for r in rows)
     print_table(f"resume after a kill at 50% ({text}, {args.workers} workers, checkpoint every {every_s:.0f} s)",
                 ["", "plain s", "rest half s", "resumed s", "ratio", "per event left", "resumed 1st submit s",
-                 "checkpointed s", "overhead", "files/h", "ckpt MB"],
+                 "checkpointed s", "overhead", "write share", "files/h", "ckpt MB"],
                 [[str(i + 1), *(r[k] for k in _SHOWN)] for i, r in enumerate(rows)]
                 + ([["median", *(med[k] for k in _SHOWN)]] if len(rows) > 1 else []))
     for i, r in enumerate(rows):
