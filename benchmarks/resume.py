@@ -2,12 +2,15 @@
 
 Run from the repository root::
 
-    python -m benchmarks.resume --quick      # 3 datasets x 2 files x 20,000 events
+    python -m benchmarks.resume --quick      # 3 datasets x 2 files x 20,000 events (runs of 5-15 s)
+    python -m benchmarks.resume --medium     # the same files linked 5 times: 3 x 10 x 20,000 (about 60 s)
     python -m benchmarks.resume              # 3 x 4 x 50,000 events
 
 The workload is the TopEFT-like processor
 (:class:`processors.topeft_like.TopEFTLikeProcessor`) on NanoAOD-like
-samples (made once into ``benchmarks/results/samples/``), with dynamic
+samples (made once into ``benchmarks/results/samples/``; ``--medium``
+lists each file of the quick samples under 5 names, symbolic links made
+in a second, so its samples cost no more than the quick ones), with dynamic
 chunk sizes. Every run is a process of its own (as a real manager is),
 with ``--workers`` local workers that join before its clock starts; it
 logs each chunk's events as it comes back. The runs, in this order:
@@ -25,7 +28,18 @@ logs each chunk's events as it comes back. The runs, in this order:
    the last checkpoint before the kill (lost, run again; reported).
 
 Checkpoints are written every ``--every-s`` seconds (default 60, the
-library's; ``--quick`` 5, so that a run of a minute writes some).
+library's; ``--quick`` and ``--medium`` 5, so that a run of a minute
+writes some). ``--repeat N`` measures N times and reports medians.
+
+What a resumed run pays that the remaining half of an uninterrupted one
+does not, as measured (reported per run): its start to the first chunk
+sent (``first_submit_s``: the task function prepared, the checkpoint and
+the metadata cache read, the plan cut; the workers have joined before the
+clock starts, in both runs), the events processed after the last
+checkpoint before the kill (lost with the manager), and the chunks that
+were running at the kill (their work so far lost; the uninterrupted run
+had them part done at its half-way mark). ``ratio per event left``
+divides out the first of those losses.
 Output: the table, the verdicts and ``resume.json``; exit code 1 when a
 target is missed or the outputs differ.
 """
@@ -50,9 +64,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._stats import RESULTS_DIR, print_table, quiet_logging, write_json
+from benchmarks._stats import RESULTS_DIR, median, print_table, quiet_logging, write_json
 
-__all__ = ["child", "main"]
+__all__ = ["child", "linked_fileset", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +84,14 @@ def child(argv: list[str]) -> int:
     fileset_path, log_path, out_path, workers, every_s, *folder = argv
     fileset = json.loads(Path(fileset_path).read_text())
     with ready_manager(int(workers)) as manager, open(log_path, "a") as fh:
+        submit, first = manager.submit, []
+
+        def timed_submit(*args, **kwargs):
+            if not first:
+                first.append(time.perf_counter() - t0)
+            return submit(*args, **kwargs)
+
+        manager.submit = timed_submit
         t0 = time.perf_counter()
 
         def progress(stage, result=None, item=None):
@@ -83,6 +105,7 @@ def child(argv: list[str]) -> int:
     totals = result.report["totals"]
     out = {"wall_s": wall, "events": totals["events"], "chunks": totals["chunks"],
            "preprocess_s": totals["preprocess_s"], "coverage_ok": result.coverage.ok,
+           "first_submit_s": first[0] if first else None,
            "sizes": [t["events"] for t in result.report["tasks"] if t["kind"] == "process" and t["status"] == "ok"],
            "checkpoint": {k: v for k, v in result.report.get("checkpoint", {}).items() if k != "resumed_ranges"},
            "summary": _summary(result.output)}
@@ -181,14 +204,70 @@ def summarize(m: dict) -> dict:
         "resume_ratio": resumed["wall_s"] / rest,
         "checkpoint_files": ck["files_written"], "files_per_hour": ck["files_written"] / full["wall_s"] * 3600,
         "checkpoint_mb": ck["bytes_written"] / 2**20, "write_s": ck["write_s"],
+        # the checkpoint writer thread's time against the run's: the overhead free of the load's noise
+        "write_share": ck["write_s"] / full["wall_s"],
         "events_done_at_kill": m["killed_events_done"], "events_resumed": resumed["checkpoint"]["resumed_entries"],
         # the same ratio per event left to run (work lost after the last checkpoint not counted against it)
         "resume_ratio_per_event": resumed["wall_s"] / (rest * (plain["events"] - resumed["checkpoint"]["resumed_entries"])
                                                        / (plain["events"] / 2)),
-        "resumed_preprocess_s": resumed["preprocess_s"],
+        "resumed_preprocess_s": resumed["preprocess_s"], "resumed_first_submit_s": resumed["first_submit_s"],
         "same_output": _same(plain["summary"], resumed["summary"]) and _same(plain["summary"], full["summary"]),
         "coverage_ok": plain["coverage_ok"] and full["coverage_ok"] and resumed["coverage_ok"],
     }
+
+
+def linked_fileset(fileset: dict, copies: int, folder: Path) -> dict:
+    """``fileset`` with each file listed under ``copies`` names (symbolic links in ``folder``, made once)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list[str]] = {}
+    for dataset, files in fileset.items():
+        for k in range(copies):
+            for name in files:
+                link = folder / f"{Path(name).stem}_copy{k}.root"
+                if not link.is_symlink():
+                    link.symlink_to(Path(name).resolve())
+                out.setdefault(dataset, []).append(str(link))
+    return out
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="2 files of 20,000 events per dataset")
+    size.add_argument("--medium", action="store_true",
+                      help="the quick samples, each file listed under 5 names (a run of about a minute)")
+    p.add_argument("--events", type=int, default=None, help="events per file")
+    p.add_argument("--files", type=int, default=None, help="files per dataset")
+    p.add_argument("--copies", type=int, default=None, help="names each file is listed under (--medium: 5)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--every-s", type=float, default=None, help="seconds between checkpoints")
+    p.add_argument("--repeat", type=int, default=1, help="measure this many times, report medians")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / "resume.json")
+    return p.parse_args(argv)
+
+
+def _workload(args) -> tuple[dict, str, float]:
+    """The fileset, its description and the checkpoint interval of these settings."""
+    from benchmarks._workloads import SAMPLES_DIR, sample_fileset
+
+    small = args.quick or args.medium
+    events, files = args.events or (20_000 if small else 50_000), args.files or (2 if small else 4)
+    copies = args.copies or (5 if args.medium else 1)
+    fileset = sample_fileset(events, files)
+    if copies > 1:
+        fileset = linked_fileset(fileset, copies, SAMPLES_DIR / f"links_{events}x{files}x{copies}")
+    text = f"{events} events x {files * copies} files x 3 datasets"
+    return fileset, text, args.every_s or (5.0 if small else 60.0)
+
+
+_SHOWN = ["plain_s", "remaining_half_s", "resumed_s", "resume_ratio", "resume_ratio_per_event",
+          "resumed_first_submit_s", "checkpointed_s", "overhead", "write_share", "files_per_hour", "checkpoint_mb"]
+
+
+def _medians(rows: list[dict]) -> dict:
+    return {k: median(r[k] for r in rows) for k in rows[0] if isinstance(rows[0][k], (int, float))
+            and not isinstance(rows[0][k], bool)}
 
 
 def main(argv=None) -> int:
@@ -196,40 +275,34 @@ def main(argv=None) -> int:
     if argv and argv[0] == "--child":
         quiet_logging()
         return child(argv[1:])
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="2 files of 20,000 events per dataset")
-    p.add_argument("--events", type=int, default=None, help="events per file")
-    p.add_argument("--files", type=int, default=None, help="files per dataset")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--every-s", type=float, default=None, help="seconds between checkpoints")
-    p.add_argument("--timeout", type=float, default=1800.0)
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "resume.json")
-    args = p.parse_args(argv)
+    args = _parse(argv)
     quiet_logging()
-    from benchmarks._workloads import sample_fileset
-
-    events = args.events or (20_000 if args.quick else 50_000)
-    files = args.files or (2 if args.quick else 4)
-    every_s = args.every_s or (5.0 if args.quick else 60.0)
-    fileset = sample_fileset(events, files)
-    load_before = open("/proc/loadavg").read().split()[:3]
-    m = measure(fileset, workers=args.workers, every_s=every_s, timeout=args.timeout)
-    s = summarize(m)
-    s["loadavg_before"], s["loadavg_after"] = load_before, open("/proc/loadavg").read().split()[:3]
-    s["verdicts"] = {"resume_within_1.15x": s["resume_ratio"] <= RESUME_TARGET,
-                     "overhead_under_3pct": s["overhead"] < OVERHEAD_TARGET}
-    print_table(f"resume after a kill at 50% ({events} events x {files} files x 3 datasets, "
-                f"{args.workers} workers, checkpoint every {every_s:.0f} s)",
-                ["plain s", "rest half s", "resumed s", "ratio", "checkpointed s", "overhead", "files/h",
-                 "ckpt MB"],
-                [[s["plain_s"], s["remaining_half_s"], s["resumed_s"], s["resume_ratio"], s["checkpointed_s"],
-                  f"{100 * s['overhead']:+.1f}%", s["files_per_hour"], s["checkpoint_mb"]]])
-    print(f"events done at the kill: {s['events_done_at_kill']}, in the checkpoint resumed: "
-          f"{s['events_resumed']}; ratio per event left: {s['resume_ratio_per_event']:.2f}; metadata read again "
-          f"in {s['resumed_preprocess_s']:.1f} s; same output: {s['same_output']}; coverage exact: {s['coverage_ok']}")
-    print(f"verdicts: {s['verdicts']}; load average before {s['loadavg_before']}, after {s['loadavg_after']}")
-    write_json(args.out, {"settings": vars(args) | {"out": str(args.out)}, "summary": s, "runs": m})
-    return 0 if all(s["verdicts"].values()) and s["same_output"] and s["coverage_ok"] else 1
+    fileset, text, every_s = _workload(args)
+    rows, runs = [], []
+    for _ in range(max(1, args.repeat)):
+        load_before = open("/proc/loadavg").read().split()[:3]
+        runs.append(measure(fileset, workers=args.workers, every_s=every_s, timeout=args.timeout))
+        s = summarize(runs[-1])
+        s["loadavg_before"], s["loadavg_after"] = load_before, open("/proc/loadavg").read().split()[:3]
+        rows.append(s)
+    med = _medians(rows)
+    verdicts = {"resume_within_1.15x": med["resume_ratio"] <= RESUME_TARGET,
+                "overhead_under_3pct": med["overhead"] < OVERHEAD_TARGET}
+    same = all(r["same_output"] and r["coverage_ok"] for r in rows)
+    print_table(f"resume after a kill at 50% ({text}, {args.workers} workers, checkpoint every {every_s:.0f} s)",
+                ["", "plain s", "rest half s", "resumed s", "ratio", "per event left", "resumed 1st submit s",
+                 "checkpointed s", "overhead", "write share", "files/h", "ckpt MB"],
+                [[str(i + 1), *(r[k] for k in _SHOWN)] for i, r in enumerate(rows)]
+                + ([["median", *(med[k] for k in _SHOWN)]] if len(rows) > 1 else []))
+    for i, r in enumerate(rows):
+        print(f"run {i + 1}: events done at the kill {r['events_done_at_kill']}, in the checkpoint resumed "
+              f"{r['events_resumed']}; metadata read again in {r['resumed_preprocess_s']:.2f} s; same output: "
+              f"{r['same_output']}; coverage exact: {r['coverage_ok']}; load average before "
+              f"{r['loadavg_before']}, after {r['loadavg_after']}")
+    print(f"verdicts (medians): {verdicts}")
+    write_json(args.out, {"settings": vars(args) | {"out": str(args.out)}, "summary": med, "repeats": rows,
+                          "verdicts": verdicts, "runs": runs})
+    return 0 if all(verdicts.values()) and same else 1
 
 
 if __name__ == "__main__":
