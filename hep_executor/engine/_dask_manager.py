@@ -75,6 +75,7 @@ class DaskManager:
         self.close_client = close_client
         self.memory_resource = memory_resource
         self.use_affinity = affinity
+        self.worker_keys = worker_keys
         self.stats: collections.Counter = collections.Counter()
         self._uid = uuid.uuid4().hex[:12]
         self._topic = f"hep-executor-reports-{self._uid}"

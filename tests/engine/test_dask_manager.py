@@ -258,6 +258,17 @@ def test_hep_executor_with_client_matches_iterative(samples, client):
     assert client.status == "running"
 
 
+def test_hep_executor_with_client_passes_the_workers_warm_file_count(client, monkeypatch):
+    from hep_executor import HepExecutor
+    from hep_executor.analysis import WORKER_SETUP
+
+    monkeypatch.setitem(WORKER_SETUP, "worker_slot_keys", 7)  # not DaskManager's default of 4
+    with HepExecutor(client=client, status=False) as ex:
+        manager = ex.pool.get(ex)
+        assert type(manager).__name__ == "DaskManager" and manager.worker_keys == 7
+    assert client.status == "running"
+
+
 @pytest.mark.slurm
 def test_run_on_dask_jobqueue_slurm_cluster(samples, slurm, shared_dir, monkeypatch):
     from pathlib import Path
