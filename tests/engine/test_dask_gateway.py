@@ -137,3 +137,34 @@ def test_a_gateway_address_where_nothing_listens_fails_fast_naming_it():
     assert time.monotonic() - t0 < 5
     with pytest.raises(ConfigError, match="needs a port"):
         connect_dask("gateway://127.0.0.1", timeout=5)
+
+
+def test_cli_runs_on_a_new_gateway_cluster(gateway, basic_auth, samples, tmp_path, capsys):
+    import json
+
+    from hep_executor.cli.main import main as cli_main
+
+    (tmp_path / "fileset.json").write_text(json.dumps(samples))
+    processor = Path(__file__).resolve().parents[1] / "analysis" / "simple_processor.py"
+    (tmp_path / "gateway_muon.py").write_text(processor.read_text())
+    code = cli_main(["run", "--fileset", str(tmp_path / "fileset.json"), "--processor",
+                     "gateway_muon:MuonPtProcessor", "--dask", gateway, "--out", str(tmp_path / "runs"),
+                     "--no-progress", "--chunksize", "1000", "--no-cache"])
+    assert code == 0, capsys.readouterr().err
+    [run_dir] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.is_symlink()]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "ok" and report["totals"]["events"] == 18000
+    assert report["config"]["workers"]["dask"] == gateway
+    try_assert(lambda: _clusters(gateway) == [], timeout=60, message="the run's gateway cluster left running")
+
+
+def test_dask_key_as_a_gateway_mapping(tmp_path):
+    from hep_executor.cli import load_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("workers: {dask: {gateway: 'https://gw.example.org', cluster: abc, auth: jupyterhub}}\n")
+    assert load_config(config).workers.dask == {"gateway": "https://gw.example.org", "cluster": "abc",
+                                                "auth": "jupyterhub"}
+    config.write_text("workers: {dask: {gateway: 'https://gw.example.org', clustr: abc}}\n")
+    with pytest.raises(ConfigError, match="workers.dask as a mapping is a dask-gateway's.*clustr"):
+        load_config(config)
