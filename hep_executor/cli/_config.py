@@ -59,7 +59,9 @@ class WorkersConfig:
     relative to the config's folder (see :meth:`RunConfig.worker_env`,
     :meth:`RunConfig.worker_files`).
     ``dask`` is a Dask scheduler's address: the run goes to that cluster's
-    workers instead (``batch`` stays ``local``; ``count`` and the rest do not apply).
+    workers instead (``batch`` stays ``local``; ``count`` and the rest do not apply);
+    ``gateway://HOST:PORT`` or ``{gateway: URL, cluster: NAME, auth: TYPE, workers: N,
+    proxy: ADDRESS}`` is a dask-gateway's (a new cluster of N workers unless NAME is given).
     """
 
     batch: str = "local"
@@ -73,7 +75,7 @@ class WorkersConfig:
     walltime: str | None = None
     env: str | None = None
     files: list = field(default_factory=list)
-    dask: str | None = None
+    dask: str | dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.files, list) or not all(isinstance(f, str) for f in self.files):
@@ -85,7 +87,13 @@ class WorkersConfig:
         if self.batch not in ("local", "slurm", "condor"):
             msg = f"workers.batch must be 'local', 'slurm' or 'condor', not {self.batch!r}"
             raise ConfigError(msg)
-        if self.dask is not None and (not isinstance(self.dask, str) or not self.dask.strip()):
+        if isinstance(self.dask, dict) and (not isinstance(self.dask.get("gateway"), str)
+                                            or set(self.dask) - {"gateway", "cluster", "auth", "workers", "proxy"}):
+            msg = ("workers.dask as a mapping is a dask-gateway's {gateway: URL, cluster: NAME, auth: TYPE, "
+                   f"workers: N, proxy: ADDRESS}}, not {self.dask!r}")
+            raise ConfigError(msg)
+        if self.dask is not None and not isinstance(self.dask, dict) and (
+                not isinstance(self.dask, str) or not self.dask.strip()):
             msg = f"workers.dask must be a Dask scheduler's address (tcp://HOST:PORT), not {self.dask!r}"
             raise ConfigError(msg)
         if self.dask and self.batch != "local":

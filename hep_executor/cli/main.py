@@ -102,7 +102,8 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--workers", type=int, help="local workers (overrides the config)")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="run on the workers of the Dask cluster whose scheduler is at ADDRESS "
-                        "(tcp://HOST:PORT; overrides workers.dask); the cluster is left running")
+                        "(tcp://HOST:PORT; overrides workers.dask); the cluster is left running; "
+                        "gateway://HOST:PORT: a new cluster of that dask-gateway, shut down after the run")
     p.add_argument("--chunksize", type=int, help="fixed chunk size (turns dynamic sizing off)")
     p.add_argument("--checkpoint", metavar="DIR",
                    help="keep the run's partial output in DIR (relative: to the working directory) and "

@@ -29,6 +29,7 @@ _EXPORTS = {
     "Write": ("hep_executor.engine._worker_state", "Write"),
     "AffinityHints": ("hep_executor.engine._dask_affinity", "AffinityHints"),
     "connect_dask": ("hep_executor.engine._dask_connect", "connect_dask"),
+    "connect_gateway": ("hep_executor.engine._dask_gateway", "connect_gateway"),
     "DaskManager": ("hep_executor.engine._dask_manager", "DaskManager"),
     "RemotePayload": ("hep_executor.engine._dask_results", "RemotePayload"),
     "FreeIndex": ("hep_executor.engine._dispatch", "FreeIndex"),

@@ -6,13 +6,14 @@ open in that Dask worker process). Each key becomes a loose hint
 (``workers=[address]``, ``allow_other_workers=True``, so Dask may still
 place it elsewhere):
 
-- to the least loaded worker where the key is warm, i.e. where it ran
-  recently: each worker remembers its last ``keys_per_worker`` keys, as
-  many as its process keeps warm;
-- when none is, or each such worker already holds its share of hinted
-  tasks (``share_per_core`` per core), to the least loaded worker: a new
-  key is spread over the workers, and a busy key becomes warm on a
-  second worker, instead of landing wherever Dask puts an unhinted task.
+- to the key's home: the worker where it is warm, i.e. where it ran or was
+  hinted recently, most often (a key counts as warm where it is hinted, so
+  its next tasks follow before the first one ends); each worker remembers
+  its last ``keys_per_worker`` keys, as many as its process keeps warm;
+- to the least loaded worker when the key is warm nowhere, or when its home
+  holds ``share_per_core`` hinted tasks per core more than the least loaded
+  worker: a new key is spread over the workers, and a busy key spills over
+  to keep an idle worker fed, without moving its home.
 
 Load is counted as hinted tasks held per core, so keeping every keyed
 task hinted keeps the workers evenly fed and leaves Dask's work stealing
@@ -32,7 +33,8 @@ class AffinityHints:
     Parameters
     ----------
     share_per_core : int
-        Hinted tasks a worker may hold per core before a key warm there goes to a less loaded worker.
+        Hinted tasks per core a key's home may hold above the least loaded worker before the key's
+        next task goes to that worker.
     keys_per_worker : int
         Affinity keys a worker keeps warm (its process's cache of open files).
     """
@@ -51,10 +53,13 @@ class AffinityHints:
         if not key or not workers:
             return None
         warm = [w for w in workers if key in self._warm[w]]
-        pick = min(warm, key=lambda w: self._load(w, workers)) if warm else None
-        if pick is None or self._held[pick] >= self.share_per_core * max(1, workers[pick]):
-            pick = min(workers, key=lambda w: self._load(w, workers))
+        # the worker that ran the key most stays its home: a task spilled elsewhere does not split the key
+        pick = max(warm, key=lambda w: (self._warm[w][key], -self._load(w, workers)[0])) if warm else None
+        least = min(workers, key=lambda w: self._load(w, workers))
+        if pick is None or self._held[pick] - self._held[least] >= self.share_per_core * max(1, workers[pick]):
+            pick = least
         self._held[pick] += 1
+        self.ran(key, pick)  # warm there from now on: the key's next tasks follow before this one ends
         return pick
 
     def release(self, worker: str) -> None:
@@ -66,7 +71,7 @@ class AffinityHints:
         if not key or not worker:
             return
         keys = self._warm[worker]
-        keys[key] = None
+        keys[key] = keys.get(key, 0) + 1  # how often it ran or was hinted there
         keys.move_to_end(key)
         while len(keys) > self.keys_per_worker:
             keys.popitem(last=False)

@@ -24,6 +24,7 @@ import logging
 import distributed
 import distributed.comm
 
+from hep_executor.engine._dask_gateway import connect_gateway, is_gateway
 from hep_executor.engine._dask_manager import DaskManager
 from hep_executor.errors import SchedulerUnreachableError
 
@@ -35,13 +36,15 @@ log = logging.getLogger(__name__)
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
-def connect_dask(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, **options) -> DaskManager:
+def connect_dask(address: str | dict, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, **options) -> DaskManager:
     """A :class:`DaskManager` over a new ``distributed.Client`` of the scheduler at ``address``.
 
     Parameters
     ----------
-    address : str
-        The scheduler's address, ``tcp://HOST:PORT`` (``HOST:PORT`` means tcp).
+    address : str or dict
+        The scheduler's address, ``tcp://HOST:PORT`` (``HOST:PORT`` means tcp); or a dask-gateway's,
+        ``gateway://HOST:PORT`` or ``{"gateway": URL, "cluster": NAME, "auth": ..., "workers": N}``
+        (see :func:`~hep_executor.engine._dask_gateway.connect_gateway`).
     timeout : float
         Seconds to wait for the scheduler to answer.
     **options
@@ -55,8 +58,11 @@ def connect_dask(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, **op
     Raises
     ------
     SchedulerUnreachableError
-        No Dask scheduler answered at ``address`` within ``timeout`` s.
+        No Dask scheduler (or gateway) answered at ``address`` within ``timeout`` s.
     """
+    if is_gateway(address):
+        spec = dict(address) if isinstance(address, dict) else {"gateway": address}
+        return connect_gateway(spec.pop("gateway"), timeout=timeout, **spec, **options)
     _probe(address, timeout)
     try:
         client = distributed.Client(address, timeout=timeout, set_as_default=False)

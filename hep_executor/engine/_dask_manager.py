@@ -67,14 +67,19 @@ class DaskManager:
         cache (the analysis passes its open-file cache's, ``WORKER_SETUP["worker_slot_keys"]``).
     close_client : bool
         ``close()`` closes ``client`` too (never its cluster): for a client made for this manager.
+    cluster : object, optional
+        A cluster object made for this manager (a dask-gateway's ``GatewayCluster``): ``close()``
+        calls its ``close()`` after the client's (a gateway's cluster shuts down only if started here).
     """
 
     def __init__(self, client: distributed.Client, *, memory_resource: str = "MEMORY",
-                 affinity: bool = True, worker_keys: int = 4, close_client: bool = False):
+                 affinity: bool = True, worker_keys: int = 4, close_client: bool = False, cluster=None):
         self.client = client
         self.close_client = close_client
+        self.cluster = cluster
         self.memory_resource = memory_resource
         self.use_affinity = affinity
+        self.worker_keys = worker_keys
         self.stats: collections.Counter = collections.Counter()
         self._uid = uuid.uuid4().hex[:12]
         self._topic = f"hep-executor-reports-{self._uid}"
@@ -200,6 +205,8 @@ class DaskManager:
         self._inbox.close()
         if self.close_client:
             self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
     def __enter__(self) -> DaskManager:
         return self

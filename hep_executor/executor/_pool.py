@@ -52,7 +52,10 @@ class WorkerPool:
         if self.manager is None and executor.client is not None:
             from hep_executor.engine import DaskManager
 
-            self.manager = DaskManager(executor.client)
+            from hep_executor.analysis import WORKER_SETUP
+
+            # affinity counts as many warm files per Dask worker as its process's open-file cache keeps
+            self.manager = DaskManager(executor.client, worker_keys=WORKER_SETUP["worker_slot_keys"])
             self.owned = True  # closing it leaves the caller's client open
         if self.manager is None:
             from hep_executor.engine import Manager

@@ -32,3 +32,10 @@ def test_a_worker_keeps_only_its_last_keys_warm():
     hints.ran("other", "tcp://a")
     assert hints.hint("f3", WORKERS) == "tcp://b"
     assert hints.hint("f1", WORKERS) == "tcp://a"  # f1 dropped out of b's cache: the least loaded
+
+
+def test_a_key_follows_its_first_hint_and_a_spill_does_not_move_its_home():
+    hints = AffinityHints(share_per_core=2)
+    assert [hints.hint("f", WORKERS) for _ in range(2)] == ["tcp://a", "tcp://a"]  # none has ended yet
+    assert hints.hint("f", WORKERS) == "tcp://b"  # a holds 2 more than b: spilled to keep b fed
+    assert hints.hint("f", WORKERS) == "tcp://a"  # its home, though b is warm too and less loaded (1 to 2)
