@@ -131,7 +131,9 @@ def test_default_resources_mode_starts_a_wave_before_the_first_chunk_reports(sam
 
     fileset = {"ttbar": samples["ttbar"], "data": samples["data"]}
     if face == "run":
-        result = run(fileset, MuonPtProcessor(), "Events", manager=manager, chunksize=1000)
+        # preprocessing first, so that both slots are free for the first wave of chunks
+        result = run(fileset, MuonPtProcessor(), "Events", manager=manager, chunksize=1000,
+                     streaming=False, metadata_cache=False)
         tasks = result.report["tasks"]
     else:
         log = tmp_path / "tasks.jsonl"
