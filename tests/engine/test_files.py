@@ -59,3 +59,22 @@ def test_unpickling_materialises_files_in_the_sandbox(tmp_path, monkeypatch):
 def test_missing_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match="nothere.py"):
         ShippedFiles([tmp_path / "nothere.py"])
+
+
+def test_register_by_value_takes_user_modules_and_leaves_installed_ones(tmp_path, monkeypatch):
+    import subprocess
+
+    import cloudpickle
+
+    from hep_executor.engine import register_by_value
+
+    (tmp_path / "user_analysis_x1.py").write_text("class Proc:\n    MARK = 'shipped-by-value-77'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    user = importlib.import_module("user_analysis_x1")
+    try:
+        # a module of the user's own folder ships by value (its class body travels in the pickle);
+        # the standard library and hep_executor (an editable install, outside site-packages) do not
+        assert register_by_value(user.Proc(), subprocess.run, Manager) == ["user_analysis_x1"]
+        assert b"shipped-by-value-77" in cloudpickle.dumps(user.Proc)
+    finally:
+        cloudpickle.unregister_pickle_by_value(user)
