@@ -59,11 +59,24 @@ def gateway(tmp_path_factory):
 
         try_assert(started, timeout=60, interval=0.2, message="dask-gateway-server did not start")
         port = re.search(r"HTTP routes listening at http://127\.0\.0\.1:(\d+)", text).group(1)
+        # the proxy listens before the API behind it is routed (a POST then gets 404): wait for its health
+        try_assert(lambda: _healthy(port), timeout=60, interval=0.2, message="dask-gateway API not ready")
         yield f"gateway://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
+
+
+def _healthy(port: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 @pytest.fixture
