@@ -66,14 +66,15 @@ class RunResult:
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
                io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True,
-               cache: MetadataCache | None = None, reports: list | None = None
-               ) -> tuple[list[FilePlan], list[dict]]:
-    """Read every file's entries and UUID as worker tasks; return plans and skipped files.
+               cache: MetadataCache | None = None, reports: list | None = None, remote: bool = False
+               ) -> tuple[dict[int, FilePlan], list[dict]]:
+    """Read every file's entries and UUID as worker tasks; return plans (by entry index) and skipped files.
 
     Files whose metadata ``cache`` holds (and still matches) are not read;
-    what is read is stored in it. ``reports`` collects the tasks' reports.
+    what is read is stored in it. ``remote``: remote files' rows are used too
+    (their chunks then check the UUID). ``reports`` collects the tasks' reports.
     """
-    plans, todo = _from_cache(cache, entries, align_clusters)
+    plans, todo = _from_cache(cache, entries, align_clusters, remote=remote)
     _report_cached(progress, plans)
     calls = [((entries[i][0], entries[i][1], entries[i][2], io_options, align_clusters, warm), entries[i][1])
              for i in todo]
@@ -89,7 +90,7 @@ def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, ski
     plans.update({todo[k]: _plan(entries[todo[k]], info) for k, info in values.items()})
     _store(cache, [plans[todo[k]] for k in values])
     skipped = [_skip(entries[todo[k]], error) for k, error in sorted(bad.items())]
-    return [plans[i] for i in sorted(plans)], skipped
+    return plans, skipped
 
 
 def _from_cache(cache: MetadataCache | None, entries: list, align_clusters: bool, remote: bool = False
@@ -227,8 +228,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         Where file metadata is kept between runs (SQLite; default
         :func:`~hep_executor.analysis._metadata_cache.default_cache_path`);
         False reads every file's metadata and keeps none. A ``root://`` file is
-        planned from its row only when ``streaming`` (its chunks check the UUID;
-        a file found changed is read again); preprocess-first runs read it.
+        planned from its row (streaming or not): its chunks check the UUID, and
+        a file found changed has its row dropped and is read again.
     streaming : bool
         Cut and run a file's chunks as soon as its metadata is back, beside
         the other files' preprocessing (default); False reads all metadata first.
@@ -301,14 +302,14 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                 outcome = _process(job, source, stream)
             else:
                 hits = job.cache.hits if job.cache is not None else 0
-                job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
-                                                    io_options=job.io_options, align_clusters=align_clusters,
-                                                    progress=progress, warm=warm, cache=job.cache,
-                                                    reports=job.pre_reports)
+                plans, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
+                                                io_options=job.io_options, align_clusters=align_clusters,
+                                                progress=progress, warm=warm, cache=job.cache,
+                                                reports=job.pre_reports, remote=True)
                 job.t_pre = time.time() - job.t0
                 job.cached = job.cache.hits - hits if job.cache is not None else 0
-                source = _chunk_source(job, _segments(job, job.files))
-                outcome = _process(job, source)
+                source, stream = _stream(job, entries, plans)  # only files found changed are read again
+                outcome = _process(job, source, stream)
             result = _finish(job, source, outcome)
         result.dashboard_url = board.url if board is not None else None
         return result
@@ -337,18 +338,25 @@ def _segment(f: FilePlan) -> Segment:
                    0, f.entries, tuple(f.clusters) if f.clusters else None)
 
 
-def _stream(job: _Job, entries: list) -> tuple[ChunkSource, MetadataStream]:
+def _stream(job: _Job, entries: list, read: dict[int, FilePlan] | None = None
+            ) -> tuple[ChunkSource, MetadataStream]:
     """The chunk source of a streaming run, open while the files' preprocessing runs beside it.
 
     Files the cache holds are planned at once; each file read adds its
     segment as its metadata comes back. What was read is stored in the
     cache in batches (and at the end, even when the run stops at an error).
+    With ``read`` (a preprocess-first run: every file's plan, by entry index)
+    the stream starts empty and reads only remote files whose cached UUID
+    a chunk refutes.
     """
     o = job.options
-    plans, todo = _from_cache(job.cache, entries, o["align_clusters"], remote=True)
-    _report_cached(job.progress, plans)
-    job.cached = len(plans)
-    job.t_pre = time.time() - job.t0  # the cache look-up; the last metadata's arrival when files are read
+    if read is None:
+        plans, todo = _from_cache(job.cache, entries, o["align_clusters"], remote=True)
+        _report_cached(job.progress, plans)
+        job.cached = len(plans)
+        job.t_pre = time.time() - job.t0  # the cache look-up; the last metadata's arrival when files are read
+    else:
+        plans, todo = dict(read), []
     job.guesses = _guesses(job, plans, todo, lambda i: stream.add(*call(i)))
     source = _chunk_source(job, _segments(job, [plans[i] for i in sorted(plans)]), more=bool(todo))
     fresh: list[FilePlan] = []
