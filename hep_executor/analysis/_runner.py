@@ -27,6 +27,7 @@ from hep_executor.analysis._pipeline import ReducePipeline
 from hep_executor.analysis._preprocess import MetadataStream, gather
 from hep_executor.analysis._run_status import RunStatus
 from hep_executor.analysis._sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
+from hep_executor.analysis._task_rows import TASKS_KEPT, TaskRows
 from hep_executor.analysis._usercode import Shipment, prepare_task_function
 from hep_executor.errors import CoverageError, InputChangedError, InputError
 from hep_executor.planning import Coverage, CoverageReport, subtract_ranges
@@ -66,13 +67,13 @@ class RunResult:
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
                io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True,
-               cache: MetadataCache | None = None, reports: list | None = None, remote: bool = False
+               cache: MetadataCache | None = None, rows: TaskRows | None = None, remote: bool = False
                ) -> tuple[dict[int, FilePlan], list[dict]]:
     """Read every file's entries and UUID as worker tasks; return plans (by entry index) and skipped files.
 
     Files whose metadata ``cache`` holds (and still matches) are not read;
     what is read is stored in it. ``remote``: remote files' rows are used too
-    (their chunks then check the UUID). ``reports`` collects the tasks' reports.
+    (their chunks then check the UUID). ``rows`` files the tasks' reports.
     """
     plans, todo = _from_cache(cache, entries, align_clusters, remote=remote)
     _report_cached(progress, plans)
@@ -81,8 +82,8 @@ def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, ski
     tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
 
     def report(result):
-        if reports is not None:
-            reports.append(result.report)
+        if rows is not None:
+            rows.add(result.report)
         if progress is not None:
             progress("preprocess", result=result)
 
@@ -149,10 +150,8 @@ class _Job:
     progress: Callable | None
     files: list[FilePlan] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-    task_events: dict[int, int] = field(default_factory=dict)
     attempts: dict[Any, int] = field(default_factory=dict)
-    task_files: dict[int, str] = field(default_factory=dict)
-    pre_reports: list = field(default_factory=list)
+    rows: TaskRows = field(default_factory=TaskRows)
     cache: MetadataCache | None = None
     cached: int = 0
     stream_error: BaseException | None = None
@@ -176,7 +175,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         progress: Callable | None = None,
         checkpoint: str | None = None, force: bool = False, checkpoint_every_s: float = DEFAULT_EVERY_S,
         checkpoint_every_chunks: int = DEFAULT_EVERY_CHUNKS,
-        interrupt_grace_s: float = DEFAULT_GRACE_S, dashboard: bool | int | None = None) -> RunResult:
+        interrupt_grace_s: float = DEFAULT_GRACE_S, dashboard: bool | int | None = None,
+        task_log: str | None = None, keep_tasks: int = TASKS_KEPT) -> RunResult:
     """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
 
     Parameters
@@ -252,6 +252,17 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         goes on: True for any free port, an int for that port. Its URL is logged at
         INFO and kept as ``RunResult.dashboard_url``; it stops with the run, also
         on an error.
+    task_log : str or Path, optional
+        Append one JSON line per finished task (the rows of ``report["tasks"]``)
+        to this file. Without it, a run of more than ``keep_tasks`` tasks writes
+        them all to a new file under the user's cache directory
+        (:func:`~hep_executor.analysis._task_rows.default_task_log`).
+    keep_tasks : int
+        Task rows the report holds (``report["tasks"]``, the first ones;
+        default :data:`~hep_executor.analysis._task_rows.TASKS_KEPT`, 10,000): the
+        manager's memory does not grow with the tasks past it. ``report["tasks_left_out"]``
+        counts the rows only in ``report["task_log"]``; ``report["task_summary"]``
+        has per-category totals of all.
 
     Raises
     ------
@@ -293,7 +304,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     status = None if port is None else RunStatus(len(entries), chunksize, maxchunks, manager=manager)
     progress = _with_status(status, progress)
     job = _Job(manager, processor_instance, options, {"timeout": timeout, "handler": handler},
-               (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress, checkpoint=resume)
+               (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress, checkpoint=resume,
+               rows=TaskRows(task_log, keep=keep_tasks))
     try:
         with serving(status, port) as board:
             job.cache = open_cache(metadata_cache)
@@ -305,7 +317,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                 plans, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
                                                 io_options=job.io_options, align_clusters=align_clusters,
                                                 progress=progress, warm=warm, cache=job.cache,
-                                                reports=job.pre_reports, remote=True)
+                                                rows=job.rows, remote=True)
                 job.t_pre = time.time() - job.t0
                 job.cached = job.cache.hits - hits if job.cache is not None else 0
                 source, stream = _stream(job, entries, plans)  # only files found changed are read again
@@ -314,6 +326,7 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         result.dashboard_url = board.url if board is not None else None
         return result
     finally:
+        job.rows.close()
         if job.cache is not None and job.cache is not metadata_cache:
             job.cache.close()
         if own:
@@ -370,8 +383,7 @@ def _stream(job: _Job, entries: list, read: dict[int, FilePlan] | None = None
             fresh.clear()
 
     def on_result(k, result):
-        job.pre_reports.append(result.report)
-        job.task_files[result.id] = entries[todo[k]][1]
+        job.rows.add(result.report, file=entries[todo[k]][1])
         if job.progress is not None:
             job.progress("preprocess", result=result)
 
@@ -438,8 +450,7 @@ def _process(job: _Job, source: ChunkSource, stream: MetadataStream | None = Non
     fn, job.shipment = prepare_task_function(fn, job.processor, job.options["files"])
 
     def on_result(result, item):
-        job.task_events[result.id] = item.events
-        job.task_files[result.id] = item.filename
+        job.rows.add(result.report, events=item.events, file=item.filename)
         if job.guesses is not None:
             if result.ok:
                 job.guesses.confirm(item)
@@ -454,6 +465,7 @@ def _process(job: _Job, source: ChunkSource, stream: MetadataStream | None = Non
 
     make = ReducePipeline if job.checkpoint is None else job.checkpoint.make_pipeline
     pipeline = make(job.manager, fn, fan_in=job.options["fan_in"], on_result=on_result,
+                    on_merge=lambda result: job.rows.add(result.report), keep_reports=False,
                     retries=job.options["retries"], tolerate=job.tolerate)
     if job.checkpoint is None:
         return pipeline.run(source, stream)
@@ -529,19 +541,16 @@ def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
 def _report(job: _Job, outcome, source, *, t_total: float) -> dict:
     manager, files, sizer, allocator = job.manager, job.files, source.sizer, source.allocator
     events = sum(r[1] - r[0] for rs in source.planned.values() for r in rs)
-    tasks = [r.as_dict() for r in job.pre_reports] + [r.as_dict() for r in outcome.reports]
-    for t in tasks:
-        t["kind"] = t["category"].split(":")[0]
-        t["events"] = job.task_events.get(t["task_id"], 0)
-        t["file"] = job.task_files.get(t["task_id"])
     report = {
         "files": [{"dataset": f.dataset, "file": f.filename, "entries": f.entries, "uuid": f.uuid,
                    "ranges": sorted(source.planned.get(f.filename, []))} for f in files],
         "skipped": job.skipped,
-        "tasks": tasks,
+        "tasks": job.rows.rows,
+        **job.rows.describe(),
         "totals": {"events": events, "files": len(files), "chunks": sum(map(len, source.planned.values())),
                    "merges": outcome.merges, "wall_s": t_total, "preprocess_s": job.t_pre,
-                   "preprocess_tasks": len(job.pre_reports), "metadata_cached": job.cached,
+                   "preprocess_tasks": job.rows.summary.get("preprocess", {}).get("tasks", 0),
+                   "metadata_cached": job.cached,
                    "metadata_reread": job.guesses.replaced if job.guesses is not None else 0,
                    "events_per_s": events / t_total if t_total else 0.0,
                    "results_deserialized_on_manager": outcome.deserialized,
