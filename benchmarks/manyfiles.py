@@ -32,8 +32,13 @@ taken from (a) (its preprocessing, and its total minus it).
 streaming :class:`~hep_executor.analysis._sources.ChunkSource` with a dynamic
 sizer, cuts every chunk, files a made-up successful report for each, and checks
 the coverage of the chunks against the plan, at 2,000 and 20,000 files; it
-prints seconds and peak traced memory per file, which stay flat when plan,
-sizer and coverage are O(files + chunks).
+prints seconds (a pass without tracemalloc) and peak traced memory (a second
+pass under it) per file, which stay flat when plan, sizer and coverage are
+O(files + chunks). Each made-up report is filed as
+:func:`hep_executor.run` files it (:class:`~hep_executor.analysis.TaskRows`,
+its row written to a task log in a temporary folder): with every row kept
+(``--keep-tasks 0``: the report's rows before they were capped) and with
+the first ``--keep-tasks`` (default 10,000) kept.
 """
 
 from __future__ import annotations
@@ -96,14 +101,32 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def plan_only(n_files: int, events: int) -> dict:
-    """The manager's planning of ``n_files`` files of ``events`` entries, with no worker; its figures."""
-    from hep_executor.analysis import ChunkSource, ChunkSpec, Segment
+def plan_only(n_files: int, events: int, keep_tasks: int = 0) -> dict:
+    """The manager's planning of ``n_files`` files of ``events`` entries, with no worker; its figures.
+
+    ``keep_tasks``: task rows held in memory (0: all, and no task log). Timed
+    once without tracemalloc (which slows every allocation several times),
+    then run again under it for the peak of traced memory.
+    """
+    t0 = time.perf_counter()
+    chunks, ok, kept = _plan_loop(n_files, events, keep_tasks)
+    seconds = time.perf_counter() - t0
+    tracemalloc.start()
+    _plan_loop(n_files, events, keep_tasks)
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return {"files": n_files, "chunks": chunks, "s": seconds, "peak_mb": peak, "ok": ok, "kept": kept,
+            "keep": keep_tasks}
+
+
+def _plan_loop(n_files: int, events: int, keep_tasks: int) -> tuple[int, bool, int]:
+    """Segments in one by one, every chunk cut and reported, coverage checked: ``(chunks, coverage ok, rows kept)``."""
+    from hep_executor.analysis import ChunkSource, ChunkSpec, Segment, TaskRows
     from hep_executor.engine import TaskReport, TaskResult
     from hep_executor.planning import ChunkSizer, Coverage
 
-    tracemalloc.start()
-    t0 = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="hepx-plan-"))
+    rows = TaskRows(folder / "tasks.jsonl", keep=keep_tasks) if keep_tasks else TaskRows(keep=10**12)
     source = ChunkSource([], sizer=ChunkSizer({"wall_time": 1.0}, initial=max(1, events // 4)), spread=2, more=True)
     recorded: dict[str, list] = {}
     task = 0
@@ -117,25 +140,30 @@ def plan_only(n_files: int, events: int) -> dict:
             for item in items:
                 task += 1
                 n = item.entrystop - item.entrystart
-                source.observe(item, TaskResult(task, TaskReport(task, f"process:{item.dataset}", "done",
-                                                                 wall=n * 1e-3, peak_mb=100.0)))
+                report = TaskReport(task, f"process:{item.dataset}", "ok", wall=n * 1e-3, peak_mb=100.0)
+                source.observe(item, TaskResult(task, report))
+                rows.add(report, events=n, file=item.filename)
                 recorded.setdefault(item.filename, []).append((item.entrystart, item.entrystop))
     ok = Coverage.check(recorded, source.planned).ok
-    seconds = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return {"files": n_files, "chunks": task, "s": seconds, "peak_mb": peak, "ok": ok}
+    rows.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return task, ok, len(rows.rows)
 
 
 def report_plan(rows: list[dict]) -> None:
     print(f"planning alone (no workers); load average {open('/proc/loadavg').read().strip()}")
-    print(f"{'files':>7s} {'chunks':>7s} {'time(s)':>8s} {'us/file':>8s} {'peak MB':>8s} {'KB/file':>8s} coverage")
+    print(f"{'files':>7s} {'chunks':>7s} {'rows kept':>10s} {'time(s)':>8s} {'us/file':>8s} {'peak MB':>8s} "
+          f"{'KB/file':>8s} coverage")
     for r in rows:
-        print(f"{r['files']:7d} {r['chunks']:7d} {r['s']:8.2f} {1e6 * r['s'] / r['files']:8.1f} "
+        kept = f"{r['kept']} (all)" if not r["keep"] else str(r["kept"])
+        print(f"{r['files']:7d} {r['chunks']:7d} {kept:>10s} {r['s']:8.2f} {1e6 * r['s'] / r['files']:8.1f} "
               f"{r['peak_mb']:8.1f} {1024 * r['peak_mb'] / r['files']:8.2f} {'ok' if r['ok'] else 'WRONG'}")
-    small, large = rows[0], rows[-1]
-    scale = large["files"] / small["files"]
-    print(f"x{scale:.0f} files: time x{large['s'] / small['s']:.1f}, memory x{large['peak_mb'] / small['peak_mb']:.1f}")
+    for keep in sorted({r["keep"] for r in rows}):
+        group = [r for r in rows if r["keep"] == keep]
+        small, large = group[0], group[-1]
+        scale = large["files"] / small["files"]
+        print(f"rows kept {keep or 'all'}: x{scale:.0f} files: time x{large['s'] / small['s']:.1f}, "
+              f"memory x{large['peak_mb'] / small['peak_mb']:.1f}")
 
 
 def main(argv=None) -> int:
@@ -144,9 +172,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 files")
     parser.add_argument("--events", type=int, default=200, help="events per file")
     parser.add_argument("--plan-only", action="store_true", help="the manager's planning alone, no workers")
+    parser.add_argument("--keep-tasks", type=int, default=10_000,
+                        help="--plan-only: task rows kept in memory (besides all kept)")
     args = parser.parse_args(argv)
     if args.plan_only:
-        report_plan([plan_only(n, args.events) for n in (2_000, 20_000)])
+        report_plan([plan_only(n, args.events, keep) for keep in (0, args.keep_tasks) for n in (2_000, 20_000)])
         return 0
     n_files = 2_000 if args.quick else args.files
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

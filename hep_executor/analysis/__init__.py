@@ -62,6 +62,8 @@ _EXPORTS = {
     "build_source": ("hep_executor.analysis._sources", "build_source"),
     "make_allocator": ("hep_executor.analysis._sources", "make_allocator"),
     "segments_of_workitems": ("hep_executor.analysis._sources", "segments_of_workitems"),
+    "TASKS_KEPT": ("hep_executor.analysis._task_rows", "TASKS_KEPT"),
+    "TaskRows": ("hep_executor.analysis._task_rows", "TaskRows"),
     "prepare_task_function": ("hep_executor.analysis._usercode", "prepare_task_function"),
     "warm": ("hep_executor.analysis._warm", None),
 }

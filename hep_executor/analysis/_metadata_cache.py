@@ -8,10 +8,12 @@ that size and mtime; a changed file is read again and its row replaced.
 
 Remote (``root://``) files cannot be stat'ed cheaply from the manager: their
 rows are given only to a caller that asks for them (``lookup(remote=True)``),
-which must check the UUID: a streaming :func:`hep_executor.run` plans the file
-from its row, each chunk compares the UUID it reads with the one planned, and
-the first chunk that finds another one makes the run :meth:`MetadataCache.forget`
-the row and read the file's metadata again (never trusting the old plan).
+which must check the UUID: :func:`hep_executor.run` (streaming or
+preprocess-first) plans the file from its row, each chunk compares the UUID
+it reads with the one planned, and the first chunk that finds another one
+makes the run :meth:`MetadataCache.forget` the row and read the file's
+metadata again (never trusting the old plan). Under coffea's Runner remote
+rows are not used (see :mod:`hep_executor.analysis._metadata_cache_coffea`).
 
 The database runs in WAL mode with one connection on the manager; writes are
 batched (``executemany``, one transaction per :meth:`MetadataCache.store`

@@ -8,6 +8,12 @@ files whose size and mtime still match) come back at once as populated
 what they return is stored. Rows are shared with :func:`hep_executor.run`:
 the UUID is stored in its canonical text form and given back to coffea as
 the 16 raw bytes it uses (``file.fUUID``).
+
+Remote (``root://``) rows are stored but not used here: Runner cuts the
+chunks from the metadata it is given and its work function does not compare
+the file's UUID with the planned one, so a file rewritten on the server
+would be processed with a stale plan. Such files are read again on each
+Runner run (:func:`hep_executor.run` uses their rows and checks the UUID).
 """
 
 from __future__ import annotations

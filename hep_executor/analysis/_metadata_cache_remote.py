@@ -1,7 +1,8 @@
 """Remote files planned from the metadata cache, until a chunk confirms or refutes their UUID.
 
 A ``root://`` file cannot be stat'ed cheaply, so its cached row (entries, UUID,
-clusters) is a guess: a streaming run plans the file from it, and every chunk
+clusters) is a guess: :func:`hep_executor.run` (streaming or preprocess-first)
+plans the file from it, and every chunk
 compares the UUID it opens with the one planned
 (:class:`~hep_executor.errors.InputChangedError` otherwise). :class:`RemoteGuesses`
 keeps the guessed plans: a chunk that succeeds confirms its file; the first

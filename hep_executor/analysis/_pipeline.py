@@ -99,6 +99,7 @@ class _RunState:
     merges: dict[int, list] = field(default_factory=dict)
     stopped: bool = False
     merge_broken: bool = False
+    last_category: str = "?"
     t0: float = field(default_factory=time.perf_counter)
 
     def close(self, manager) -> PipelineOutcome:
@@ -133,6 +134,9 @@ class ReducePipeline:
     fail_fast : int
         Stop the run, cancelling what runs, when the first this many tasks of
         a category end with the same error (0: never).
+    keep_reports : bool
+        Keep every task's report in :attr:`PipelineOutcome.reports` (default);
+        False keeps none (the caller files them from ``on_result`` and ``on_merge``).
     """
 
     def __init__(self, manager, process_fn: Callable, *, fan_in: int = 20,
@@ -140,8 +144,10 @@ class ReducePipeline:
                  stop_on_error: bool = True, on_result: Callable | None = None,
                  merge_memory_mb: int = 0, retries: int = 0,
                  tolerate: Callable[[BaseException], bool] | None = None,
-                 fail_fast: int = FAIL_FAST_AFTER, on_merge: Callable | None = None):
+                 fail_fast: int = FAIL_FAST_AFTER, on_merge: Callable | None = None,
+                 keep_reports: bool = True):
         self.manager = manager
+        self.keep_reports = keep_reports
         self.on_merge = on_merge
         self.fail_fast = fail_fast
         self.process_fn = process_fn
@@ -225,7 +231,7 @@ class ReducePipeline:
     def _file_processed(self, state: _RunState, item, result: TaskResult) -> bool:
         """File a process result; return whether it failed and its range runs again."""
         outcome = state.outcome
-        outcome.reports.append(result.report)
+        self._file_report(state, result)
         added = state.source.observe(item, result)
         if result.ok:
             outcome.processed += 1
@@ -242,9 +248,14 @@ class ReducePipeline:
             self.on_result(result, item)
         return bool(added) and not result.ok
 
+    def _file_report(self, state: _RunState, result: TaskResult) -> None:
+        state.last_category = result.report.category
+        if self.keep_reports:
+            state.outcome.reports.append(result.report)
+
     def _file_merged(self, state: _RunState, group: list, result: TaskResult) -> None:
         outcome = state.outcome
-        outcome.reports.append(result.report)
+        self._file_report(state, result)
         if result.ok:
             outcome.merges += 1
             for k in group:
@@ -262,7 +273,7 @@ class ReducePipeline:
         """Fail fast: cancel every task still running; the outcome carries the error."""
         error = state.outcome.fatal
         log.error("stopping the run: the first %d tasks of category %r all failed with %s: %s",
-                  self.fail_fast, getattr(state.outcome.reports[-1], "category", "?"),
+                  self.fail_fast, state.last_category,
                   type(error).__name__, error)
         for tid in [*state.in_flight, *state.merges]:
             self.manager.cancel(tid)

@@ -27,6 +27,7 @@ from hep_executor.analysis._pipeline import ReducePipeline
 from hep_executor.analysis._preprocess import MetadataStream, gather
 from hep_executor.analysis._run_status import RunStatus
 from hep_executor.analysis._sources import DEFAULT_INITIAL_CHUNK, ChunkSource, Segment, build_source
+from hep_executor.analysis._task_rows import TASKS_KEPT, TaskRows
 from hep_executor.analysis._usercode import Shipment, prepare_task_function
 from hep_executor.errors import CoverageError, InputChangedError, InputError
 from hep_executor.planning import Coverage, CoverageReport, subtract_ranges
@@ -66,22 +67,23 @@ class RunResult:
 
 def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, skipbadfiles: bool,
                io_options: dict, align_clusters: bool, progress: Callable | None = None, warm: bool = True,
-               cache: MetadataCache | None = None, reports: list | None = None
-               ) -> tuple[list[FilePlan], list[dict]]:
-    """Read every file's entries and UUID as worker tasks; return plans and skipped files.
+               cache: MetadataCache | None = None, rows: TaskRows | None = None, remote: bool = False
+               ) -> tuple[dict[int, FilePlan], list[dict]]:
+    """Read every file's entries and UUID as worker tasks; return plans (by entry index) and skipped files.
 
     Files whose metadata ``cache`` holds (and still matches) are not read;
-    what is read is stored in it. ``reports`` collects the tasks' reports.
+    what is read is stored in it. ``remote``: remote files' rows are used too
+    (their chunks then check the UUID). ``rows`` files the tasks' reports.
     """
-    plans, todo = _from_cache(cache, entries, align_clusters)
+    plans, todo = _from_cache(cache, entries, align_clusters, remote=remote)
     _report_cached(progress, plans)
     calls = [((entries[i][0], entries[i][1], entries[i][2], io_options, align_clusters, warm), entries[i][1])
              for i in todo]
     tolerate = (lambda e: isinstance(e, InputError)) if skipbadfiles else None
 
     def report(result):
-        if reports is not None:
-            reports.append(result.report)
+        if rows is not None:
+            rows.add(result.report)
         if progress is not None:
             progress("preprocess", result=result)
 
@@ -89,7 +91,7 @@ def preprocess(manager, entries: list[tuple[str, str, str, dict | None]], *, ski
     plans.update({todo[k]: _plan(entries[todo[k]], info) for k, info in values.items()})
     _store(cache, [plans[todo[k]] for k in values])
     skipped = [_skip(entries[todo[k]], error) for k, error in sorted(bad.items())]
-    return [plans[i] for i in sorted(plans)], skipped
+    return plans, skipped
 
 
 def _from_cache(cache: MetadataCache | None, entries: list, align_clusters: bool, remote: bool = False
@@ -148,10 +150,8 @@ class _Job:
     progress: Callable | None
     files: list[FilePlan] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-    task_events: dict[int, int] = field(default_factory=dict)
     attempts: dict[Any, int] = field(default_factory=dict)
-    task_files: dict[int, str] = field(default_factory=dict)
-    pre_reports: list = field(default_factory=list)
+    rows: TaskRows = field(default_factory=TaskRows)
     cache: MetadataCache | None = None
     cached: int = 0
     stream_error: BaseException | None = None
@@ -175,7 +175,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         progress: Callable | None = None,
         checkpoint: str | None = None, force: bool = False, checkpoint_every_s: float = DEFAULT_EVERY_S,
         checkpoint_every_chunks: int = DEFAULT_EVERY_CHUNKS,
-        interrupt_grace_s: float = DEFAULT_GRACE_S, dashboard: bool | int | None = None) -> RunResult:
+        interrupt_grace_s: float = DEFAULT_GRACE_S, dashboard: bool | int | None = None,
+        task_log: str | None = None, keep_tasks: int = TASKS_KEPT) -> RunResult:
     """Run ``processor_instance`` over ``fileset`` on workers; return output and report.
 
     Parameters
@@ -227,8 +228,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         Where file metadata is kept between runs (SQLite; default
         :func:`~hep_executor.analysis._metadata_cache.default_cache_path`);
         False reads every file's metadata and keeps none. A ``root://`` file is
-        planned from its row only when ``streaming`` (its chunks check the UUID;
-        a file found changed is read again); preprocess-first runs read it.
+        planned from its row (streaming or not): its chunks check the UUID, and
+        a file found changed has its row dropped and is read again.
     streaming : bool
         Cut and run a file's chunks as soon as its metadata is back, beside
         the other files' preprocessing (default); False reads all metadata first.
@@ -251,6 +252,17 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
         goes on: True for any free port, an int for that port. Its URL is logged at
         INFO and kept as ``RunResult.dashboard_url``; it stops with the run, also
         on an error.
+    task_log : str or Path, optional
+        Append one JSON line per finished task (the rows of ``report["tasks"]``)
+        to this file. Without it, a run of more than ``keep_tasks`` tasks writes
+        them all to a new file under the user's cache directory
+        (:func:`~hep_executor.analysis._task_rows.default_task_log`).
+    keep_tasks : int
+        Task rows the report holds (``report["tasks"]``, the first ones;
+        default :data:`~hep_executor.analysis._task_rows.TASKS_KEPT`, 10,000): the
+        manager's memory does not grow with the tasks past it. ``report["tasks_left_out"]``
+        counts the rows only in ``report["task_log"]``; ``report["task_summary"]``
+        has per-category totals of all.
 
     Raises
     ------
@@ -292,7 +304,8 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
     status = None if port is None else RunStatus(len(entries), chunksize, maxchunks, manager=manager)
     progress = _with_status(status, progress)
     job = _Job(manager, processor_instance, options, {"timeout": timeout, "handler": handler},
-               (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress, checkpoint=resume)
+               (lambda e: isinstance(e, InputError)) if skipbadfiles else None, progress, checkpoint=resume,
+               rows=TaskRows(task_log, keep=keep_tasks))
     try:
         with serving(status, port) as board:
             job.cache = open_cache(metadata_cache)
@@ -301,18 +314,19 @@ def run(fileset: dict, processor_instance: Any, treename: str | None = "Events",
                 outcome = _process(job, source, stream)
             else:
                 hits = job.cache.hits if job.cache is not None else 0
-                job.files, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
-                                                    io_options=job.io_options, align_clusters=align_clusters,
-                                                    progress=progress, warm=warm, cache=job.cache,
-                                                    reports=job.pre_reports)
+                plans, job.skipped = preprocess(manager, entries, skipbadfiles=skipbadfiles,
+                                                io_options=job.io_options, align_clusters=align_clusters,
+                                                progress=progress, warm=warm, cache=job.cache,
+                                                rows=job.rows, remote=True)
                 job.t_pre = time.time() - job.t0
                 job.cached = job.cache.hits - hits if job.cache is not None else 0
-                source = _chunk_source(job, _segments(job, job.files))
-                outcome = _process(job, source)
+                source, stream = _stream(job, entries, plans)  # only files found changed are read again
+                outcome = _process(job, source, stream)
             result = _finish(job, source, outcome)
         result.dashboard_url = board.url if board is not None else None
         return result
     finally:
+        job.rows.close()
         if job.cache is not None and job.cache is not metadata_cache:
             job.cache.close()
         if own:
@@ -337,18 +351,25 @@ def _segment(f: FilePlan) -> Segment:
                    0, f.entries, tuple(f.clusters) if f.clusters else None)
 
 
-def _stream(job: _Job, entries: list) -> tuple[ChunkSource, MetadataStream]:
+def _stream(job: _Job, entries: list, read: dict[int, FilePlan] | None = None
+            ) -> tuple[ChunkSource, MetadataStream]:
     """The chunk source of a streaming run, open while the files' preprocessing runs beside it.
 
     Files the cache holds are planned at once; each file read adds its
     segment as its metadata comes back. What was read is stored in the
     cache in batches (and at the end, even when the run stops at an error).
+    With ``read`` (a preprocess-first run: every file's plan, by entry index)
+    the stream starts empty and reads only remote files whose cached UUID
+    a chunk refutes.
     """
     o = job.options
-    plans, todo = _from_cache(job.cache, entries, o["align_clusters"], remote=True)
-    _report_cached(job.progress, plans)
-    job.cached = len(plans)
-    job.t_pre = time.time() - job.t0  # the cache look-up; the last metadata's arrival when files are read
+    if read is None:
+        plans, todo = _from_cache(job.cache, entries, o["align_clusters"], remote=True)
+        _report_cached(job.progress, plans)
+        job.cached = len(plans)
+        job.t_pre = time.time() - job.t0  # the cache look-up; the last metadata's arrival when files are read
+    else:
+        plans, todo = dict(read), []
     job.guesses = _guesses(job, plans, todo, lambda i: stream.add(*call(i)))
     source = _chunk_source(job, _segments(job, [plans[i] for i in sorted(plans)]), more=bool(todo))
     fresh: list[FilePlan] = []
@@ -362,8 +383,7 @@ def _stream(job: _Job, entries: list) -> tuple[ChunkSource, MetadataStream]:
             fresh.clear()
 
     def on_result(k, result):
-        job.pre_reports.append(result.report)
-        job.task_files[result.id] = entries[todo[k]][1]
+        job.rows.add(result.report, file=entries[todo[k]][1])
         if job.progress is not None:
             job.progress("preprocess", result=result)
 
@@ -430,8 +450,7 @@ def _process(job: _Job, source: ChunkSource, stream: MetadataStream | None = Non
     fn, job.shipment = prepare_task_function(fn, job.processor, job.options["files"])
 
     def on_result(result, item):
-        job.task_events[result.id] = item.events
-        job.task_files[result.id] = item.filename
+        job.rows.add(result.report, events=item.events, file=item.filename)
         if job.guesses is not None:
             if result.ok:
                 job.guesses.confirm(item)
@@ -446,6 +465,7 @@ def _process(job: _Job, source: ChunkSource, stream: MetadataStream | None = Non
 
     make = ReducePipeline if job.checkpoint is None else job.checkpoint.make_pipeline
     pipeline = make(job.manager, fn, fan_in=job.options["fan_in"], on_result=on_result,
+                    on_merge=lambda result: job.rows.add(result.report), keep_reports=False,
                     retries=job.options["retries"], tolerate=job.tolerate)
     if job.checkpoint is None:
         return pipeline.run(source, stream)
@@ -521,19 +541,16 @@ def _finish(job: _Job, source: ChunkSource, outcome) -> RunResult:
 def _report(job: _Job, outcome, source, *, t_total: float) -> dict:
     manager, files, sizer, allocator = job.manager, job.files, source.sizer, source.allocator
     events = sum(r[1] - r[0] for rs in source.planned.values() for r in rs)
-    tasks = [r.as_dict() for r in job.pre_reports] + [r.as_dict() for r in outcome.reports]
-    for t in tasks:
-        t["kind"] = t["category"].split(":")[0]
-        t["events"] = job.task_events.get(t["task_id"], 0)
-        t["file"] = job.task_files.get(t["task_id"])
     report = {
         "files": [{"dataset": f.dataset, "file": f.filename, "entries": f.entries, "uuid": f.uuid,
                    "ranges": sorted(source.planned.get(f.filename, []))} for f in files],
         "skipped": job.skipped,
-        "tasks": tasks,
+        "tasks": job.rows.rows,
+        **job.rows.describe(),
         "totals": {"events": events, "files": len(files), "chunks": sum(map(len, source.planned.values())),
                    "merges": outcome.merges, "wall_s": t_total, "preprocess_s": job.t_pre,
-                   "preprocess_tasks": len(job.pre_reports), "metadata_cached": job.cached,
+                   "preprocess_tasks": job.rows.summary.get("preprocess", {}).get("tasks", 0),
+                   "metadata_cached": job.cached,
                    "metadata_reread": job.guesses.replaced if job.guesses is not None else 0,
                    "events_per_s": events / t_total if t_total else 0.0,
                    "results_deserialized_on_manager": outcome.deserialized,

@@ -147,7 +147,10 @@ class HepExecutor(ExecutorBase):
         :func:`~hep_executor.analysis._metadata_cache.default_cache_path`); a
         file whose size and mtime still match is not read again, so a second
         Runner run over unchanged files submits no preprocessing task. False:
-        every file is read and nothing is kept.
+        every file is read and nothing is kept. A ``root://`` file is read
+        each time under Runner (its row is stored, but Runner's chunks do not
+        check the UUID, so a file rewritten on the server would go unseen);
+        :func:`hep_executor.run` uses its row and checks the UUID.
     """
 
     workers: int | None = None

@@ -39,12 +39,23 @@ the size at once. Changes within ``deadband`` of the current size are
 ignored, which keeps the size steady once it has converged. coffea 0.7's
 ``dynamic_chunksize`` did the same job with a plain fit per target and
 failed when only one target was given; here either target alone works.
+
+Cost
+----
+A report costs tens of microseconds on the manager: the medians and the
+low decile of at most ``window`` points are taken on Python lists (the
+same values numpy's ``median`` and linear ``quantile`` give), and the
+Theil–Sen intercept, quadratic in the window, is refitted at every report
+until a category has ``window`` reports, then every ``refit_every`` (the
+last intercept is kept in between, as when the sizes span too little).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import statistics
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -120,14 +131,38 @@ def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     numpy rather than ``scipy.stats.theilslopes``: the same estimator,
     without a one-second import in the manager.
     """
-    i, j = np.triu_indices(len(x), k=1)
+    i, j = _pairs(len(x))
     dx = x[j] - x[i]
     keep = dx != 0
     if not keep.any():
         return None
-    b = float(np.median((y[j] - y[i])[keep] / dx[keep]))
-    a = float(np.median(y - b * x))
+    b = _median((y[j] - y[i])[keep] / dx[keep])
+    a = _median(y - b * x)
     return a, b
+
+
+@functools.lru_cache(maxsize=8)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index pairs ``i < j`` of ``n`` points (one window's, kept)."""
+    return np.triu_indices(n, k=1)
+
+
+def _median(v: np.ndarray) -> float:
+    """``np.median(v)`` of a 1-d array of finite values, without its per-call overhead."""
+    k = len(v) // 2
+    if len(v) % 2:
+        return float(np.partition(v, k)[k])
+    part = np.partition(v, [k - 1, k])
+    return float((part[k - 1] + part[k]) / 2)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """numpy's ``quantile(values, q)`` (its default, linear method), on a short list."""
+    v = sorted(values)
+    pos = q * (len(v) - 1)
+    lo = math.floor(pos)
+    a, b, t = v[lo], v[min(lo + 1, len(v) - 1)], pos - lo
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 @dataclass
@@ -143,6 +178,7 @@ class _Category:
     failed_points: list = field(default_factory=list)  # (events, memory_mb)
     intercepts: dict = field(default_factory=dict)
     fits: dict = field(default_factory=dict)
+    last_refit: int = 0  # n_ok at the last Theil–Sen fit
 
 
 class ChunkSizer:
@@ -174,6 +210,9 @@ class ChunkSizer:
         of sizes (default 250).
     align_pow2 : bool, optional
         Round predictions down to a power of two (default False).
+    refit_every : int, optional
+        Once a category has ``window`` reports, its Theil–Sen intercept is
+        refitted every this many reports (default 8; 1: at every report).
     """
 
     def __init__(
@@ -190,6 +229,7 @@ class ChunkSizer:
         warmup_reports: int = 1,
         memory_baseline_mb: float = 250.0,
         align_pow2: bool = False,
+        refit_every: int = 8,
     ):
         if not isinstance(targets, SizingTargets):
             targets = SizingTargets.from_dict(targets)
@@ -204,6 +244,7 @@ class ChunkSizer:
             "window": (window, window >= 4),
             "warmup_reports": (warmup_reports, warmup_reports >= 0),
             "memory_baseline_mb": (memory_baseline_mb, memory_baseline_mb >= 0),
+            "refit_every": (refit_every, refit_every >= 1),
         }
         for name, (value, ok) in checks.items():
             if not ok:
@@ -219,6 +260,7 @@ class ChunkSizer:
         self.window = int(window)
         self.warmup_reports = int(warmup_reports)
         self.memory_baseline_mb = float(memory_baseline_mb)
+        self.refit_every = int(refit_every)
         self._categories: dict[str, _Category] = {}
         self._seq = 0
         self.history: list[tuple[int, str, int]] = []
@@ -327,18 +369,25 @@ class ChunkSizer:
             size = max(self.min_size, 1 << (size.bit_length() - 1))
         return size
 
-    def _points(self, st: _Category) -> np.ndarray:
+    def _points(self, st: _Category) -> tuple[list[float], list[float], list[float]]:
+        """Events, wall times and memory peaks of the reports the fit uses."""
         rows = list(st.reports)
         later = [r for r in rows if r[3] > self.warmup_reports]
         if len(later) >= 3:
             rows = later
-        return np.array([r[:3] for r in rows], dtype=float).reshape(-1, 3)
+        return [float(r[0]) for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+    def _refit_due(self, st: _Category) -> bool:
+        """Whether the Theil–Sen intercepts are refitted at this report (see the module docstring)."""
+        return st.n_ok <= self.window or st.n_ok - st.last_refit >= self.refit_every \
+            or not st.intercepts
 
     def _fit(
-        self, st: _Category, resource: str, aim: float, x: np.ndarray, y: np.ndarray
+        self, st: _Category, resource: str, aim: float, x: list[float], y: list[float], refit: bool
     ) -> tuple[float, float]:
         """Intercept and slope of ``y = a + b * events`` (see the module docstring)."""
-        fitted = theil_sen(x, y) if len(x) >= 4 and x.max() >= 2.0 * x.min() else None
+        spans = len(x) >= 4 and max(x) >= 2.0 * min(x)
+        fitted = theil_sen(np.array(x), np.array(y)) if spans and refit else None
         if fitted is not None:
             st.intercepts[resource] = max(fitted[0], 0.0)
         if resource in st.intercepts:
@@ -359,31 +408,34 @@ class ChunkSizer:
         # chunks look several times too steep, so the sizes creep up slowly.
         near = slice(-max(4, len(x) // 2), None)
         keep = 0.9 if resource == "memory" else 0.5
-        a = min(a, keep * float(np.quantile(y[near], 0.1)), keep * aim)
-        b = float(np.median((y[near] - a) / x[near]))
+        xn, yn = x[near], y[near]
+        a = min(a, keep * _quantile(yn, 0.1), keep * aim)
+        b = statistics.median([(yi - a) / xi for xi, yi in zip(xn, yn)])
         if resource == "memory":
             for events, peak in st.failed_points:  # the failed size needs more than its peak
                 b = max(b, (peak - a) / events)
-            if x.max() >= 2.0 * x.min():
+            if max(x) >= 2.0 * min(x):
                 # Memory grows at least as fast as the chord from the smallest to the largest
                 # report: with few reports the intercept is uncertain, and a low slope from it
                 # would extrapolate far past the target.
-                lo, hi = int(np.argmin(x)), int(np.argmax(x))
+                lo, hi = x.index(min(x)), x.index(max(x))
                 b = max(b, (y[hi] - y[lo]) / (x[hi] - x[lo]))
         b = max(b, 1e-12)
         st.fits[resource] = (a, b)
         return a, b
 
     def _decide(self, st: _Category, overshoot: tuple[int, float] | None = None) -> int:
-        pts = self._points(st)
-        if len(pts) == 0:  # only failures so far
+        x, walls, peaks = self._points(st)
+        if not x:  # only failures so far
             return self._clamp(st.size)
-        x = pts[:, 0]
+        refit = self._refit_due(st)
+        if refit:
+            st.last_refit = st.n_ok
         goals, hard_cap = [], math.inf
         for resource, target in self.targets.items():
-            y = pts[:, 1] if resource == "wall_time" else pts[:, 2]
+            y = walls if resource == "wall_time" else peaks
             aim = target * (1 - self.memory_headroom) if resource == "memory" else target
-            a, b = self._fit(st, resource, aim, x, y)
+            a, b = self._fit(st, resource, aim, x, y, refit)
             if resource == "memory":
                 hard_cap = max((target - a) / b, 0.0)
             if a >= aim:

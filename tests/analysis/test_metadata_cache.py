@@ -160,14 +160,16 @@ def test_runner_without_cache_reads_metadata_each_time(samples, manager, tmp_pat
     assert (tmp_path / "home" / "hep-executor" / "metadata.sqlite").exists()
 
 
-def test_remote_file_rewritten_on_the_server_is_read_again(xrootd_server, tmp_path):
+@pytest.mark.parametrize("streaming", [True, False])
+def test_remote_file_rewritten_on_the_server_is_read_again(xrootd_server, tmp_path, streaming):
     old, new = (make_samples(tmp_path / name, events_per_file=n, files_per_dataset=1, datasets=["ttbar"],
                              extra_branches=0)["ttbar"][0] for name, n in (("old", 1200), ("new", 1700)))
     url = xrootd_server.add_file(old, "rewritten.root")
     db = tmp_path / "meta.sqlite"
 
     def again():  # own workers each time: no slot keeps the old file open
-        return run({"ttbar": [url]}, MuonPtProcessor(), workers=1, chunksize=500, metadata_cache=db)
+        return run({"ttbar": [url]}, MuonPtProcessor(), workers=1, chunksize=500, metadata_cache=db,
+                   streaming=streaming)
 
     first, second = again(), again()
     assert _kinds(first.report)["preprocess"] == 1
@@ -185,3 +187,19 @@ def test_remote_file_rewritten_on_the_server_is_read_again(xrootd_server, tmp_pa
     assert third.report["files"][0]["uuid"] != first.report["files"][0]["uuid"]
     with MetadataCache(db) as cache:
         assert cache.lookup([(url, "Events")], remote=True)[(url, "Events")].entries == 1700
+
+
+def test_runner_reads_remote_files_each_time_and_stores_their_rows(xrootd_server, manager, tmp_path):
+    """Under Runner a root:// row is stored but not used (its chunks check no UUID); run() then uses it."""
+    (local,) = make_samples(tmp_path / "files", events_per_file=900, files_per_dataset=1, datasets=["ttbar"],
+                            extra_branches=0)["ttbar"]
+    url = xrootd_server.add_file(local, "runner_remote.root")
+    db = tmp_path / "meta.sqlite"
+    outputs, preprocessing = _runner_twice({"ttbar": [url]}, manager, tmp_path, db)
+    assert preprocessing == [1, 1]
+    assert outputs[0]["events"] == outputs[1]["events"] == {"ttbar": 900}
+    with MetadataCache(db) as cache:
+        assert cache.lookup([(url, "Events")], remote=True)[(url, "Events")].entries == 900
+    second = run({"ttbar": [url]}, MuonPtProcessor(), manager=manager, chunksize=500, metadata_cache=db)
+    assert "preprocess" not in _kinds(second.report)
+    assert second.output["events"] == {"ttbar": 900}

@@ -200,3 +200,37 @@ def test_two_small_reports_do_not_extrapolate_past_the_memory_target():
     size = sizer.observe("process:bkg", 3800, 0.4, 580.0)
     assert size <= 8000 * 0.95, size
     assert 200.0 + 0.1 * size <= 1000.0
+
+
+def test_theil_sen_matches_the_plain_numpy_estimator():
+    rng = np.random.default_rng(3)
+    for n in (4, 5, 17, 64):
+        x = rng.integers(100, 10_000, n).astype(float)
+        y = 0.3 + 1e-4 * x * rng.lognormal(0, 0.2, n)
+        i, j = np.triu_indices(n, k=1)
+        b = float(np.median((y[j] - y[i]) / (x[j] - x[i])))
+        assert theil_sen(x, y) == (float(np.median(y - b * x)), b)
+
+
+@pytest.mark.parametrize("refit_every", [0, -1])
+def test_refit_every_must_be_positive(refit_every):
+    with pytest.raises(ConfigError, match="refit_every"):
+        ChunkSizer({"wall_time": 5.0}, refit_every=refit_every)
+
+
+def test_refitting_the_intercept_every_8_reports_predicts_as_refitting_each():
+    """Past the window the intercept is refitted every 8 reports: the sizes stay within 15 % of refitting each."""
+    rng = np.random.default_rng(11)
+    every, each = (ChunkSizer({"wall_time": 5.0, "memory": MEMORY_TARGET}, initial=1000, refit_every=k)
+                   for k in (8, 1))
+    worst = 0.0
+    for _ in range(400):
+        n = each.predict("c")
+        worst = max(worst, abs(every.predict("c") - n) / n)
+        events = max(1, int(n * rng.uniform(0.3, 1.0)))  # file ends cut smaller chunks
+        wall, memory = true_time(events) * rng.lognormal(0, 0.15), true_memory(events)
+        for sizer in (every, each):
+            sizer.observe("c", events, wall, memory)
+    assert worst < 0.15
+    assert abs(each.predict("c") - optimum({"wall_time": 5.0, "memory": MEMORY_TARGET})) \
+        < 0.25 * optimum({"wall_time": 5.0, "memory": MEMORY_TARGET})
