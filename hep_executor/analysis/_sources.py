@@ -23,6 +23,11 @@ Segments can be added while chunks run (:meth:`ChunkSource.add`, with
 ``more=True`` until :meth:`ChunkSource.close`): a streaming run adds a
 file's segment as soon as its metadata is back.
 
+A chunk's memory allocation is the allocator's (from the peaks of its
+category), raised to the peak the sizer's memory fit expects of the
+chunk's events plus ``FLOOR_MARGIN``: while the sizer grows the chunks,
+the peaks already seen are too small for the next one.
+
 A chunk that runs out of memory is retried at the next allocation
 bucket, and once at the largest allocation, cut anew at the size the
 sizer predicts after the failure (or split in two without a sizer),
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +59,8 @@ PROBE_STEP = 8
 #: probes are not cut below this many events (nor above the prediction): a smaller chunk costs as
 #: much as a real one (its fixed cost: opening, building the events) and measures little
 PROBE_FLOOR = 1000
+#: a chunk's memory allocation is at least the sizer's expected peak for its events times (1 + this)
+FLOOR_MARGIN = 0.15
 
 log = logging.getLogger(__name__)
 
@@ -383,11 +391,32 @@ class ChunkSource:
         category = category_of(item)
         memory = self.memory_mb
         if self.allocator is not None:
-            alloc = self.allocator.allocate(category, attempt=self._attempt.get(item, 0),
-                                            previous=self._alloc.get(item))
+            previous = self._alloc.get(item)
+            alloc = self.allocator.allocate(category, attempt=self._attempt.get(item, 0), previous=previous)
+            if previous is None:
+                alloc = self._sized_floor(category, item, alloc)
             self._alloc[item] = alloc
             memory = alloc.memory_mb
         return {"cores": 1, "memory_mb": int(memory), "category": category}
+
+    def _sized_floor(self, category: str, item, alloc):
+        """``alloc``, raised to what the sizer's memory fit expects of ``item``'s events plus a margin.
+
+        The allocator's buckets hold the peaks of chunks already run; while the sizer grows the
+        chunks, a new chunk needs more than those, and would run out of memory only to climb the
+        ladder. Fixed allocations stay as the user set them.
+        """
+        if self.sizer is None or self.allocator.mode == "fixed":
+            return alloc
+        expected = self.sizer.predict_memory(category, _events(item))
+        if expected is None:
+            return alloc
+        floor = math.ceil(expected * (1 + FLOOR_MARGIN))
+        if floor <= alloc.memory_mb:
+            return alloc
+        cap = self.allocator.max_resources
+        memory = floor if cap is None else min(floor, cap.memory_mb)
+        return dataclasses.replace(alloc, memory_mb=max(memory, alloc.memory_mb))
 
 
 def make_allocator(mode: str, manager, *, memory_mb: int | None = None, cores: int = 1,

@@ -332,6 +332,18 @@ class ChunkSizer:
             self._record(category, size)
         return st.size
 
+    def predict_memory(self, category: str, events: int) -> float | None:
+        """The peak memory (MB) the fitted model expects of a task of ``events`` in ``category``.
+
+        None before the category's first successful report (no memory fit yet).
+        """
+        st = self._categories.get(category)
+        fit = st.fits.get("memory") if st is not None else None
+        if fit is None:
+            return None
+        a, b = fit
+        return a + b * max(int(events), 0)
+
     def model(self, category: str) -> dict[str, Any]:
         """The fitted model of ``category`` for the run report.
 

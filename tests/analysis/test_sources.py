@@ -123,3 +123,36 @@ def test_a_lifetime_peak_teaches_neither_the_allocator_nor_the_memory_model():
     assert allocator.history == []  # 3,900 MB of a slot's lifetime says nothing of this chunk
     (events, wall, memory, _), = sizer._categories[next(iter(sizer._categories))].reports
     assert memory == 0.0 and wall == 0.5
+
+
+def _run_within_allocation(source, item, tid=[1000]):  # noqa: B006  (a counter)
+    """A task that needs 250 MB + 0.08 MB per event and is stopped when that is over its allocation."""
+    tid[0] += 1
+    need = BASE_MB + MB_PER_EVENT * item.events
+    limit = source.resources(item)["memory_mb"]
+    if need > limit:
+        err = ResourceExhaustedError("over", limit, limit)
+        return False, source.observe(item, TaskResult(tid[0], TaskReport(tid[0], "process", "exhausted",
+                                                                          wall=0.1, peak_mb=limit), error=err))
+    report = TaskReport(tid[0], "process", "ok", wall=0.1, peak_mb=need)
+    return True, source.observe(item, TaskResult(tid[0], report))
+
+
+def test_growing_chunks_get_the_memory_their_events_need_and_nothing_is_lost():
+    allocator = Allocator("auto", max_resources=Resources(1, 4000), first_guess=Resources(1, 2000),
+                          min_observations=3)
+    sizer = ChunkSizer({"memory": 2000}, initial=1000)
+    source = ChunkSource(_datasets(n_files=1, entries=400000, names=("sig",)), sizer=sizer,
+                         allocator=allocator, spread=1)
+    exhausted, done, sizes = 0, Coverage(), []
+    while not source.exhausted:
+        for item in source.take(1):
+            ok, _ = _run_within_allocation(source, item)
+            exhausted += not ok
+            if ok:
+                done.add(item.filename, item.entrystart, item.entrystop)
+                sizes.append(item.events)
+    assert Coverage.check(done, {"sig_0.root": 400000}).ok
+    assert max(sizes) >= 8 * min(sizes)  # the sizer grew the chunks on the way
+    # the peaks seen lag behind growing chunks: without the sizer's floor, every growth step ran out
+    assert exhausted <= 1
