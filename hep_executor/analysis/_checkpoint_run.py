@@ -6,6 +6,11 @@ holds as bytes (a chunk's range, joined as outputs are merged on the
 workers), and every ``every_s`` seconds or ``every_chunks`` chunks it
 writes those bytes and their coverage as one checkpoint file, from a
 background thread (the bytes do not change; the dispatch loop goes on).
+Between those, a checkpoint is written sooner when writing is cheap: once
+at least :data:`MIN_EVERY_S` has passed and the last write took at most
+``write_share`` (default :data:`DEFAULT_WRITE_SHARE`) of the time since, so
+a kill loses little more than the chunks that were running, while the
+writer's time stays a small share of the run's.
 It starts from the partial outputs of a loaded checkpoint, which join the
 merge tree like any other result.
 
@@ -41,7 +46,8 @@ from hep_executor.analysis._pipeline import ReducePipeline
 from hep_executor.engine import dumps, pickle_bytes
 from hep_executor.errors import CheckpointMismatchError, RunInterrupted
 
-__all__ = ["DEFAULT_EVERY_CHUNKS", "DEFAULT_EVERY_S", "DEFAULT_GRACE_S", "CheckpointPipeline", "RunCheckpoint"]
+__all__ = ["DEFAULT_EVERY_CHUNKS", "DEFAULT_EVERY_S", "DEFAULT_GRACE_S", "DEFAULT_WRITE_SHARE", "MIN_EVERY_S",
+           "CheckpointPipeline", "RunCheckpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,10 @@ DEFAULT_EVERY_S = 60.0
 DEFAULT_EVERY_CHUNKS = 300
 #: after a first Ctrl-C, seconds to wait for the chunks in flight
 DEFAULT_GRACE_S = 30.0
+#: a checkpoint is also due once the last write took at most this share of the time since it
+DEFAULT_WRITE_SHARE = 0.005
+#: ... but never sooner than this many seconds after the last one
+MIN_EVERY_S = 1.0
 
 
 class CheckpointPipeline(ReducePipeline):
@@ -78,6 +88,7 @@ class CheckpointPipeline(ReducePipeline):
         self._last_write = time.monotonic()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
         self._pending: Future | None = None
+        self._last_cost = 0.0  # seconds the last write took
         for i, part in enumerate(resumed.parts if resumed else []):
             key = -(i + 1)
             self._payloads[key] = part.payload
@@ -114,8 +125,11 @@ class CheckpointPipeline(ReducePipeline):
     # -- checkpoints
     def _due(self) -> bool:
         c = self.checkpoint
-        return self._since > 0 and (self._since >= c.every_chunks
-                                    or time.monotonic() - self._last_write >= c.every_s)
+        if self._since <= 0:
+            return False
+        elapsed = time.monotonic() - self._last_write
+        cheap = c.write_share > 0 and elapsed >= MIN_EVERY_S and self._last_cost <= c.write_share * elapsed
+        return cheap or self._since >= c.every_chunks or elapsed >= c.every_s
 
     def snapshot(self, complete: bool = False) -> Snapshot:
         """The partial outputs held now, with their coverage (bytes are shared, not copied)."""
@@ -134,7 +148,14 @@ class CheckpointPipeline(ReducePipeline):
             return
         snap = self.snapshot()
         self._since, self._last_write = 0, time.monotonic()
-        self._pending = self._writer.submit(self.checkpoint.store.save, snap)
+        self._pending = self._writer.submit(self._timed_save, snap)
+
+    def _timed_save(self, snap: Snapshot) -> Path:
+        start = time.perf_counter()
+        try:
+            return self.checkpoint.store.save(snap)
+        finally:
+            self._last_cost = time.perf_counter() - start
 
     def save_now(self, complete: bool = False) -> Path:
         """Wait for a write in progress, then write the state of now; return the file."""
@@ -180,6 +201,9 @@ class RunCheckpoint:
         logged line naming what differs); a folder of this same run is resumed.
     every_s, every_chunks : float, int
         A checkpoint is written after this many seconds or chunks, whichever first.
+    write_share : float
+        Sooner when the last write took at most this share of the time since it
+        (0: only by ``every_s`` and ``every_chunks``); see the module docstring.
     grace_s : float
         After a first Ctrl-C, how long to wait for the chunks in flight.
 
@@ -190,9 +214,11 @@ class RunCheckpoint:
     """
 
     def __init__(self, folder, manifest: dict, *, force: bool = False, every_s: float = DEFAULT_EVERY_S,
-                 every_chunks: int = DEFAULT_EVERY_CHUNKS, grace_s: float = DEFAULT_GRACE_S):
+                 every_chunks: int = DEFAULT_EVERY_CHUNKS, grace_s: float = DEFAULT_GRACE_S,
+                 write_share: float = DEFAULT_WRITE_SHARE):
         self.store = CheckpointStore(folder)
         self.every_s, self.every_chunks, self.grace_s = float(every_s), max(1, int(every_chunks)), float(grace_s)
+        self.write_share = max(0.0, float(write_share))
         self.uuids: dict[str, str] = {}
         self.sizer = None
         self.pipeline: CheckpointPipeline | None = None

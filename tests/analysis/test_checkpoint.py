@@ -375,3 +375,15 @@ def test_opening_a_store_removes_only_temporary_files_of_dead_writers(tmp_path):
         path.write_bytes(b"half")
     CheckpointStore(tmp_path)
     assert not dead.exists() and live.exists()
+
+
+def test_cheap_checkpoints_are_written_between_the_timed_ones(samples, manager, tmp_path):
+    folder = tmp_path / "ckpt"
+    # 36 chunks of 0.15 s on 2 workers: about 3 s, far under the hour between timed checkpoints
+    result = run(samples, SlowProcessor(0.15), manager=manager, chunksize=500, checkpoint=folder,
+                 checkpoint_every_s=3600, checkpoint_every_chunks=10**6)
+    summary = result.report["checkpoint"]
+    # the last write took milliseconds: one is due each second, besides the final one
+    assert summary["files_written"] >= 3, summary
+    assert summary["write_s"] < 0.05 * result.report["totals"]["wall_s"], (summary, result.report["totals"])
+    assert result.coverage.ok
