@@ -87,10 +87,9 @@ def timed(manager, fileset, processor, chunksize: int, **options) -> dict:
     result = run(fileset, processor, manager=manager, chunksize=chunksize, resources_mode="none",
                  progress=progress, **options)
     total = time.perf_counter() - t0
-    tasks = result.report["tasks"]
     return {"first_s": first[0] if first else float("nan"), "total_s": total,
             "preprocess_s": result.report["totals"]["preprocess_s"],
-            "preprocess_tasks": sum(t["kind"] == "preprocess" for t in tasks),
+            "preprocess_tasks": result.report["totals"]["preprocess_tasks"],
             "chunks": result.report["totals"]["chunks"], "cpu_s": _cpu() - cpu0,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "events": sum(c["all"] for c in result.output["cutflow"].values())}

@@ -9,11 +9,17 @@ As in 0.7, ``executor_args`` keys that are fields of the executor go to
 its constructor and the rest to the Runner (``schema``, ``savemetrics``,
 ``skipbadfiles``, ``xrootdtimeout``, ``align_clusters``, ...); a key that
 is neither is an error naming it.
+
+On HepExecutor's own path (:func:`hep_executor.run`), the run's task rows
+are kept as :func:`~hep_executor.run` keeps them (the first
+``keep_tasks`` in memory, every one in ``task_log``), and they are the
+executor's :attr:`~hep_executor.executor.HepExecutor.task_report`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from typing import Any
 
@@ -50,8 +56,11 @@ def _own_path(exe, fileset, treename, processor_instance, runner_args: dict, chu
 
     from hep_executor.analysis import run
 
+    from hep_executor.analysis import read_rows
+
     dynamic = exe.dynamic
     exe._warn_once()
+    start = os.path.getsize(exe.task_log) if exe.task_log and os.path.isfile(exe.task_log) else 0
     result = run(fileset, processor_instance, treename, manager=exe.pool.get(exe),
                  schema=runner_args.get("schema", NanoAODSchema),
                  chunksize=None if dynamic else chunksize, initial_chunksize=chunksize,
@@ -60,12 +69,17 @@ def _own_path(exe, fileset, treename, processor_instance, runner_args: dict, chu
                  align_clusters=bool(runner_args.get("align_clusters", False)),
                  timeout=float(runner_args.get("xrootdtimeout") or 60),
                  resources_mode=exe.resources_mode, memory_mb=exe.memory,
-                 split_on_exhaustion=exe.split_on_exhaustion, retries=exe.retries)
-    totals = result.report["totals"]
-    exe.write_logs(result.report["tasks"], {"processed": totals["chunks"], "merges": totals["merges"],
-                                            "failures": 0, "wall_s": totals["wall_s"], **totals})
+                 split_on_exhaustion=exe.split_on_exhaustion, retries=exe.retries,
+                 metadata_cache=exe.metadata_cache, task_log=exe.task_log, keep_tasks=exe.keep_tasks)
+    report, totals = result.report, result.report["totals"]
+    rows = {key: report[key] for key in ("tasks", "tasks_left_out", "task_log", "task_summary")}
+    exe.pool.task_report = rows
+    every = read_rows(rows["task_log"], start if exe.task_log else 0) if rows["tasks_left_out"] else rows["tasks"]
+    described = {key: rows[key] for key in ("tasks_left_out", "task_log", "task_summary")}
+    exe.write_logs(every, {"processed": totals["chunks"], "merges": totals["merges"],
+                           "failures": 0, "wall_s": totals["wall_s"], **totals, **described})
     if runner_args.get("savemetrics"):
-        return result.output, dict(result.report["totals"])
+        return result.output, {**totals, **described}
     return result.output
 
 
@@ -81,7 +95,7 @@ def run_uproot_job(fileset: dict, treename: str, processor_instance: Any, execut
                    executor_args: dict | None = None, pre_executor: Any = None,
                    pre_args: dict | None = None, chunksize: int = 100000,
                    maxchunks: int | None = None, metadata_cache: Any = None,
-                   dynamic_chunksize: dict | None = None):
+                   dynamic_chunksize: dict | None = None, task_log: str | None = None):
     """Run a processor over a fileset with the coffea 0.7 call.
 
     Parameters
@@ -100,10 +114,16 @@ def run_uproot_job(fileset: dict, treename: str, processor_instance: Any, execut
     chunksize, maxchunks, metadata_cache : as coffea's Runner
     dynamic_chunksize : dict, optional
         ``{"wall_time": s, "memory": MB}`` targets; honoured by HepExecutor.
+    task_log : str, optional
+        HepExecutor's ``task_log``: one JSON line per finished task goes there
+        (``executor_args={"keep_tasks": n}`` sets how many rows the executor's
+        ``task_report`` holds). Ignored, with a warning, by other executors.
 
     Returns
     -------
-    The processor's accumulated output (``(output, metrics)`` with ``savemetrics``).
+    The processor's accumulated output (``(output, metrics)`` with ``savemetrics``;
+    on HepExecutor's own path the metrics are :func:`hep_executor.run`'s totals with
+    ``tasks_left_out``, ``task_log`` and ``task_summary``).
     """
     from coffea import processor
 
@@ -116,6 +136,11 @@ def run_uproot_job(fileset: dict, treename: str, processor_instance: Any, execut
         else:
             warnings.warn(f"{exe_cls.__name__} does not size chunks dynamically: "
                           "dynamic_chunksize is ignored", stacklevel=2)
+    if task_log is not None:
+        if "task_log" in {f.name for f in dataclasses.fields(exe_cls)}:
+            exe_args["task_log"] = task_log
+        else:
+            warnings.warn(f"{exe_cls.__name__} keeps no task log: task_log is ignored", stacklevel=2)
     exe, own_exe = _make_executor(executor, exe_args)
     from hep_executor.executor import HepExecutor
 

@@ -64,6 +64,7 @@ _EXPORTS = {
     "segments_of_workitems": ("hep_executor.analysis._sources", "segments_of_workitems"),
     "TASKS_KEPT": ("hep_executor.analysis._task_rows", "TASKS_KEPT"),
     "TaskRows": ("hep_executor.analysis._task_rows", "TaskRows"),
+    "read_rows": ("hep_executor.analysis._task_rows", "read_rows"),
     "prepare_task_function": ("hep_executor.analysis._usercode", "prepare_task_function"),
     "warm": ("hep_executor.analysis._warm", None),
 }

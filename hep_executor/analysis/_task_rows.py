@@ -14,6 +14,8 @@ Every row goes to a JSON-lines task log when the run names one
 a log under the user's cache directory (:func:`default_task_log`), writes
 the rows held so far into it, and every later row: the log is then
 complete, and the report says how many rows it left out and where they are.
+:meth:`TaskRows.all_rows` reads a run's rows back (from memory, or from
+the log when some were left out), one at a time.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
-__all__ = ["TASKS_KEPT", "TaskRows", "default_task_log"]
+__all__ = ["TASKS_KEPT", "TaskRows", "default_task_log", "read_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,15 @@ def default_task_log() -> Path:
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return default_cache_path().parent / "runs" / f"tasks-{stamp}-{os.getpid()}.jsonl"
+
+
+def read_rows(path: str | os.PathLike, start: int = 0) -> Iterator[dict]:
+    """The rows of a task log from byte ``start`` on (where a run began appending), one at a time."""
+    with open(path) as fh:
+        fh.seek(start)
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
 
 
 def _kind(category: str) -> str:
@@ -63,6 +74,7 @@ class TaskRows:
         self.rows: list[dict] = []
         self.left_out = 0
         self.summary: dict[str, dict[str, Any]] = {}
+        self.start = 0  # where this run's rows begin in the log (it may hold earlier runs' rows)
         self._fh: IO[str] | None = None
         if self.path is not None:
             self._open()
@@ -96,6 +108,7 @@ class TaskRows:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", buffering=1 << 16)  # noqa: SIM115
+        self.start = self._fh.tell()
 
     def _spill(self) -> None:
         """Past ``keep`` rows with no log named: open the default one and write the rows held so far."""
@@ -111,6 +124,15 @@ class TaskRows:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def all_rows(self) -> Iterator[dict]:
+        """Every row filed, in order: those held, or (some left out) the log's, read after :meth:`close`."""
+        if not self.left_out:
+            yield from self.rows
+            return
+        if self._fh is not None:
+            self._fh.flush()
+        yield from read_rows(self.path, self.start)
 
     def describe(self) -> dict:
         """What the run report says of its tasks besides the rows: totals, rows left out, the log."""

@@ -10,7 +10,9 @@ until :meth:`HepExecutor.close` (or the ``with`` block ends).
 The fields of coffea 0.7's WorkQueueExecutor that TopEFT-style scripts
 pass are accepted with the same meaning where it applies; those that do
 not apply here are named once in a warning. The shared workers are in
-:mod:`hep_executor.executor._pool`, the progress bar in ``_progress``.
+:mod:`hep_executor.executor._pool`, the progress bar in ``_progress``, the
+metadata call's tasks in ``_metadata_call``, and a run's task rows with the
+log files they go to in ``_task_logs``.
 """
 
 from __future__ import annotations
@@ -18,22 +20,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from coffea.processor.executor import ExecutorBase
 
-from hep_executor.analysis import (ChunkSource, ReducePipeline, RunCheckpoint, RunnerMetadata, RunnerWork,
-                                   Segment, build_source, cached_filemeta, dashboard_port, end_state, fetch_metadata,
-                                   gather, open_cache, processor_of, recognise, segments_of_workitems,
-                                   store_filemeta, tolerance, work_chunk)
+from hep_executor.analysis import (TASKS_KEPT, ChunkSource, ReducePipeline, RunCheckpoint, RunnerMetadata,
+                                   RunnerWork, Segment, TaskRows, build_source, cached_filemeta, dashboard_port,
+                                   end_state, fetch_metadata, open_cache, processor_of, recognise,
+                                   segments_of_workitems, store_filemeta, tolerance, work_chunk)
 from hep_executor.errors import ConfigError
+from hep_executor.executor._metadata_call import keep_clusters, read_metadata
 from hep_executor.executor._pool import WorkerPool
-from hep_executor.executor._progress import counting_events, counting_files, file_entries, progress
+from hep_executor.executor._progress import counting_events, progress
+from hep_executor.executor._task_logs import begin_rows, end_rows, take_rows, write_logs
 
 __all__ = ["HepExecutor"]
 
@@ -151,6 +154,16 @@ class HepExecutor(ExecutorBase):
         each time under Runner (its row is stored, but Runner's chunks do not
         check the UUID, so a file rewritten on the server would go unseen);
         :func:`hep_executor.run` uses its row and checks the UUID.
+    task_log : str, optional
+        Append one JSON line per finished task of each Runner run (metadata,
+        chunk and merge tasks, the rows of :attr:`task_report`) to this file.
+        Without it, a run of more than ``keep_tasks`` tasks writes them all to a
+        new file under the user's cache directory, as :func:`hep_executor.run` does.
+    keep_tasks : int
+        Task rows :attr:`task_report` holds (the first ones; default
+        :data:`~hep_executor.analysis._task_rows.TASKS_KEPT`, 10,000); the rest
+        are only in the task log. ``transactions_log`` and ``tasks_accum_log``
+        still get every task.
     """
 
     workers: int | None = None
@@ -196,6 +209,8 @@ class HepExecutor(ExecutorBase):
     batch: str | None = None
     batch_options: dict | None = None
     metadata_cache: Any = None
+    task_log: str | None = None
+    keep_tasks: int = TASKS_KEPT
     pool: WorkerPool = field(default_factory=WorkerPool, repr=False)
 
     def __post_init__(self):
@@ -227,6 +242,16 @@ class HepExecutor(ExecutorBase):
     def dashboard_url(self) -> str | None:
         """Where the dashboard of the run under way (else of the last one) is served; None: no dashboard."""
         return self.pool.dashboard_url
+
+    @property
+    def task_report(self) -> dict | None:
+        """The task rows of the last Runner run, as :func:`hep_executor.run` reports them.
+
+        ``tasks`` (the first ``keep_tasks`` rows), ``tasks_left_out`` (rows only in
+        ``task_log``), ``task_log`` (the file with every row, or None) and
+        ``task_summary`` (per-category totals of all tasks); None before a run.
+        """
+        return self.pool.task_report
 
     @property
     def fan_in(self) -> int:
@@ -287,41 +312,20 @@ class HepExecutor(ExecutorBase):
         if isinstance(spec, RunnerMetadata):
             fn, tolerate, retries = functools.partial(fetch_metadata, spec), tolerance(spec), spec.retries
         cache = open_cache(self.metadata_cache) if isinstance(spec, RunnerMetadata) else None
+        rows = begin_rows(self.pool, self.task_log, self.keep_tasks)
         try:
             cached, todo = cached_filemeta(cache, items, clusters=bool(getattr(spec, "align_clusters", False)))
-            self._keep_clusters([cached])
+            keep_clusters(self.pool, [cached])
             items = [items[i] for i in todo]
-            out = self._read_metadata(manager, items, fn, tolerate, retries)
+            out = read_metadata(self, manager, items, fn, tolerate, retries, rows)
             store_filemeta(cache, out)
+        except BaseException:
+            end_rows(self.pool, rows)
+            raise
         finally:
             if cache is not None:
                 cache.close()
         return accumulate([cached, *out], accumulator), 0
-
-    def _read_metadata(self, manager, items, fn, tolerate, retries) -> list:
-        """The metadata tasks' values, in the order of ``items`` (bad files skipped are warned about)."""
-        if not items:
-            return []
-        status = counting_files(self.pool.status, items)
-        with progress(self, len(items)) as advance:
-            def on_result(result):
-                advance()
-                if status is not None:
-                    status.preprocessed(result, file_entries(result))
-
-            values, skipped = gather(manager, fn, [((item,), item.filename) for item in items],
-                                     tolerate=tolerate, retries=retries, progress=on_result)
-        for i, error in sorted(skipped.items()):
-            warnings.warn(f"Skipping bad file {items[i].filename}: {error}", stacklevel=4)
-        out = [values[i] for i in sorted(values)]
-        self._keep_clusters(out)
-        return out
-
-    def _keep_clusters(self, values) -> None:
-        for value in values:
-            for meta in value or ():
-                if (meta.metadata or {}).get("clusters"):
-                    self.pool.clusters[meta.filename] = list(meta.metadata["clusters"])
 
     def make_source(self, manager, items) -> ChunkSource:
         """The chunks to run: Runner's items, or (dynamic) their files' entries cut anew."""
@@ -351,25 +355,16 @@ class HepExecutor(ExecutorBase):
         source = self.make_source(manager, items)
         if resume is not None:
             resume.restore_planner(source)
-        status = counting_events(self.pool.status, items)
-        bar = progress(self, sum(len(i) for i in items), unit="event", merges=True)
-        with bar as advance:
-            def on_result(result, item):
-                if result.ok:
-                    advance(len(item))
-                if status is not None:
-                    status.processed(result, item)
-
-            make = ReducePipeline if resume is None else resume.make_pipeline
-            pipeline = make(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
-                            tolerate=tolerate, on_merge=bar.merged)
-            with contextlib.nullcontext() if resume is None else resume.ctrl_c():
-                outcome = pipeline.run(source)
+        rows = take_rows(self.pool, self.task_log, self.keep_tasks)
+        try:
+            outcome = self._run_pipeline(manager, items, fn, source, resume, rows, tolerate, retries)
+        finally:
+            end_rows(self.pool, rows)
         if resume is not None:
             resume.finish(outcome, complete=outcome.error is None)
-        self.write_logs([r.as_dict() for r in outcome.reports],
-                        {"processed": outcome.processed, "merges": outcome.merges,
-                         "failures": len(outcome.failures), "wall_s": outcome.wall})
+        self.write_logs(rows.all_rows(), {"processed": outcome.processed, "merges": outcome.merges,
+                                          "failures": len(outcome.failures), "wall_s": outcome.wall,
+                                          **rows.describe()})
         if outcome.fatal is not None:
             raise outcome.fatal  # the same error ended a category's first tasks: stop, naming it
         error = _first_error(outcome, tolerate)
@@ -380,6 +375,28 @@ class HepExecutor(ExecutorBase):
         if accumulator is not None and out is not None:
             out = accumulate([out], accumulator)
         return out, (error or 0)
+
+    def _run_pipeline(self, manager, items, fn, source, resume, rows: TaskRows, tolerate, retries):
+        """Feed ``source``'s chunks and merge them on the workers, filing each task's row in ``rows``."""
+        status = counting_events(self.pool.status, items)
+        bar = progress(self, sum(len(i) for i in items), unit="event", merges=True)
+        with bar as advance:
+            def on_result(result, item):
+                rows.add(result.report, events=len(item), file=item.filename)
+                if result.ok:
+                    advance(len(item))
+                if status is not None:
+                    status.processed(result, item)
+
+            def on_merge(result):
+                rows.add(result.report)
+                bar.merged(result)
+
+            make = ReducePipeline if resume is None else resume.make_pipeline
+            pipeline = make(manager, fn, fan_in=self.fan_in, on_result=on_result, retries=retries,
+                            tolerate=tolerate, on_merge=on_merge, keep_reports=False)
+            with contextlib.nullcontext() if resume is None else resume.ctrl_c():
+                return pipeline.run(source)
 
     def _task_function(self, function):
         """What the slots run: Runner's work on warm files when recognised, else ``function``.
@@ -398,18 +415,10 @@ class HepExecutor(ExecutorBase):
         fn, self.pool.shipment = prepare_task_function(fn, processor, files=list(self.extra_input_files or ()))
         return fn, tolerate, retries
 
-    def write_logs(self, tasks: list[dict], stats: dict) -> None:
-        """Append the run's task reports and statistics to the ``*_log`` files that are set."""
-        for path, kind in ((self.transactions_log, None), (self.tasks_accum_log, "accumulate")):
-            if not path:
-                continue
-            with open(path, "a") as fh:
-                for task in tasks:
-                    if kind is None or task["category"] == kind:
-                        fh.write(json.dumps(task) + "\n")
-        if self.stats_log:
-            with open(self.stats_log, "a") as fh:
-                fh.write(json.dumps(stats) + "\n")
+    def write_logs(self, tasks: Iterable[dict], stats: dict) -> None:
+        """Append the run's task rows (read once, in order) and statistics to the ``*_log`` files that are set."""
+        write_logs(tasks, stats, transactions_log=self.transactions_log, tasks_accum_log=self.tasks_accum_log,
+                   stats_log=self.stats_log)
 
 
 def _first_error(outcome, tolerate) -> BaseException | None:

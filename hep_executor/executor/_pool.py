@@ -37,6 +37,8 @@ class WorkerPool:
         self.status: RunStatus | None = None  # what it serves (None: no dashboard)
         self.dashboard_url: str | None = None  # the last run's, kept after it stopped
         self.jobs = None  # a WorkerJobs when the executor has batch=
+        self.rows = None  # the TaskRows of the Runner run under way (its metadata call began them)
+        self.task_report: dict | None = None  # the last Runner run's task rows and totals
 
     def get(self, executor: HepExecutor):
         if executor.manager is not None:

@@ -121,7 +121,8 @@ def test_coffea_runner_metadata_cache_is_honoured(samples, manager, tmp_path):
 
 def _runner_twice(samples, manager, tmp_path, setting, runner_cache=None) -> tuple[list, list[int]]:
     """Two Runner runs (HepExecutor's ``metadata_cache=setting``; Runner's in-memory dict ``runner_cache``,
-    else an empty one each time); the outputs and preprocessing tasks of each run."""
+    else an empty one each time); the outputs and preprocessing tasks of each run (every task submitted
+    is in the transactions log, the metadata call's too)."""
     log = tmp_path / "tasks.jsonl"
     outputs, preprocessing = [], []
     for _ in range(2):
@@ -132,7 +133,9 @@ def _runner_twice(samples, manager, tmp_path, setting, runner_cache=None) -> tup
         runner = processor.Runner(executor=ex, schema=NanoAODSchema, chunksize=1000,
                                   metadata_cache={} if runner_cache is None else runner_cache)
         outputs.append(runner(samples, treename="Events", processor_instance=MuonPtProcessor()))
-        preprocessing.append(manager.stats["submitted"] - before - len(log.read_text().splitlines()))
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        assert len(rows) == manager.stats["submitted"] - before
+        preprocessing.append(sum(row["category"] == "preprocess" for row in rows))
     return outputs, preprocessing
 
 
