@@ -11,12 +11,15 @@ would serve. Cases:
 - worker from a packed environment unpacked on local disk (``--env-dir``,
   a folder made by :func:`hep_executor.batch._env.unpack`; skipped without it);
 - a warm slot's later task (from the installed-env run);
+- for comparison, a worker from a pex of this environment (``--pex FILE``,
+  its ``PEX_ROOT`` already filled by one first run, as on a node that ran
+  one job before; calls on the .pex file itself count as shared);
 - a fresh ``python -c 'import coffea'``, what a task-per-process system pays per task.
 
 Prints a table and what 1,000 workers starting at once would ask of a
 shared file system. ``--quick`` runs one chunk of a small file.
 
-    python benchmarks/startup.py --quick [--env-dir /tmp/hep-env-HASH]
+    python benchmarks/startup.py --quick [--env-dir /tmp/hep-env-HASH] [--pex env.pex --pex-root DIR]
 
 Measured (2 cores, load average 1.9-3.7, one 1000-event chunk of the
 TopEFT-like processor, workers preloading coffea as real runs do;
@@ -134,6 +137,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small file (default: the same; kept for CI)")
     parser.add_argument("--env-dir", help="an unpacked packed environment (hep-executor pack-env + unpack)")
+    parser.add_argument("--pex", help="a .pex of this environment (venv mode), run with env -i")
+    parser.add_argument("--pex-root", help="the PEX_ROOT its first run filled (default: a folder next to it)")
     parser.add_argument("--workers", type=int, default=1000, help="workers in the extrapolation")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="hep-startup-"))
@@ -165,6 +170,13 @@ def _measure(args, folder: Path) -> list:
         start_u, _, secs_u = run_worker_case([str(env_dir / "bin" / "hep-python")], clean, chunk,
                                              TopEFTLikeProcessor(), folder, installed_shared)
         rows.append(("worker, unpacked env on local disk: start to first chunk", start_u, secs_u))
+    if args.pex:
+        pex = Path(args.pex).resolve()
+        pex_root = args.pex_root or pex.parent / "pex-root"
+        pex_env = {"HOME": os.environ.get("HOME", "/tmp"), "PEX_ROOT": str(pex_root)}
+        start_p, _, secs_p = run_worker_case([str(pex)], pex_env, chunk, TopEFTLikeProcessor(), folder,
+                                             installed_shared + (str(pex),))
+        rows.append(("worker from a pex (PEX_ROOT filled): start to first chunk", start_p, secs_p))
     imp, secs_i = import_coffea_case(folder, installed_shared)
     rows.append(("fresh python -c 'import coffea' (per task)", imp, secs_i))
     return rows
@@ -186,6 +198,8 @@ def _print(rows, workers: int) -> None:
         if name.startswith("worker, unpacked"):
             print(f"{workers:,} workers from the unpacked env: {workers * counts['shared']:,} on the shared "
                   f"path (plus one archive read per node)")
+        if name.startswith("worker from a pex"):
+            print(f"{workers:,} workers from the pex: {workers * counts['shared']:,} on the shared path")
         if name.startswith("fresh python"):
             print(f"a task-per-process system, per 1,000 tasks: {1000 * counts['shared']:,} calls on the "
                   f"shared path")

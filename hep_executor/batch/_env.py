@@ -52,7 +52,9 @@ LAUNCHER = "bin/hep-python"
 
 _LAUNCHER_TEXT = """#!/bin/sh
 # run this environment's Python from wherever it was unpacked
-HERE=$(cd "$(dirname "$0")/.." && pwd)
+# (${{0%/*}}, not dirname: no process and no PATH needed before Python starts)
+case "$0" in */*) HERE=${{0%/*}} ;; *) HERE=. ;; esac
+HERE=$(cd "$HERE/.." && pwd)
 export PYTHONHOME="$HERE" PYTHONNOUSERSITE=1 PYTHONPATH="$HERE/lib/hep-site"
 export LD_LIBRARY_PATH="$HERE/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"
 exec "$HERE/bin/{python}" "$@"

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from hep_executor.engine._dispatch import FreeIndex
+from hep_executor.engine._worker_state import remember_key
 
 __all__ = ["TaskRecord", "TaskState", "TaskTable", "WorkerRecord", "remember_key"]
 
@@ -72,14 +73,6 @@ class TaskRecord:
         if self.max_wall_s:
             item["max_wall_s"] = self.max_wall_s
         return item
-
-
-def remember_key(keys: collections.OrderedDict, key: str, limit: int) -> None:
-    """Mark ``key`` as the most recent of ``keys``, forgetting the oldest past ``limit``."""
-    keys[key] = True
-    keys.move_to_end(key)
-    while len(keys) > limit:
-        keys.popitem(last=False)
 
 
 @dataclass(eq=False)

@@ -16,12 +16,18 @@ import collections
 import itertools
 from dataclasses import dataclass, field
 
-from hep_executor.engine._state import remember_key
-
-__all__ = ["SlotState", "Stop", "WorkerState", "Write"]
+__all__ = ["SlotState", "Stop", "WorkerState", "Write", "remember_key"]
 
 SLOT_LOOKAHEAD = 16  # queued tasks looked at for one whose key a free slot holds
 PREFETCH_BELOW_S = 0.02  # tasks shorter than this on average: a slot gets the next one queued behind
+
+
+def remember_key(keys: collections.OrderedDict, key: str, limit: int) -> None:
+    """Mark ``key`` as the most recent of ``keys``, forgetting the oldest past ``limit``."""
+    keys[key] = True
+    keys.move_to_end(key)
+    while len(keys) > limit:
+        keys.popitem(last=False)
 
 
 @dataclass
