@@ -173,7 +173,7 @@ def _measure(args, folder: Path) -> list:
     if args.pex:
         pex = Path(args.pex).resolve()
         pex_root = args.pex_root or pex.parent / "pex-root"
-        pex_env = {"HOME": os.environ.get("HOME", "/tmp"), "PEX_ROOT": str(pex_root)}
+        pex_env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "PEX_ROOT": str(pex_root)}  # its shebang needs python3.11 on PATH
         start_p, _, secs_p = run_worker_case([str(pex)], pex_env, chunk, TopEFTLikeProcessor(), folder,
                                              installed_shared + (str(pex),))
         rows.append(("worker from a pex (PEX_ROOT filled): start to first chunk", start_p, secs_p))
