@@ -411,12 +411,9 @@ class ChunkSource:
         expected = self.sizer.predict_memory(category, _events(item))
         if expected is None:
             return alloc
-        floor = math.ceil(expected * (1 + FLOOR_MARGIN))
-        if floor <= alloc.memory_mb:
-            return alloc
-        cap = self.allocator.max_resources
-        memory = floor if cap is None else min(floor, cap.memory_mb)
-        return dataclasses.replace(alloc, memory_mb=max(memory, alloc.memory_mb))
+        raised = dataclasses.replace(alloc, memory_mb=math.ceil(expected * (1 + FLOOR_MARGIN)))
+        raised = raised.capped(self.allocator.max_resources)
+        return raised if raised.memory_mb > alloc.memory_mb else alloc
 
 
 def make_allocator(mode: str, manager, *, memory_mb: int | None = None, cores: int = 1,
