@@ -50,6 +50,8 @@ class MessageSteps:
                     worker.progress_at = worker.last_seen
                     if msg.running is not None:
                         self.table.note_running(worker, msg.running)
+                    if msg.warm_mb is not None:
+                        worker.warm_mb = int(msg.warm_mb)
                     self._file_results(worker, msg.items, payloads)
             elif isinstance(msg, protocol.Register):
                 self._register(peer, msg)
@@ -119,7 +121,8 @@ class MessageSteps:
             report = TaskReport(task.id, task.category, status, item["wall"], item["cpu"],
                                 item["peak_mb"], task.cores, task.memory_mb, item.get("slot", ""),
                                 item.get("host", worker.host), item.get("started", 0.0),
-                                task.attempts, len(payload), bool(item.get("lifetime_peak")))
+                                task.attempts, len(payload), bool(item.get("lifetime_peak")),
+                                item.get("warm_mb", 0.0))
             if status == "lost":
                 outcome, task = self.table.task_killed_worker(task.id)
                 log.warning("task %d (%s) ended its process on %s: %s", task.id, task.category,

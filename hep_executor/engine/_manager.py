@@ -230,8 +230,9 @@ class Manager(MessageSteps, DispatchSteps, StragglerSteps):
 
         ``fn`` travels once per worker (cached there by content hash);
         each task carries only its arguments. ``memory_mb`` (0: no limit)
-        is the task's allocation: a task over it is stopped and comes
-        back with :class:`ResourceExhaustedError`. ``retries`` re-runs a
+        is the task's allocation: what it adds to its slot's warm memory
+        (see :class:`TaskReport`), with its child processes; a task over
+        it is stopped and comes back with :class:`ResourceExhaustedError`. ``retries`` re-runs a
         task that raised. ``tag`` comes back on the result. ``affinity``
         (a file path, say) is a hint: a free worker takes a waiting task
         whose key it ran recently before the next in line, so the files a

@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 
-__all__ = ["PEAKS_PER_TASK", "descendants", "peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal",
+__all__ = ["PEAKS_PER_TASK", "descendants", "own_rss_mb", "peak_mb", "reset_peak", "rss_mb", "set_parent_death_signal",
            "total_memory_mb"]
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
@@ -92,6 +92,11 @@ def total_memory_mb() -> int:
         return int(psutil.virtual_memory().total / 2**20)
     except Exception:
         return 0
+
+
+def own_rss_mb() -> float:
+    """This process's resident memory now, in MB."""
+    return rss_mb(os.getpid())
 
 
 def rss_mb(pid: int) -> float:

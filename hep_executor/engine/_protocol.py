@@ -164,11 +164,14 @@ class Results:
     ``lost``), ``wall``, ``cpu``, ``peak_mb``, ``compressed``, ``slot``,
     ``started``, ``error`` (text, for failures). ``running`` lists the
     ids of the tasks the worker's slots run now (None: unchanged).
+    ``warm_mb`` is what the worker's slots hold from task to task
+    together (MB; None: unchanged): the manager keeps it free.
     """
 
     op: ClassVar[str] = "results"
     items: list
     running: list | None = None
+    warm_mb: float | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,12 @@ class TaskReport:
         Wall-clock and CPU seconds of the task alone.
     peak_mb : float
         Peak resident memory of the task (per task, not process lifetime;
-        see ``peak_is_lifetime``).
+        see ``peak_is_lifetime``), less its slot's warm memory, plus what
+        its child processes held.
+    warm_mb : float
+        What the task's slot held from task to task when the task started
+        (imported modules, its loaded function, caches): kept out of
+        ``peak_mb`` and of the task's allocation.
     peak_is_lifetime : bool
         True where the worker could not reset the kernel's peak mark
         (``/proc/self/clear_refs`` denied): ``peak_mb`` is then the slot
@@ -44,6 +49,7 @@ class TaskReport:
     attempts: int = 1
     result_bytes: int = 0
     peak_is_lifetime: bool = False
+    warm_mb: float = 0.0
 
     def as_dict(self) -> dict:
         """Plain-data form for run reports."""

@@ -23,7 +23,10 @@ from hep_executor.engine import _monitor as monitor
 from hep_executor.engine._serialization import dumps
 from hep_executor.errors import CodeUnavailableError
 
-__all__ = ["slot_main"]
+__all__ = ["WARM_STEP_MB", "slot_main"]
+
+#: the worker is told a slot's warm memory again when it moved by this much
+WARM_STEP_MB = 8.0
 
 def _run(fn, args_bytes: bytes):
     args, kwargs = _unpickle(pickle.loads, args_bytes, "arguments")
@@ -75,7 +78,7 @@ def slot_main(conn, slot_index: int, worker_pid: int | None = None, worker_end=N
     if worker_pid is not None and os.getppid() != worker_pid:
         return
     functions: dict[str, object] = {}
-    pid = os.getpid()
+    warm_told = None
     while True:
         try:
             message = pickle.loads(conn.recv_bytes())
@@ -88,26 +91,44 @@ def slot_main(conn, slot_index: int, worker_pid: int | None = None, worker_end=N
             _, fn_hash, fn_bytes = message
             functions[fn_hash] = fn_bytes  # unpickled on first use
             continue
-        _, task_id, fn_hash, args_bytes = message
-        monitor.reset_peak()
-        cpu0 = time.process_time()
-        started = time.time()
-        t0 = time.perf_counter()
         try:
-            fn = functions[fn_hash]
-            if isinstance(fn, bytes):
-                fn = functions[fn_hash] = _unpickle(cloudpickle.loads, fn, "function")
-            value = _run(fn, args_bytes)
-            status, error, tb = "ok", "", ""
-            payload, compressed = dumps(value)
-        except BaseException as exc:  # a task's exception never ends the slot
-            status = "error"
-            payload, error, tb = _error_payload(exc)
-            compressed = False
-        wall = time.perf_counter() - t0
-        report = (task_id, status, payload, compressed, wall, time.process_time() - cpu0,
-                  monitor.peak_mb(), error, tb, started, pid, slot_index)
-        try:
-            conn.send_bytes(pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
+            warm_told = _serve_task(conn, message, functions, slot_index, warm_told)
         except (BrokenPipeError, OSError):
             return
+
+
+def _serve_task(conn, message: tuple, functions: dict, slot_index: int, warm_told: float | None) -> float | None:
+    """Run one task and send its report; return the warm memory last told to the worker.
+
+    The slot's warm memory is its resident memory once the task's function
+    is loaded (its imports included), before the task runs: what the slot
+    keeps from task to task. The worker is told it when it moved by
+    :data:`WARM_STEP_MB` or more, so it can leave it out of the task's
+    allocation while the task runs; the report carries it for each task.
+    """
+    _, task_id, fn_hash, args_bytes = message
+    monitor.reset_peak()
+    cpu0 = time.process_time()
+    started = time.time()
+    t0 = time.perf_counter()
+    warm = 0.0  # the function did not load: the task is charged with all the slot holds
+    try:
+        fn = functions[fn_hash]
+        if isinstance(fn, bytes):
+            fn = functions[fn_hash] = _unpickle(cloudpickle.loads, fn, "function")
+        warm = monitor.own_rss_mb()
+        if warm_told is None or abs(warm - warm_told) >= WARM_STEP_MB:
+            conn.send_bytes(pickle.dumps(("warm", warm), protocol=pickle.HIGHEST_PROTOCOL))
+            warm_told = warm
+        value = _run(fn, args_bytes)
+        status, error, tb = "ok", "", ""
+        payload, compressed = dumps(value)
+    except BaseException as exc:  # a task's exception never ends the slot
+        status = "error"
+        payload, error, tb = _error_payload(exc)
+        compressed = False
+    wall = time.perf_counter() - t0
+    report = (task_id, status, payload, compressed, wall, time.process_time() - cpu0,
+              monitor.peak_mb(), error, tb, started, os.getpid(), slot_index, warm)
+    conn.send_bytes(pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
+    return warm_told

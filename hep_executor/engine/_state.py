@@ -96,15 +96,25 @@ class WorkerRecord:
     running: set = field(default_factory=set)  # task ids the worker last said were running
     progress_at: float = field(default_factory=time.monotonic)  # its last result or running change
     affinity: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # recent keys
+    warm_mb: int = 0  # what its slots hold from task to task, as it last said: kept free
 
     @property
     def free_cores(self) -> int:
         return self.cores - self.used_cores
 
     def fits(self, task: TaskRecord) -> bool:
-        """Whether ``task`` fits in what is free now."""
-        return (self.used_cores + task.cores <= self.cores
-                and self.used_memory_mb + task.memory_mb <= self.memory_mb)
+        """Whether ``task`` fits in what is free now.
+
+        Memory is free when the worker's memory less its slots' warm memory
+        holds it beside the tasks there; an idle worker takes any task its
+        memory holds (the worker then keeps the task under what the warm
+        slots leave).
+        """
+        if self.used_cores + task.cores > self.cores:
+            return False
+        if not self.tasks:
+            return task.memory_mb <= self.memory_mb
+        return self.used_memory_mb + self.warm_mb + task.memory_mb <= self.memory_mb
 
     def could_ever_fit(self, task: TaskRecord) -> bool:
         """Whether ``task`` fits in this worker when it is empty."""
@@ -114,7 +124,7 @@ class WorkerRecord:
         """Plain-data view for :meth:`Manager.workers`."""
         return {"id": self.worker_id, "host": self.host, "pid": self.pid,
                 "cores": self.cores, "memory_mb": self.memory_mb, "disk_mb": self.disk_mb,
-                "running": len(self.tasks), "completed": self.completed}
+                "running": len(self.tasks), "completed": self.completed, "warm_mb": self.warm_mb}
 
 
 class TaskTable:

@@ -20,6 +20,8 @@ __all__ = ["SlotState", "Stop", "WorkerState", "Write", "remember_key"]
 
 SLOT_LOOKAHEAD = 16  # queued tasks looked at for one whose key a free slot holds
 PREFETCH_BELOW_S = 0.02  # tasks shorter than this on average: a slot gets the next one queued behind
+#: the manager is told the slots' warm memory again when its sum moved by this much
+WARM_REPORT_MB = 16.0
 
 
 def remember_key(keys: collections.OrderedDict, key: str, limit: int) -> None:
@@ -44,6 +46,7 @@ class SlotState:
     children_mb: float = 0.0
     children_peak: float = 0.0
     stopped_since: float = 0.0  # when the slot's process was first seen stopped under this task (0: not)
+    warm_mb: float | None = None  # what the slot holds from task to task (None: not told yet)
 
     def head(self) -> dict | None:
         """The running task's item, or None when the slot is idle."""
@@ -99,7 +102,9 @@ class WorkerState:
         self.lifetime_peaks = False  # slots' peaks are their lifetime peaks (the kernel's mark cannot be reset)
         self.ewma_wall = 1.0
         self.stopped_slot_s = 60.0  # a slot stopped this long under a task is killed and its task reported lost
+        self.memory_mb = 0  # the worker's memory: warm slots and tasks together stay under it (0: no cap)
         self._running_sent: list = []
+        self._warm_sent = 0.0
 
     # ------------------------------------------------------------ from the manager
     def tasks_arrived(self, functions: dict, entries) -> None:
@@ -132,10 +137,11 @@ class WorkerState:
     def slot_result(self, index: int, report: tuple, now: float) -> None:
         """Slot ``index`` finished its running task with ``report`` (the slot's tuple)."""
         (task_id, status, payload, compressed, wall, cpu, peak, error, tb,
-         started, _pid, _index) = report
+         started, _pid, _index, warm) = report
         slot = self.slots[index]
         slot.queue.popleft()
-        peak += slot.children_peak  # what the task's own child processes held
+        slot.warm_mb = warm
+        peak = max(0.0, peak - warm) + slot.children_peak  # the task's own, and its child processes'
         slot.start_head(now)
         self.ewma_wall = 0.8 * self.ewma_wall + 0.2 * wall
         if task_id in self.discard:
@@ -144,7 +150,7 @@ class WorkerState:
         if self.max_result_bytes and len(payload) > self.max_result_bytes:
             status, error, tb, payload = "error", self._oversize(len(payload)), "", b""
         self.outbox.append((self._item(task_id, index, status, wall, cpu, peak, compressed, error, tb,
-                                       started), payload))
+                                       started, warm), payload))
 
     def slot_died(self, index: int, status: str = "lost", note: str = "", wall: float = 0.0) -> None:
         """Slot ``index`` ended: its running task is reported (``note`` says why), the rest requeued.
@@ -156,7 +162,7 @@ class WorkerState:
         if slot.queue:
             item, _ = slot.queue.popleft()
             self.outbox.append((self._item(item["id"], index, status, wall, 0.0, slot.peak_seen, False,
-                                           note, "", 0.0), b""))
+                                           note, "", 0.0, slot.warm_mb or 0.0), b""))
         rest = [e for e in slot.queue if e[0]["id"] not in self.discard]
         self.discard.difference_update(e[0]["id"] for e in slot.queue)
         self._fresh(index)
@@ -169,6 +175,22 @@ class WorkerState:
             slot.stopped_since = 0.0
         elif not slot.stopped_since:
             slot.stopped_since = now
+
+    def slot_warm(self, index: int, mb: float) -> None:
+        """Slot ``index`` holds ``mb`` from task to task (its resident memory before its task runs)."""
+        self.slots[index].warm_mb = mb
+
+    def warm_total(self) -> float:
+        """What the slots hold from task to task, together (MB; slots not heard from yet count 0)."""
+        return sum(s.warm_mb or 0.0 for s in self.slots)
+
+    def warm_to_report(self) -> float | None:
+        """The slots' warm memory, when it moved by :data:`WARM_REPORT_MB` since the manager was told."""
+        total = self.warm_total()
+        if abs(total - self._warm_sent) < WARM_REPORT_MB:
+            return None
+        self._warm_sent = total
+        return total
 
     def children_seen(self, index: int, pids: list, mb: float) -> None:
         """The processes slot ``index``'s running task has started, and their memory."""
@@ -191,25 +213,43 @@ class WorkerState:
         return writes
 
     def over_limits(self, now: float, rss: dict[int, float]) -> list[Stop]:
-        """Running tasks over their memory (``rss`` of each busy slot, MB) or wall-time limit."""
+        """Running tasks over their memory (``rss`` of each busy slot, MB) or wall-time limit.
+
+        A task's memory is its slot's resident memory less the slot's warm
+        memory (what it holds from task to task), plus its child
+        processes'. Its limit is its allocation, and never more than the
+        worker's memory less every slot's warm memory. Until a slot has
+        said its warm memory (it does before its task runs) its task's
+        memory is not judged.
+        """
         stops = []
+        room = self.memory_mb - self.warm_total() if self.memory_mb else 0.0
         for slot in self.slots:
             item = slot.head()
             if item is None:
                 continue
-            used = rss.get(slot.index, 0.0) + slot.children_mb
-            slot.peak_seen = max(slot.peak_seen, used)
             ran = now - slot.head_since
             memory, wall = item.get("memory_mb") or 0, item.get("max_wall_s") or 0
-            if memory and used > memory:
-                stops.append(Stop(slot.index, "exhausted", f"task used {used:.0f} MB, over its {memory} MB "
-                                  "allocation", 0.0))
+            used = self._task_memory(slot, rss.get(slot.index, 0.0))
+            limit = min(memory, room) if memory and room > 0 else memory
+            if limit and used is not None and used > limit:
+                stops.append(Stop(slot.index, "exhausted", f"task used {used:.0f} MB, over its {limit:.0f} MB "
+                                  f"{'allocation' if limit == memory else 'of room left by the warm slots'}", 0.0))
             elif wall and ran > wall:
                 stops.append(Stop(slot.index, "timeout", f"task ran {ran:.1f} s, over its max_wall_s", ran))
             elif slot.stopped_since and now - slot.stopped_since > self.stopped_slot_s:
                 stops.append(Stop(slot.index, "lost", f"the task's process was stopped (SIGSTOP or a terminal "
                                   f"read) for {now - slot.stopped_since:.0f} s", ran))
         return stops
+
+    @staticmethod
+    def _task_memory(slot: SlotState, rss: float) -> float | None:
+        """The running task's own memory in ``slot`` (its slot's ``rss`` less the warm memory), or None."""
+        if slot.warm_mb is None:
+            return None
+        used = max(0.0, rss - slot.warm_mb) + slot.children_mb
+        slot.peak_seen = max(slot.peak_seen, used)
+        return used
 
     def flush(self) -> tuple[list, list, list | None] | None:
         """Results to send, with the running tasks when they changed (the manager blames only those)."""
@@ -258,10 +298,10 @@ class WorkerState:
     def _fresh(self, index: int) -> None:
         self.slots[index] = SlotState(index)
 
-    def _item(self, task_id, index, status, wall, cpu, peak, compressed, error, tb, started) -> dict:
+    def _item(self, task_id, index, status, wall, cpu, peak, compressed, error, tb, started, warm) -> dict:
         item = {"id": task_id, "status": status, "wall": wall, "cpu": cpu, "peak_mb": peak,
                 "compressed": compressed, "error": error, "traceback": tb, "started": started,
-                "slot": f"{self.worker_id}/{index}", "host": self.host}
+                "slot": f"{self.worker_id}/{index}", "host": self.host, "warm_mb": warm}
         if self.lifetime_peaks:
             item["lifetime_peak"] = True
         return item

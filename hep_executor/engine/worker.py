@@ -105,6 +105,7 @@ class Worker:
         self.state = WorkerState(self.worker_id, socket.gethostname(), cores, slot_keys)
         self.state.lifetime_peaks = not monitor.PEAKS_PER_TASK
         self.state.stopped_slot_s = stopped_slot_s
+        self.state.memory_mb = memory_mb
         self._rss_warned = False
         self._mp = multiprocessing.get_context("fork")
         self.slots: list[_SlotProcess] = []
@@ -184,7 +185,10 @@ class Worker:
                 except (EOFError, OSError):
                     self._slot_died(index)
                     break
-                self.state.slot_result(index, report, time.monotonic())
+                if report[0] == "warm":
+                    self.state.slot_warm(index, report[1])
+                else:
+                    self.state.slot_result(index, report, time.monotonic())
 
     def _slot_died(self, index: int, status: str = "lost", note: str = "", wall: float = 0.0) -> None:
         """The slot's process ended under its running task: report it, requeue the rest, restart it."""
@@ -235,7 +239,7 @@ class Worker:
         batch = self.state.flush()
         if batch is not None:
             items, payloads, running = batch
-            self.endpoint.send(protocol.Results(items, running), payloads)
+            self.endpoint.send(protocol.Results(items, running, self.state.warm_to_report()), payloads)
             self._last_sent = time.monotonic()
 
     def _heartbeat_and_watch(self) -> None:

@@ -16,6 +16,7 @@ from hep_executor._lazy import lazy_exports
 
 _EXPORTS = {
     "Allocator": ("hep_executor.planning._allocation", "Allocator"),
+    "MIN_MEMORY_MB": ("hep_executor.planning._allocation", "MIN_MEMORY_MB"),
     "Resources": ("hep_executor.planning._allocation", "Resources"),
     "exhaustive_buckets": ("hep_executor.planning._allocation", "exhaustive_buckets"),
     "greedy_buckets": ("hep_executor.planning._allocation", "greedy_buckets"),

@@ -44,6 +44,7 @@ import numpy as np
 from hep_executor.errors import ConfigError
 
 __all__ = [
+    "MIN_MEMORY_MB",
     "Allocator",
     "Resources",
     "exhaustive_buckets",
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("fixed", "max-seen", "auto")
 BUCKETINGS = ("greedy", "exhaustive")
+#: the smallest learned allocation (MB): under it a slot's own memory noise is larger than a task's need
+MIN_MEMORY_MB = 64
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,10 @@ class Allocator:
         largest peak seen (default 1.5), or the first guess if smaller; a
         category with no peak yet gets it times the largest peak of the
         others, or the first guess if nothing was seen at all.
+    min_memory_mb : int, optional
+        No learned allocation is smaller (default :data:`MIN_MEMORY_MB`):
+        a slot's resident memory moves by tens of MB on its own (allocator
+        arenas, a module a task imports), more than a small task's own peak.
     """
 
     def __init__(
@@ -297,6 +304,7 @@ class Allocator:
         window: int = 1000,
         failure_fraction: float | None = None,
         warmup_factor: float = 1.5,
+        min_memory_mb: int = MIN_MEMORY_MB,
     ):
         if mode not in MODES:
             msg = f"unknown allocation mode {mode!r}; choose one of {', '.join(MODES)}"
@@ -326,6 +334,7 @@ class Allocator:
         self.window = int(window)
         self.failure_fraction = failure_fraction
         self.warmup_factor = float(warmup_factor)
+        self.min_memory_mb = int(min_memory_mb)
         self._categories: dict[str, _Category] = {}
         self._seq = 0
         self.history: list[tuple[int, str, int, float]] = []
@@ -457,7 +466,7 @@ class Allocator:
 
     def _make(self, st: _Category, memory_mb: float) -> Resources:
         base = self._guess()
-        res = Resources(base.cores, max(1, math.ceil(memory_mb)), base.disk_mb)
+        res = Resources(base.cores, max(1, self.min_memory_mb, math.ceil(memory_mb)), base.disk_mb)
         return res.capped(self.max_resources)
 
     def _ladder(self, category: str, st: _Category) -> list[float]:

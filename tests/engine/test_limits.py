@@ -7,7 +7,7 @@ import sys
 import zmq
 
 from hep_executor import Manager
-from hep_executor.errors import RemoteTaskError
+from hep_executor.errors import RemoteTaskError, ResourceExhaustedError
 from tests.engine import tasks
 from tests.helpers import drain
 
@@ -176,3 +176,23 @@ def test_a_tasks_child_processes_count_in_its_peak():
         (result,) = drain(m)
         assert result.ok and result.value == 0
         assert result.report.peak_mb >= 200
+
+
+def test_a_slots_warm_cache_is_kept_out_of_the_tasks_peak_and_allocation():
+    from tests.engine import warm_tasks
+
+    with Manager(local_workers=1, worker_cores=1) as m:
+        assert m.wait_for_workers(1) == 1
+        ids = [m.submit(warm_tasks.allocate_beside_cache, 60, memory_mb=150) for _ in range(3)]
+        results = {r.id: r for r in drain(m, timeout=60)}
+        assert sorted(results) == sorted(ids)
+        for r in results.values():
+            assert r.ok, r.error  # 250 MB cache + 60 MB each: over 150 MB if the cache were counted
+            assert r.value == warm_tasks.CACHE_MB
+            assert r.report.warm_mb > warm_tasks.CACHE_MB, r.report
+            assert 55 < r.report.peak_mb < 150, r.report  # the task's own 60 MB
+        (worker,) = m.workers()
+        assert worker["warm_mb"] > warm_tasks.CACHE_MB  # kept free for the slot by the manager
+        over = m.submit(warm_tasks.allocate_beside_cache, 300, 2.0, memory_mb=150)
+        (r,) = drain(m, timeout=60)
+        assert r.id == over and isinstance(r.error, ResourceExhaustedError), r.error  # its own 300 MB

@@ -23,7 +23,8 @@ def test_thousand_tasks_on_two_workers_all_correct():
         for r in results:
             assert r.ok and r.value == ids[r.id] ** 2
             assert r.report.status == "ok" and r.report.category == "demo"
-            assert r.report.wall >= 0 and r.report.peak_mb > 0
+            # a Python slot holds MBs from task to task; squaring a number adds next to nothing
+            assert r.report.wall >= 0 and r.report.warm_mb > 5 and 0 <= r.report.peak_mb < r.report.warm_mb
         assert len({r.report.slot for r in results}) == 2  # both workers took part
 
 
@@ -87,7 +88,7 @@ def test_peak_memory_is_per_task():
         (r1,) = drain(m)
         second = m.submit(tasks.allocate, 5)
         (r2,) = drain(m)
-        assert r1.report.peak_mb > 300, r1.report  # the big task's own peak is seen ...
+        assert 290 < r1.report.peak_mb < 330, r1.report  # the big task's own 300 MB are seen ...
         assert r2.id == second and r2.report.peak_mb < 250, r2.report  # ... and not the next one's
 
 

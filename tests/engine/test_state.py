@@ -120,3 +120,16 @@ def test_worker_remembers_recent_affinity_keys_per_core():
     assert list(w.affinity) == ["a", "c"]
     assert table.add("f", b"", affinity="c").wire()["affinity"] == "c"
     assert "affinity" not in table.add("f", b"").wire()
+
+
+def test_a_workers_warm_memory_is_kept_free_but_an_idle_worker_takes_a_task_its_memory_holds():
+    table = TaskTable()
+    worker = _worker(cores=4, memory=1000)
+    table.add_worker(worker)
+    worker.warm_mb = 300
+    whole = table.add("f", b"", memory_mb=1000)
+    assert worker.fits(whole)  # idle: the worker keeps the task within what its warm slots leave
+    first = table.add("f", b"", memory_mb=400)
+    table.assign(first, worker)
+    assert worker.fits(table.add("f", b"", memory_mb=300))  # 400 + 300 + 300 warm
+    assert not worker.fits(table.add("f", b"", memory_mb=301))

@@ -7,8 +7,8 @@ def _task(tid, fn="f1", **extra):
     return ({"id": tid, "fn": fn, "cores": 1, "memory_mb": 0, "category": "c", **extra}, b"args%d" % tid)
 
 
-def _report(tid, index, wall=0.5, payload=b"value", peak=10.0):
-    return (tid, "ok", payload, False, wall, wall, peak, "", "", 100.0, 1234, index)
+def _report(tid, index, wall=0.5, payload=b"value", peak=10.0, warm=0.0):
+    return (tid, "ok", payload, False, wall, wall, peak, "", "", 100.0, 1234, index, warm)
 
 
 def _state(cores=2, tasks=(), wall=1.0):
@@ -92,6 +92,7 @@ def test_running_tasks_are_sent_only_when_they_change():
 def test_memory_over_the_allocation_counts_the_tasks_children():
     state = _state(cores=1, tasks=[_task(1, memory_mb=300)])
     state.feed(now=0.0)
+    state.slot_warm(0, 0.0)  # the slot holds nothing from task to task
     assert state.over_limits(1.0, {0: 200.0}) == []
     state.children_seen(0, [555], 150.0)
     (stop,) = state.over_limits(2.0, {0: 200.0})
@@ -99,6 +100,41 @@ def test_memory_over_the_allocation_counts_the_tasks_children():
     state.slot_result(0, _report(1, 0, peak=200.0), now=3.0)
     items, _, _ = state.flush()
     assert items[0]["peak_mb"] == 350.0  # the slot's own peak plus its children's
+
+
+def test_a_slots_warm_memory_is_kept_out_of_its_tasks_memory_and_peak():
+    state = _state(cores=1, tasks=[_task(1, memory_mb=100)])
+    state.feed(now=0.0)
+    assert state.over_limits(0.5, {0: 10_000.0}) == []  # the slot has not said what it holds: not judged
+    state.slot_warm(0, 250.0)  # imports and caches, there before the task runs
+    assert state.over_limits(1.0, {0: 330.0}) == []  # the task's own 80 MB are within its 100
+    (stop,) = state.over_limits(2.0, {0: 400.0})
+    assert stop.status == "exhausted" and "150 MB, over its 100 MB allocation" in stop.note
+    state.slot_result(0, _report(1, 0, peak=340.0, warm=250.0), now=3.0)
+    (item,), _, _ = state.flush()
+    assert item["peak_mb"] == 90.0 and item["warm_mb"] == 250.0
+
+
+def test_a_task_is_kept_within_what_the_warm_slots_leave_of_the_workers_memory():
+    state = _state(cores=2, tasks=[_task(1, memory_mb=900)])
+    state.memory_mb = 1000
+    state.feed(now=0.0)
+    state.slot_warm(0, 300.0)
+    state.slot_warm(1, 300.0)  # an idle slot's warm memory is taken from the worker too
+    assert state.over_limits(1.0, {0: 600.0}) == []  # 300 MB of its own, 400 MB left
+    (stop,) = state.over_limits(2.0, {0: 750.0})
+    assert "450 MB, over its 400 MB of room left by the warm slots" in stop.note
+
+
+def test_the_manager_is_told_the_warm_memory_when_it_moved():
+    state = _state(cores=2)
+    assert state.warm_to_report() is None  # nothing held, nothing told
+    state.slot_warm(0, 200.0)
+    assert state.warm_to_report() == 200.0
+    state.slot_warm(1, 10.0)
+    assert state.warm_to_report() is None  # under WARM_REPORT_MB of change
+    state.slot_warm(1, 30.0)
+    assert state.warm_to_report() == 230.0
 
 
 def test_a_task_over_its_wall_time_is_stopped():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hep_executor.planning import (
+    MIN_MEMORY_MB,
     Allocator,
     Resources,
     exhaustive_buckets,
@@ -98,6 +99,19 @@ def test_retry_always_grows_or_caps():
     for mb in (100, 550, 600, 1999, 2100, 2500, 7999):
         nxt = a.allocate("process:x", previous=Resources(1, mb))
         assert nxt.memory_mb > mb and nxt.memory_mb <= CAP.memory_mb
+
+
+@pytest.mark.parametrize("mode", ["auto", "max-seen"])
+def test_a_learned_allocation_is_never_under_the_memory_floor(mode):
+    a = Allocator(mode, max_resources=CAP)
+    for _ in range(6):
+        a.observe("tiny", 2.0)  # a task whose own memory is within a slot's noise
+    assert a.allocate("tiny").memory_mb == MIN_MEMORY_MB
+    assert Allocator(mode, max_resources=CAP, min_memory_mb=1).allocate("tiny").memory_mb == CAP.memory_mb
+    b = Allocator(mode, max_resources=CAP, min_memory_mb=1)
+    for _ in range(6):
+        b.observe("tiny", 2.0)
+    assert b.allocate("tiny").memory_mb == 3  # 2 MB and the margin, rounded up
 
 
 def test_warm_up_then_buckets():
