@@ -107,6 +107,7 @@ def _serve_task(conn, message: tuple, functions: dict, slot_index: int, warm_tol
     allocation while the task runs; the report carries it for each task.
     """
     _, task_id, fn_hash, args_bytes = message
+    monitor.release_free_memory()  # what the last task freed is not this one's warm memory
     monitor.reset_peak()
     cpu0 = time.process_time()
     started = time.time()
