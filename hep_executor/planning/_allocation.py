@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 MODES = ("fixed", "max-seen", "auto")
 BUCKETINGS = ("greedy", "exhaustive")
 #: the smallest learned allocation (MB): under it a slot's own memory noise is larger than a task's need
-MIN_MEMORY_MB = 64
+MIN_MEMORY_MB = 32
 
 
 @dataclass(frozen=True)
