@@ -33,3 +33,37 @@ def test_a_slot_whose_worker_is_already_gone_ends_at_once():
     assert proc.exitcode == 0
     worker_end.close()
     slot_end.close()
+
+
+def test_a_result_waiting_in_the_pipe_is_taken_before_a_memory_kill_on_a_stale_sample(monkeypatch):
+    """A sample taken while the task was at its peak says it is over its allocation, but the task
+    has finished and its result waits in the pipe: the worker files the result and kills nothing."""
+    import pickle
+
+    import cloudpickle
+
+    from hep_executor.engine import _monitor as monitor
+    from hep_executor.engine.worker import Worker
+
+    worker = Worker("tcp://127.0.0.1:1", b"k" * 32, cores=1, memory_mb=4000)
+    worker.slots = [worker._start_slot(0)]
+    try:
+        item = {"id": 1, "fn": "f", "cores": 1, "memory_mb": 50, "category": "c"}
+        args = pickle.dumps(((100,), {"hold": 0.0}))
+        worker.state.tasks_arrived({"f": cloudpickle.dumps(tasks.allocate)}, [(item, args)])
+        worker._feed_slots()
+        conn = worker.slots[0].conn
+        assert conn.poll(10)
+        kind, warm = pickle.loads(conn.recv_bytes())  # the slot says its warm memory, then runs
+        assert kind == "warm"
+        worker.state.slot_warm(0, warm)
+        assert conn.poll(10)  # the task is done: its result waits, unread
+        monkeypatch.setattr(monitor, "rss_mb", lambda pid: warm + 100.0)  # the stale sample of its peak
+        worker._enforce_limits()
+        assert worker.slots[0].proc.is_alive()  # not killed
+        worker._process_slot_results({conn.fileno()})
+        ((result, _),) = worker.state.outbox
+        assert result["id"] == 1 and result["status"] == "ok", result
+        assert 90 < result["peak_mb"] < 150  # the task's own 100 MB, over its 50 MB: it was a close call
+    finally:
+        worker._stop_slots()
