@@ -5,6 +5,7 @@ Run from the repository root::
     python -m benchmarks.scale --quick    # 20,000 tasks per row
     python -m benchmarks.scale            # 100,000 tasks per row
     python -m benchmarks.scale --workers 10,1000 --tasks 50000
+    python -m benchmarks.scale --quick --workers 10,1000 --reps 3   # medians of 3
 
 A simulated worker is one DEALER socket with its own identity that says
 Hello, registers with ``--slots`` cores, and answers every task at once
@@ -19,10 +20,22 @@ small machine. For each worker count it prints:
 - ``rate``: no-op tasks per second, submit all then ``wait`` until empty;
 - ``cpu_us``: manager process CPU (all its threads) per task;
 - ``rss_mb_100k``: growth of the manager's resident memory per 100,000
-  tasks, results consumed.
+  tasks, results consumed;
+- ``floor_rate`` and ``floor_cpu_us``: the ZeroMQ floor of the row
+  (:mod:`benchmarks._zmq_floor`): bare pyzmq messages in the same
+  pattern (one message each way per batch per worker, as many tasks per
+  batch as the manager sends there, peers in as many processes), with no
+  signature, JSON, pickle or bookkeeping. It is the most that any manager
+  sending one ZeroMQ message per worker per batch could reach on this
+  machine.
 
 Then the same rate and CPU for the real Manager with 2 real local
-workers. The machine's load average is printed with the figures.
+workers. With ``--reps N`` every cell is the median of N repetitions of
+its row. After the table come the issue's two verdicts, each PASS or
+FAIL: the rate at the largest worker count is at least 80% of the rate
+at 10 workers (the smallest count when 10 is not measured), and the
+fill at the largest count takes under 200 ms. The machine's load average
+is printed with the figures.
 """
 
 from __future__ import annotations
@@ -41,11 +54,16 @@ from hep_executor.engine import protocol
 from hep_executor.engine import pickle_bytes
 from hep_executor.engine import Endpoint
 
-from benchmarks._stats import print_table, quiet_logging
+from benchmarks._stats import median, print_table, quiet_logging
 from benchmarks._tasks import noop
+from benchmarks._zmq_floor import floor_rate, per_peer_batch
 
 
-_COLUMNS = ["workers", "slots", "fill_ms", "place_ms", "rate", "cpu_us", "rss_mb_100k"]
+_COLUMNS = ["workers", "slots", "fill_ms", "place_ms", "rate", "cpu_us", "rss_mb_100k",
+            "floor_rate", "floor_cpu_us"]
+#: the issue's targets: rate at the most workers over the rate at 10, and the fill at the most
+RATE_RATIO_TARGET = 0.8
+FILL_MS_TARGET = 200.0
 
 
 def _sim_workers(address: str, key: bytes, count: int, slots: int, stop) -> None:
@@ -162,9 +180,10 @@ def run_simulated(n_workers: int, slots: int, tasks: int, procs: int) -> dict:
                 p.join(10)
                 if p.is_alive():
                     p.kill()
+    floor, floor_cpu = floor_rate(n_workers, per_peer_batch(n_workers, slots), tasks, procs)
     return {"workers": n_workers, "slots": n_workers * slots, "fill_ms": fill_ms, "place_ms": place_ms,
-            "rate": rate,
-            "cpu_us": cpu_us, "rss_mb_100k": rss}
+            "rate": rate, "cpu_us": cpu_us, "rss_mb_100k": rss,
+            "floor_rate": floor, "floor_cpu_us": floor_cpu}
 
 
 def run_real(tasks: int) -> dict:
@@ -173,8 +192,33 @@ def run_real(tasks: int) -> dict:
         assert m.wait_for_workers(2) == 2
         rate, cpu_us, rss = _measure_rate(m, tasks)
     return {"workers": "2 real", "slots": 2, "fill_ms": float("nan"), "place_ms": float("nan"),
-            "rate": rate,
-            "cpu_us": cpu_us, "rss_mb_100k": rss}
+            "rate": rate, "cpu_us": cpu_us, "rss_mb_100k": rss,
+            "floor_rate": float("nan"), "floor_cpu_us": float("nan")}
+
+
+def median_row(runs: list[dict]) -> dict:
+    """One row of the table: each number the median over the repetitions ``runs``, labels from the first."""
+    return {c: median(r[c] for r in runs) if isinstance(runs[0][c], float) else runs[0][c]
+            for c in _COLUMNS}
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """The two target lines (rate ratio, fill time) over the simulated ``rows``, each ending PASS or FAIL."""
+    base = next((r for r in rows if r["workers"] == 10), min(rows, key=lambda r: r["workers"]))
+    top = max(rows, key=lambda r: r["workers"])
+    ratio = top["rate"] / base["rate"]
+    return [
+        f"rate at {top['workers']} workers / rate at {base['workers']}: {top['rate']:,.0f} / "
+        f"{base['rate']:,.0f} = {ratio:.0%} (target >= {RATE_RATIO_TARGET:.0%}): "
+        f"{'PASS' if ratio >= RATE_RATIO_TARGET else 'FAIL'}",
+        f"fill of {top['slots']} slots at {top['workers']} workers: {top['fill_ms']:.0f} ms "
+        f"(target < {FILL_MS_TARGET:.0f} ms): {'PASS' if top['fill_ms'] < FILL_MS_TARGET else 'FAIL'}",
+    ]
+
+
+def _load_average() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
 
 
 def main(argv=None) -> None:
@@ -184,20 +228,21 @@ def main(argv=None) -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--tasks", type=int, default=None)
     parser.add_argument("--procs", type=int, default=4, help="processes holding the simulated workers")
+    parser.add_argument("--reps", type=int, default=1, help="repetitions per row (medians are shown)")
     args = parser.parse_args(argv)
     quiet_logging()
     counts = [int(c) for c in (args.workers or "10,100,1000").split(",")]
     tasks = args.tasks or (20_000 if args.quick else 100_000)
-    rows = []
-    for n in counts:
-        r = run_simulated(n, args.slots, tasks, args.procs)
-        rows.append([r[c] for c in _COLUMNS])
-    r = run_real(min(tasks, 20_000))
-    rows.append([r[c] for c in _COLUMNS])
-    with open("/proc/loadavg") as fh:
-        load = fh.read().split()[:3]
-    print_table(f"scale: {tasks} no-op tasks per row; load average {' '.join(load)}",
-                _COLUMNS, rows)
+    reps = max(1, args.reps)
+    load_before = _load_average()
+    simulated = [median_row([run_simulated(n, args.slots, tasks, args.procs) for _ in range(reps)])
+                 for n in counts]
+    real = median_row([run_real(min(tasks, 20_000)) for _ in range(reps)])
+    rows = [[r[c] for c in _COLUMNS] for r in (*simulated, real)]
+    load = f"load average {load_before} before, {_load_average()} after"
+    print_table(f"scale: {tasks} no-op tasks per row, medians of {reps}; {load}", _COLUMNS, rows)
+    for line in verdicts(simulated):
+        print(f"{line} ({load})")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ _PREFETCH_SECONDS = 0.05  # queue about this much work per worker when tasks are
 _MAX_PREFETCH = 64
 _LOOKAHEAD = 64  # waiting tasks examined for one whose affinity key a free worker holds
 
+_SEND_GROUP = 64  # Tasks messages signed before they are sent back to back ...
+_SEND_GROUP_TASKS = 512  # ... or fewer, once they carry this many tasks
+
 _MAX_TRIES = 64  # workers popped for one task before it counts as fitting none now
 
 
@@ -169,21 +172,51 @@ class DispatchSteps:
         waiting.extendleft(reversed(skipped))
 
     def _send_batches(self, batches: dict) -> int:
+        """Send each worker its batch, one message each; return the tasks sent.
+
+        Small messages are signed a group at a time and then sent back to
+        back, so that ZeroMQ's I/O thread is woken once for a group rather
+        than once for each message; a group closes at :data:`_SEND_GROUP`
+        messages or :data:`_SEND_GROUP_TASKS` tasks, so the first workers
+        do not wait long for theirs.
+        """
         sent = 0
+        group: list = []
+        tasks_in_group = 0
         for identity, tasks in batches.items():
-            worker = self.table.workers[identity]
-            new_fns = list(dict.fromkeys(t.fn_hash for t in tasks if t.fn_hash not in worker.functions))
-            payloads = [self._functions[h] for h in new_fns] + [t.args for t in tasks]
-            if not self.endpoint.send(protocol.Tasks([t.wire() for t in tasks], new_fns), payloads,
-                                      peer=identity):
-                self._remove_worker(identity, counts_as_kill=True)
-                continue
-            worker.functions.update(new_fns)
-            self.stats["function_bytes_sent"] += sum(len(self._functions[h]) for h in new_fns)
-            worker.last_sent = time.monotonic()
-            sent += len(tasks)
+            group.append((identity, tasks, *self._tasks_message(identity, tasks)))
+            tasks_in_group += len(tasks)
+            if len(group) >= _SEND_GROUP or tasks_in_group >= _SEND_GROUP_TASKS:
+                sent += self._send_group(group)
+                group, tasks_in_group = [], 0
+        sent += self._send_group(group)
         self.stats["dispatched"] += sent
         return sent
+
+    def _send_group(self, group: list) -> int:
+        """Send prepared Tasks messages ``(identity, tasks, frames, new_fns)``; return the tasks sent."""
+        return sum([self._send_tasks_message(*prepared) for prepared in group])
+
+    def _tasks_message(self, identity: bytes, tasks: list) -> tuple[list, list]:
+        """The signed frames of the :class:`~protocol.Tasks` message of ``tasks`` to worker ``identity``,
+        and the hashes of the functions it carries (those the worker does not hold yet)."""
+        worker = self.table.workers[identity]
+        new_fns = list(dict.fromkeys(t.fn_hash for t in tasks if t.fn_hash not in worker.functions))
+        payloads = [self._functions[h] for h in new_fns] + [t.args for t in tasks]
+        msg = protocol.Tasks([t.wire() for t in tasks], new_fns)
+        return self.endpoint.prepare(msg, payloads, peer=identity), new_fns
+
+    def _send_tasks_message(self, identity: bytes, tasks: list, frames: list, new_fns: list) -> int:
+        """Send one prepared Tasks message; return the tasks sent (0: the worker is gone, and removed)."""
+        if not self.endpoint.send_frames(frames, peer=identity):
+            self._remove_worker(identity, counts_as_kill=True)
+            return 0
+        worker = self.table.workers[identity]
+        worker.functions.update(new_fns)
+        if new_fns:
+            self.stats["function_bytes_sent"] += sum(len(self._functions[h]) for h in new_fns)
+        worker.last_sent = time.monotonic()
+        return len(tasks)
 
     def _fail_if_too_big(self, task) -> bool:
         """Fail ``task`` if it has been larger than every worker for the grace period; return whether."""

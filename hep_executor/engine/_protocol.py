@@ -43,6 +43,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass, field
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import Any, ClassVar
 
 from hep_executor.errors import AuthenticationError, ConfigError, ProtocolError, VersionMismatchError
@@ -69,7 +70,11 @@ __all__ = [
     "decode",
     "derive_key",
     "encode",
+    "encode_packed",
+    "envelope_fields",
+    "header_of",
     "new_session",
+    "pack_envelope",
     "payloads_of",
     "peek_envelope",
     "sign_frames",
@@ -256,7 +261,12 @@ class Envelope:
     direction: bytes
 
     def pack(self) -> bytes:
-        return self.session + self.seq.to_bytes(8, "little") + self.direction
+        return pack_envelope(self.session, self.seq, self.direction)
+
+
+def pack_envelope(session: bytes, seq: int, direction: bytes) -> bytes:
+    """The envelope bytes of one message (what :meth:`Envelope.pack` gives)."""
+    return session + seq.to_bytes(8, "little") + direction
 
 
 def peek_envelope(frames: list) -> Envelope:
@@ -267,9 +277,14 @@ def peek_envelope(frames: list) -> Envelope:
     AuthenticationError
         The frames have no signature or no envelope.
     """
+    return Envelope(*envelope_fields(frames))
+
+
+def envelope_fields(frames: list) -> tuple[bytes, int, bytes]:
+    """:func:`peek_envelope` as a plain ``(session, seq, direction)`` tuple."""
     _check_framing(frames)
     raw = bytes(frames[1])[:_ENVELOPE_LEN]
-    return Envelope(raw[:_SESSION_LEN], int.from_bytes(raw[_SESSION_LEN:-1], "little"), raw[-1:])
+    return raw[:_SESSION_LEN], int.from_bytes(raw[_SESSION_LEN:-1], "little"), raw[-1:]
 
 
 def payloads_of(frames: list) -> list[bytes]:
@@ -328,14 +343,47 @@ def encode(msg: Any, key: bytes, payloads=(), *, envelope: Envelope | None = Non
     identity : bytes
         The worker's identity on the link (signed, not sent).
     """
+    envelope = envelope or Envelope(NO_SESSION, 0, TO_MANAGER)
+    return encode_packed(msg, key, payloads, envelope.pack(), identity)
+
+
+def encode_packed(msg: Any, key: bytes, payloads, envelope: bytes, identity: bytes) -> list[bytes]:
+    """:func:`encode` with the envelope given as bytes (:func:`pack_envelope`)."""
+    layout, blobs = pack_payloads(payloads)
+    frames = [envelope + layout, header_of(msg), *blobs]
+    return [sign_frames(key, identity, frames), *frames]
+
+
+def header_of(msg: Any) -> bytes:
+    """The header frame of ``msg``: its op and fields as compact JSON."""
     body = {"op": msg.op}
     for name in _FIELDS[msg.op]:
         body[name] = getattr(msg, name)
-    header = json.dumps(body, separators=(",", ":")).encode()
-    envelope = envelope or Envelope(NO_SESSION, 0, TO_MANAGER)
-    layout, blobs = pack_payloads(payloads)
-    frames = [envelope.pack() + layout, header, *blobs]
-    return [sign_frames(key, identity, frames), *frames]
+    return _dumps(body).encode()
+
+
+def _compact_encoder():
+    """``json.dumps(obj, separators=(",", ":"))`` as one encoder built once (``dumps`` builds one per call)."""
+    encoder = json.JSONEncoder(separators=(",", ":"))
+    if c_make_encoder is None:
+        return encoder.encode
+    chunks = c_make_encoder(None, encoder.default, encode_basestring_ascii, None, ":", ",",
+                            False, False, True)
+    return lambda obj: "".join(chunks(obj, 0))
+
+
+_dumps = _compact_encoder()
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(header: bytes) -> Any:
+    """``json.loads(header)``, without its per-call set-up when the header is UTF-8 and nothing else."""
+    try:
+        text = header.decode()
+        body, end = _raw_decode(text)
+    except ValueError:
+        return json.loads(header)
+    return body if end == len(text) else json.loads(header)
 
 
 def verify(frames: list, key: bytes, identity: bytes = b"") -> None:
@@ -380,7 +428,7 @@ def parse_header(header: bytes) -> Any:
         msg = f"message header of {len(header)} bytes, over the {MAX_HEADER} allowed"
         raise ProtocolError(msg)
     try:
-        body = json.loads(header)
+        body = _loads(header)
         op = body.pop("op")
         cls = MESSAGES[op]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -116,6 +116,29 @@ def connect_dealer(ctx: zmq.Context, address: str, identity: bytes | None = None
 
 
 _NO_SESSION_OPS = frozenset({"hello", "session", "status_query", "status_reply", "refuse"})
+_MORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+#: the socket's compiled send and receive: ``Socket.send_multipart`` and ``recv_multipart`` spend
+#: a few microseconds a frame in Python (flags as enums, an option lookup per frame)
+_send_frame = zmq.backend.Socket.send
+_recv_frame = zmq.backend.Socket.recv
+
+
+def _send_frames(sock: zmq.Socket, frames: list) -> None:
+    """Send ``frames`` as the rest of one message (``send_multipart(frames, copy=False)``)."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        _send_frame(sock, frame, 0 if i == last else _MORE, copy=False)
+
+
+def _recv_frames(sock: zmq.Socket) -> list[bytes]:
+    """The frames of one message as bytes (``sock.recv_multipart(zmq.NOBLOCK)``); zmq.Again if none."""
+    frame = _recv_frame(sock, _NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _recv_frame(sock, _NOBLOCK, copy=False)
+        frames.append(frame.bytes)
+    return frames
 
 
 class Endpoint:
@@ -149,6 +172,8 @@ class Endpoint:
         self.key = key
         self.routed = routed
         self.identity = identity
+        self._direction = protocol.TO_WORKER if routed else protocol.TO_MANAGER  # of what it sends
+        self._incoming = protocol.TO_MANAGER if routed else protocol.TO_WORKER
         self.session = protocol.NO_SESSION
         self._keys = {protocol.NO_SESSION: protocol.derive_key(key, protocol.NO_SESSION)}
         self._sent: dict = {}   # peer (None on a DEALER) -> last sequence number sent
@@ -176,17 +201,29 @@ class Endpoint:
     def send(self, msg: Any, payloads=(), peer: bytes | None = None, *,
              session: bytes | None = None) -> bool:
         """Send ``msg`` (in ``session``, default this endpoint's); return False if the peer is gone."""
+        return self.send_frames(self.prepare(msg, payloads, peer, session=session), peer)
+
+    def prepare(self, msg: Any, payloads=(), peer: bytes | None = None, *,
+                session: bytes | None = None) -> list:
+        """The signed frames of ``msg`` as the next message to ``peer``, for :meth:`send_frames`.
+
+        Frames prepared for one peer must be sent in the order they were
+        prepared, and before any other message to it: each holds the next
+        sequence number of its link.
+        """
         session = self.session if session is None else session
         seq = self._sent.get(peer, 0) + 1
         self._sent[peer] = seq
-        direction = protocol.TO_WORKER if self.routed else protocol.TO_MANAGER
-        envelope = protocol.Envelope(session, seq, direction)
-        frames = protocol.encode(msg, self._key_for(session), payloads, envelope=envelope,
-                                 identity=peer if self.routed else self.identity)
-        if self.routed:
-            frames = [peer, *frames]
+        envelope = protocol.pack_envelope(session, seq, self._direction)
+        return protocol.encode_packed(msg, self._key_for(session), payloads, envelope,
+                                      peer if self.routed else self.identity)
+
+    def send_frames(self, frames: list, peer: bytes | None = None) -> bool:
+        """Send frames from :meth:`prepare` to ``peer``; return False if the peer is gone."""
         try:
-            self.sock.send_multipart(frames, copy=False)
+            if self.routed:
+                _send_frame(self.sock, peer, _MORE)
+            _send_frames(self.sock, frames)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 return False
@@ -215,7 +252,7 @@ class Endpoint:
         caller may answer a refused registration.
         """
         try:
-            frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            frames = _recv_frames(self.sock)
         except zmq.Again:
             return None
         peer = frames.pop(0) if self.routed else None
@@ -228,25 +265,25 @@ class Endpoint:
 
     def _open(self, peer: bytes | None, frames: list) -> tuple[Any, list]:
         """Check direction, session, signature and sequence number, then parse the header."""
-        envelope = protocol.peek_envelope(frames)
+        session, seq, direction = protocol.envelope_fields(frames)
         identity = peer if self.routed else self.identity
-        if envelope.direction != (protocol.TO_MANAGER if self.routed else protocol.TO_WORKER):
+        if direction != self._incoming:
             msg = "message signed for the other direction (reflected back?)"
             raise AuthenticationError(msg)
-        if envelope.session not in self._keys:
-            self._refuse_other_session(frames, envelope, identity)
-        protocol.check_signature(frames, self._keys[envelope.session], identity)
+        if session not in self._keys:
+            self._refuse_other_session(frames, protocol.Envelope(session, seq, direction), identity)
+        protocol.check_signature(frames, self._keys[session], identity)
         header = bytes(frames[2])
-        if envelope.seq <= self._heard.get(peer, 0):
+        if seq <= self._heard.get(peer, 0):
             self.replayed += 1
             if self.routed or b'"op":"refuse"' not in header[:20]:
-                msg = (f"sequence number {envelope.seq} is not past {self._heard.get(peer, 0)} "
+                msg = (f"sequence number {seq} is not past {self._heard.get(peer, 0)} "
                        "on this link: a replayed or reordered message")
                 raise ReplayError(msg)
         else:
-            self._heard[peer] = envelope.seq
+            self._heard[peer] = seq
         msg = protocol.parse_header(header)
-        if envelope.session == protocol.NO_SESSION and msg.op not in _NO_SESSION_OPS:
+        if session == protocol.NO_SESSION and msg.op not in _NO_SESSION_OPS:
             msg = f"a {msg.op!r} message outside the run's session"
             raise AuthenticationError(msg)
         return msg, protocol.payloads_of(frames)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hep_executor import Manager
-from hep_executor.engine import FreeIndex
+from hep_executor.engine import FreeIndex, protocol
 from hep_executor.engine import TaskTable, WorkerRecord
 from hep_executor.errors import NoWorkersError, TaskError
 from tests.engine import tasks
@@ -120,3 +120,30 @@ def test_a_workers_shorter_manager_timeout_wins_over_the_welcome(tmp_path):
         for proc in (owner, worker):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+
+
+def test_one_pass_sends_every_worker_its_message_across_send_groups():
+    """More workers than one send group: each gets one signed message; a vanished one is removed."""
+    with Manager(local_workers=0, heartbeat_interval=60, heartbeat_timeout=120) as m:  # no heartbeats
+        peers = [RawPeer(m.address, m.key) for _ in range(70)]
+        try:
+            for peer in peers:
+                peer.join(m)
+            gone = peers.pop(30)
+            gone.close()
+            try_assert(lambda: _unreachable(m, gone.identity))
+            ids = {m.submit(tasks.square, i) for i in range(140)}
+            assert m._dispatch_waiting_tasks() == 69
+            got = [peer.recv(timeout=5) for peer in peers]
+            assert all(isinstance(g[0], protocol.Tasks) and len(g[0].items) == 1 for g in got), got
+            sent = [g[0].items[0]["id"] for g in got]
+            assert len(set(sent)) == 69 and set(sent) <= ids
+            assert gone.identity not in m.table.workers and m.table.n_waiting == 140 - 69
+        finally:
+            for peer in peers:
+                peer.close()
+
+
+def _unreachable(m, identity: bytes) -> bool:
+    """Whether the manager's socket has dropped the route to ``identity`` (a probe: a heartbeat)."""
+    return not m.endpoint.send(protocol.Heartbeat(), peer=identity)

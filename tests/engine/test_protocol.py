@@ -133,3 +133,43 @@ def test_bad_key_file_names_the_file(tmp_path):
         keys.read_key_file(tmp_path / "bad")
     with pytest.raises(ConfigError, match="missing"):
         keys.read_key_file(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("msg", [
+    protocol.Heartbeat(),
+    protocol.Tasks([{"id": 1, "fn": "ab", "cores": 1, "memory_mb": 0, "category": "caf\u00e9"}], ["ab"]),
+    protocol.Results([{"id": 1, "wall": 0.25, "compressed": False, "error": None}], running=[1]),
+    protocol.StatusReply({"workers": 2, "nested": {"x": [1.5, True]}}),
+])
+def test_header_is_the_compact_json_of_the_message(msg):
+    body = {"op": msg.op, **{f: getattr(msg, f) for f in protocol._FIELDS[msg.op]}}
+    assert protocol.header_of(msg) == json.dumps(body, separators=(",", ":")).encode()
+
+
+def test_header_of_an_unencodable_field_raises_as_json_does():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        protocol.header_of(protocol.Cancel([object()]))
+
+
+@pytest.mark.parametrize("header", [
+    b'  {"op": "cancel", "ids": [1]}\n',
+    '{"op":"cancel","ids":[1]}'.encode("utf-16"),
+])
+def test_header_parsing_accepts_what_json_loads_accepts(header):
+    assert protocol.parse_header(header) == protocol.Cancel([1])
+
+
+@pytest.mark.parametrize("header", [b'{"op":"cancel","ids":[1]} x', b'{"op":"cancel"', b"\xff\xfe\xfa"])
+def test_header_parsing_refuses_what_json_loads_refuses(header):
+    with pytest.raises(ProtocolError, match="malformed"):
+        protocol.parse_header(header)
+
+
+def test_envelope_packs_and_reads_back():
+    session = protocol.new_session()
+    packed = protocol.pack_envelope(session, 2**40 + 3, protocol.TO_WORKER)
+    assert packed == protocol.Envelope(session, 2**40 + 3, protocol.TO_WORKER).pack()
+    frames = protocol.encode_packed(protocol.Heartbeat(), KEY, [b"p"], packed, b"w")
+    assert protocol.envelope_fields(frames) == (session, 2**40 + 3, protocol.TO_WORKER)
+    assert protocol.peek_envelope(frames) == protocol.Envelope(session, 2**40 + 3, protocol.TO_WORKER)
+    assert protocol.decode(frames, KEY, b"w") == (protocol.Heartbeat(), [b"p"])
