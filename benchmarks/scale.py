@@ -41,7 +41,6 @@ is printed with the figures.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import time
 import uuid
@@ -56,7 +55,7 @@ from hep_executor.engine import Endpoint
 
 from benchmarks._stats import median, print_table, quiet_logging
 from benchmarks._tasks import noop
-from benchmarks._zmq_floor import floor_rate, per_peer_batch
+from benchmarks._zmq_floor import floor_rate, peer_processes, per_peer_batch
 
 
 _COLUMNS = ["workers", "slots", "fill_ms", "place_ms", "rate", "cpu_us", "rss_mb_100k",
@@ -66,7 +65,7 @@ RATE_RATIO_TARGET = 0.8
 FILL_MS_TARGET = 200.0
 
 
-def _sim_workers(address: str, key: bytes, count: int, slots: int, stop) -> None:
+def _sim_workers(address: str, key: bytes, slots: int, count: int, stop) -> None:
     """Run ``count`` simulated workers in this process until ``stop`` is set."""
     ctx = zmq.Context()
     poller = zmq.Poller()
@@ -161,25 +160,12 @@ def _measure_rate(m: Manager, tasks: int) -> tuple[float, float, float]:
 
 def run_simulated(n_workers: int, slots: int, tasks: int, procs: int) -> dict:
     """Figures for ``n_workers`` simulated workers of ``slots`` slots."""
-    ctx = multiprocessing.get_context("spawn")
     with Manager(local_workers=0, heartbeat_timeout=600, worker_timeout=900) as m:
-        stop = ctx.Event()
-        per = [n_workers // procs + (i < n_workers % procs) for i in range(procs)]
-        sims = [ctx.Process(target=_sim_workers, args=(m.address, m.key, n, slots, stop), daemon=True)
-                for n in per if n]
-        for p in sims:
-            p.start()
-        try:
+        with peer_processes(_sim_workers, (m.address, m.key, slots), n_workers, procs):
             joined = m.wait_for_workers(n_workers, timeout=120)
             assert joined == n_workers, f"{joined} of {n_workers} simulated workers joined"
             fill_ms, place_ms = _measure_fill(m, n_workers * slots)
             rate, cpu_us, rss = _measure_rate(m, tasks)
-        finally:
-            stop.set()
-            for p in sims:
-                p.join(10)
-                if p.is_alive():
-                    p.kill()
     floor, floor_cpu = floor_rate(n_workers, per_peer_batch(n_workers, slots), tasks, procs)
     return {"workers": n_workers, "slots": n_workers * slots, "fill_ms": fill_ms, "place_ms": place_ms,
             "rate": rate, "cpu_us": cpu_us, "rss_mb_100k": rss,
