@@ -37,6 +37,68 @@ def peer_processes(target, args: tuple, n_peers: int, procs: int):
     Yields nothing; on leaving, ``stop`` is set and the processes are
     joined (killed after 10 s).
     """
+    spawn = multiprocessing.get_context("spawn")
+    stop = spawn.Event()
+    per = [n_peers // procs + (i < n_peers % procs) for i in range(procs)]
+    sims = [spawn.Process(target=target, args=(*args, n, stop), daemon=True) for n in per if n]
+    for p in sims:
+        p.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for p in sims:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+
+
+def _echo_peers(address: str, count: int, stop) -> None:
+    ctx = zmq.Context()
+    poller = zmq.Poller()
+    socks = []
+    for _ in range(count):
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(address)
+        sock.send(b"hello")
+        poller.register(sock, zmq.POLLIN)
+        socks.append(sock)
+    while not stop.is_set():
+        for sock, _ in poller.poll(100):
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                sock.send_multipart(frames)
+    for sock in socks:
+        sock.close(0)
+    ctx.term()
+
+
+def _serve(router, peers: list, batch: bytes, per_peer: int, tasks: int) -> tuple[float, float]:
+    """Wall seconds and process CPU seconds to get ``tasks`` tasks back, one batch out per batch in."""
+    for peer in peers:
+        router.send_multipart([peer, batch])
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    done = 0
+    while done < tasks:
+        peer, _ = router.recv_multipart()
+        done += per_peer
+        router.send_multipart([peer, batch])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    for _ in peers:  # the batches still out
+        router.recv_multipart()
+    return wall, cpu
+
+
+def floor_rate(n_peers: int, per_peer: int, tasks: int, procs: int = 4) -> tuple[float, float]:
+    """``(tasks per second, process CPU microseconds per task)`` of the bare pattern with ``n_peers`` peers."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
     try:
         with peer_processes(_echo_peers, (f"tcp://127.0.0.1:{port}",), n_peers, procs):
             peers = [router.recv_multipart()[0] for _ in range(n_peers)]
