@@ -171,8 +171,8 @@ def run_simulated(n_workers: int, slots: int, tasks: int, procs: int) -> dict:
             joined = m.wait_for_workers(n_workers, timeout=120)
             assert joined == n_workers, f"{joined} of {n_workers} simulated workers joined"
             fill_ms, place_ms = _measure_fill(m, n_workers * slots)
+            rate_10k, _, rss = _measure_rate(m, tasks, window=10_000)  # first: its RSS growth is the run's
             rate, cpu_us, _ = _measure_rate(m, tasks, window=tasks)
-            rate_10k, _, rss = _measure_rate(m, tasks, window=10_000)
     floor, floor_cpu = floor_rate(n_workers, per_peer_batch(n_workers, slots), tasks, procs)
     return {"workers": n_workers, "slots": n_workers * slots, "fill_ms": fill_ms, "place_ms": place_ms,
             "rate": rate, "rate_10k": rate_10k, "cpu_us": cpu_us, "rss_mb_100k": rss,
@@ -183,8 +183,8 @@ def run_real(tasks: int) -> dict:
     """Rate and CPU per task of the real Manager with 2 real local workers."""
     with Manager(local_workers=2) as m:
         assert m.wait_for_workers(2) == 2
-        rate, cpu_us, _ = _measure_rate(m, tasks, window=tasks)
         rate_10k, _, rss = _measure_rate(m, tasks, window=10_000)
+        rate, cpu_us, _ = _measure_rate(m, tasks, window=tasks)
     return {"workers": "2 real", "slots": 2, "fill_ms": float("nan"), "place_ms": float("nan"),
             "rate": rate, "rate_10k": rate_10k, "cpu_us": cpu_us, "rss_mb_100k": rss,
             "floor_rate": float("nan"), "floor_cpu_us": float("nan")}
