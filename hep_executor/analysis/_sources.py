@@ -24,9 +24,13 @@ Segments can be added while chunks run (:meth:`ChunkSource.add`, with
 file's segment as soon as its metadata is back.
 
 A chunk's memory allocation is the allocator's (from the peaks of its
-category), raised to the peak the sizer's memory fit expects of the
-chunk's events plus ``FLOOR_MARGIN``: while the sizer grows the chunks,
-the peaks already seen are too small for the next one.
+category), raised to the peak expected of the chunk's events plus
+``FLOOR_MARGIN``: while the sizer grows the chunks, the peaks already
+seen are too small for the next one. The expected peak is the larger of
+the sizer's memory fit and the most memory per event a chunk of its
+category has held (of any category, before its own first chunk): a
+task's peak leaves out what its slot keeps from task to task, so it
+grows with the chunk's events from near zero.
 
 A chunk that runs out of memory is retried at the next allocation
 bucket, and once at the largest allocation, cut anew at the size the
@@ -61,6 +65,8 @@ PROBE_STEP = 8
 PROBE_FLOOR = 1000
 #: a chunk's memory allocation is at least the sizer's expected peak for its events times (1 + this)
 FLOOR_MARGIN = 0.15
+#: chunks under this many events say nothing of the memory per event (their peak is mostly noise)
+MIN_EVENTS_PER_EVENT_RATE = 100
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +179,7 @@ class ChunkSource:
         self._extra: list = []
         self._attempt: dict[Any, int] = {}
         self._alloc: dict[Any, Any] = {}
+        self._mb_per_event: dict[str, float] = {}  # the most peak memory per event a chunk held, per category
         self._in_flight: dict[str, int] = {}
         self._reported: set[str] = set()
         self._succeeded: set[str] = set()
@@ -355,6 +362,7 @@ class ChunkSource:
         if self.allocator is not None and (result.ok or exhausted) and learn_memory:
             self.allocator.observe(category, report.peak_mb, exhausted=exhausted,
                                    allocated=self._alloc.get(item))
+            self._note_memory_per_event(category, _events(item), report.peak_mb)
         if not exhausted:
             self._alloc.pop(item, None)
             return []
@@ -399,17 +407,27 @@ class ChunkSource:
             memory = alloc.memory_mb
         return {"cores": 1, "memory_mb": int(memory), "category": category}
 
-    def _sized_floor(self, category: str, item, alloc):
-        """``alloc``, raised to what the sizer's memory fit expects of ``item``'s events plus a margin.
+    def _note_memory_per_event(self, category: str, events: int, peak_mb: float) -> None:
+        """Keep the most peak memory per event of ``category`` (chunks of too few events say nothing of it)."""
+        if events >= MIN_EVENTS_PER_EVENT_RATE:
+            rate = peak_mb / events
+            self._mb_per_event[category] = max(rate, self._mb_per_event.get(category, 0.0))
 
-        The allocator's buckets hold the peaks of chunks already run; while the sizer grows the
-        chunks, a new chunk needs more than those, and would run out of memory only to climb the
-        ladder. Fixed allocations stay as the user set them.
+    def _sized_floor(self, category: str, item, alloc):
+        """``alloc``, raised to the peak expected of ``item``'s events plus a margin.
+
+        The expected peak is the larger of the sizer's memory fit and the most memory per event
+        a chunk of the category held (of any category before its first). The allocator's buckets
+        hold the peaks of chunks already run; while the sizer grows the chunks, a new chunk needs
+        more than those, and would run out of memory only to climb the ladder. Fixed allocations
+        stay as the user set them.
         """
-        if self.sizer is None or self.allocator.mode == "fixed":
+        if self.allocator.mode == "fixed":
             return alloc
-        expected = self.sizer.predict_memory(category, _events(item))
-        if expected is None:
+        fitted = self.sizer.predict_memory(category, _events(item)) if self.sizer is not None else None
+        per_event = self._mb_per_event.get(category, max(self._mb_per_event.values(), default=0.0))
+        expected = max(fitted or 0.0, per_event * _events(item))
+        if not expected:
             return alloc
         raised = dataclasses.replace(alloc, memory_mb=math.ceil(expected * (1 + FLOOR_MARGIN)))
         raised = raised.capped(self.allocator.max_resources)

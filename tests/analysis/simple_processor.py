@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import awkward as ak
 import hist
 import numpy as np
@@ -36,13 +38,15 @@ class FailingProcessor(processor.ProcessorABC):
 
 
 class MemoryHungryProcessor(processor.ProcessorABC):
-    """Holds ``mb_per_event`` MB per event while it works (memory grows with chunk size)."""
+    """Holds ``mb_per_event`` MB per event for ``hold_s`` seconds while it works (memory grows with chunk size)."""
 
-    def __init__(self, mb_per_event: float = 0.1):
+    def __init__(self, mb_per_event: float = 0.1, hold_s: float = 0.0):
         self.mb_per_event = mb_per_event
+        self.hold_s = hold_s
 
     def process(self, events):
         block = np.ones(int(len(events) * self.mb_per_event * 2**20 / 8))
+        time.sleep(self.hold_s)  # long enough for the worker's memory samples to see the peak
         n = len(events)
         del block
         ds = events.metadata["dataset"]

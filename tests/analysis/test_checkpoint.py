@@ -334,7 +334,8 @@ def test_runner_with_hep_executor_resumes_within_its_processing_call(samples, ma
 def test_resume_after_a_memory_split_with_another_chunk_size_doubles_nothing(samples, manager, tmp_path):
     from tests.analysis.simple_processor import MemoryHungryProcessor
 
-    proc = MemoryHungryProcessor(mb_per_event=0.15)  # a 3000-event chunk holds ~450 MB: over 420 MB, split
+    # a 3000-event chunk holds ~450 MB of its own for 0.3 s: over 420 MB, split
+    proc = MemoryHungryProcessor(mb_per_event=0.15, hold_s=0.3)
     reference = run(samples, proc, manager=manager, chunksize=1000, resources_mode="none").output
     folder, done = tmp_path / "ckpt", []
 

@@ -34,7 +34,7 @@ def test_memory_target_under_naive_chunk_needs_no_failure(samples, manager):
 
 
 def test_fixed_memory_limit_splits_chunks_and_completes(samples, manager):
-    proc = MemoryHungryProcessor(mb_per_event=0.1)
+    proc = MemoryHungryProcessor(mb_per_event=0.1, hold_s=0.3)  # held for 6 of the worker's samples
     reference = run(samples, proc, manager=manager, chunksize=250, resources_mode="none").output
     # a 3000-event chunk holds ~300 MB of its own (the slot's warm memory is not counted): over 250 MB
     result = run(samples, proc, manager=manager, chunksize=3000, resources_mode="fixed", memory_mb=250)

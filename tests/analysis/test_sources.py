@@ -156,3 +156,20 @@ def test_growing_chunks_get_the_memory_their_events_need_and_nothing_is_lost():
     assert max(sizes) >= 8 * min(sizes)  # the sizer grew the chunks on the way
     # the peaks seen lag behind growing chunks: without the sizer's floor, every growth step ran out
     assert exhausted <= 1
+
+
+def test_a_new_category_borrows_the_memory_per_event_of_the_chunks_already_run():
+    # a task's peak is its own (its slot's warm memory left out): it grows from near zero with the events
+    allocator = Allocator("auto", max_resources=Resources(1, 4000), first_guess=Resources(1, 2000))
+    segments = [Segment(ChunkSpec("sig", "sig_0.root", "Events", 0, 1000), 0, 1000),
+                Segment(ChunkSpec("bkg", "bkg_0.root", "Events", 0, 3000), 0, 3000)]
+    source = ChunkSource(segments, chunksize=3000, allocator=allocator, spread=1)
+    (first,) = source.take(1)
+    assert first.dataset == "sig" and first.events == 1000
+    source.resources(first)
+    source.observe(first, TaskResult(1, TaskReport(1, "process", "ok", wall=0.1, peak_mb=100.0)))
+    (second,) = source.take(1)
+    assert second.dataset == "bkg" and second.events == 3000
+    # the allocator alone gives 1.5 x the 100 MB seen: 150 MB, for a chunk that needs about 300
+    assert allocator.allocate("process:bkg").memory_mb == 150
+    assert source.resources(second)["memory_mb"] == 345  # 0.1 MB an event x 3000 events, and a 15% margin

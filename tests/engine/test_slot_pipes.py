@@ -42,7 +42,7 @@ def test_a_result_waiting_in_the_pipe_is_taken_before_a_memory_kill_on_a_stale_s
 
     import cloudpickle
 
-    from hep_executor.engine import _monitor as monitor
+    from hep_executor.engine import worker as worker_module
     from hep_executor.engine.worker import Worker
 
     worker = Worker("tcp://127.0.0.1:1", b"k" * 32, cores=1, memory_mb=4000)
@@ -58,7 +58,7 @@ def test_a_result_waiting_in_the_pipe_is_taken_before_a_memory_kill_on_a_stale_s
         assert kind == "warm"
         worker.state.slot_warm(0, warm)
         assert conn.poll(10)  # the task is done: its result waits, unread
-        monkeypatch.setattr(monitor, "rss_mb", lambda pid: warm + 100.0)  # the stale sample of its peak
+        monkeypatch.setattr(worker_module.monitor, "rss_mb", lambda pid: warm + 100.0)  # a stale sample of its peak
         worker._enforce_limits()
         assert worker.slots[0].proc.is_alive()  # not killed
         worker._process_slot_results({conn.fileno()})
