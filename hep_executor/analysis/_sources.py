@@ -27,10 +27,11 @@ A chunk's memory allocation is the allocator's (from the peaks of its
 category), raised to the peak expected of the chunk's events plus
 ``FLOOR_MARGIN``: while the sizer grows the chunks, the peaks already
 seen are too small for the next one. The expected peak is the larger of
-the sizer's memory fit and the most memory per event a chunk of its
-category has held (of any category, before its own first chunk): a
-task's peak leaves out what its slot keeps from task to task, so it
-grows with the chunk's events from near zero.
+the sizer's memory fit and, for a chunk larger than any of its category
+seen yet, the most memory per event a chunk of its category has held (of
+any category, before its own first chunk): a task's peak leaves out what
+its slot keeps from task to task, so it grows with the chunk's events
+from near zero.
 
 A chunk that runs out of memory is retried at the next allocation
 bucket, and once at the largest allocation, cut anew at the size the
@@ -180,6 +181,7 @@ class ChunkSource:
         self._attempt: dict[Any, int] = {}
         self._alloc: dict[Any, Any] = {}
         self._mb_per_event: dict[str, float] = {}  # the most peak memory per event a chunk held, per category
+        self._most_events: dict[str, int] = {}  # the largest chunk (events) that reported, per category
         self._in_flight: dict[str, int] = {}
         self._reported: set[str] = set()
         self._succeeded: set[str] = set()
@@ -409,6 +411,7 @@ class ChunkSource:
 
     def _note_memory_per_event(self, category: str, events: int, peak_mb: float) -> None:
         """Keep the most peak memory per event of ``category`` (chunks of too few events say nothing of it)."""
+        self._most_events[category] = max(events, self._most_events.get(category, 0))
         if events >= MIN_EVENTS_PER_EVENT_RATE:
             rate = peak_mb / events
             self._mb_per_event[category] = max(rate, self._mb_per_event.get(category, 0.0))
@@ -416,17 +419,21 @@ class ChunkSource:
     def _sized_floor(self, category: str, item, alloc):
         """``alloc``, raised to the peak expected of ``item``'s events plus a margin.
 
-        The expected peak is the larger of the sizer's memory fit and the most memory per event
-        a chunk of the category held (of any category before its first). The allocator's buckets
+        The expected peak is the larger of the sizer's memory fit and, for a chunk larger than
+        any of its category seen yet, the most memory per event a chunk of the category held (of
+        any category before its first). The allocator's buckets
         hold the peaks of chunks already run; while the sizer grows the chunks, a new chunk needs
         more than those, and would run out of memory only to climb the ladder. Fixed allocations
         stay as the user set them.
         """
         if self.allocator.mode == "fixed":
             return alloc
-        fitted = self.sizer.predict_memory(category, _events(item)) if self.sizer is not None else None
-        per_event = self._mb_per_event.get(category, max(self._mb_per_event.values(), default=0.0))
-        expected = max(fitted or 0.0, per_event * _events(item))
+        events = _events(item)
+        fitted = self.sizer.predict_memory(category, events) if self.sizer is not None else None
+        per_event = 0.0
+        if events > self._most_events.get(category, 0):  # larger than any of its chunks seen yet
+            per_event = self._mb_per_event.get(category, max(self._mb_per_event.values(), default=0.0))
+        expected = max(fitted or 0.0, per_event * events)
         if not expected:
             return alloc
         raised = dataclasses.replace(alloc, memory_mb=math.ceil(expected * (1 + FLOOR_MARGIN)))
