@@ -421,10 +421,9 @@ class ChunkSource:
 
         The expected peak is the larger of the sizer's memory fit and, for a chunk larger than
         any of its category seen yet, the most memory per event a chunk of the category held (of
-        any category before its first). The allocator's buckets
-        hold the peaks of chunks already run; while the sizer grows the chunks, a new chunk needs
-        more than those, and would run out of memory only to climb the ladder. Fixed allocations
-        stay as the user set them.
+        any category before its first). The allocator's buckets hold the peaks of chunks already
+        run; while the sizer grows the chunks, a new chunk needs more than those, and would run
+        out of memory only to climb the ladder. Fixed allocations stay as the user set them.
         """
         if self.allocator.mode == "fixed":
             return alloc

@@ -287,8 +287,8 @@ class Allocator:
         others, or the first guess if nothing was seen at all.
     min_memory_mb : int, optional
         No learned allocation is smaller (default :data:`MIN_MEMORY_MB`):
-        a slot's resident memory moves by tens of MB on its own (allocator
-        arenas, a module a task imports), more than a small task's own peak.
+        a small task's own peak moves by several MB from task to task
+        (allocator arenas, a module it imports), as much as it needs.
     """
 
     def __init__(
